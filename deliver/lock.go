@@ -1,0 +1,204 @@
+package deliver
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// LockOptions tune how long mfilter waits for locks held by others.
+type LockOptions struct {
+	// Timeout bounds the wait for a dotlock or an fcntl lock; the delivery
+	// then fails as a temporary error (exit 75) instead of hanging.
+	Timeout time.Duration
+	// Stale is the age after which a dotlock is considered abandoned and
+	// removed (procmail's LOCKTIMEOUT, 1024 s).
+	Stale time.Duration
+	// Suspend is the pause after forcing a stale lock, giving its holder a
+	// chance to notice (procmail's SUSPEND, 16 s).
+	Suspend time.Duration
+	// MaxSleep caps the pause between attempts on a busy lock.
+	MaxSleep time.Duration
+}
+
+// DefaultLockOptions wait up to five minutes: long enough for any real
+// delivery, short enough that an MTA's command timeout is not reached
+// before mfilter asks for a retry.
+var DefaultLockOptions = LockOptions{
+	Timeout:  5 * time.Minute,
+	Stale:    1024 * time.Second,
+	Suspend:  16 * time.Second,
+	MaxSleep: time.Second,
+}
+
+func (o LockOptions) withDefaults() LockOptions {
+	d := DefaultLockOptions
+	if o.Timeout > 0 {
+		d.Timeout = o.Timeout
+	}
+	if o.Stale > 0 {
+		d.Stale = o.Stale
+	}
+	if o.Suspend > 0 {
+		d.Suspend = o.Suspend
+	}
+	if o.MaxSleep > 0 {
+		d.MaxSleep = o.MaxSleep
+	}
+	return d
+}
+
+// ErrLockTimeout is returned when a lock stayed busy for LockOptions.Timeout.
+var ErrLockTimeout = errors.New("timed out waiting for lock")
+
+// Dotlock is a held lock file, created the way procmail, mutt and the MTAs
+// create NAME.lock: a unique temporary file holding "0" is hard-linked to
+// the lock name, which succeeds for exactly one process even over NFS.
+type Dotlock struct {
+	fsys fileSystem
+	path string
+}
+
+// AcquireDotlock takes the dotlock path (usually FOLDER.lock), waiting
+// while another process holds it and removing it when it is older than
+// opts.Stale. It fails with ErrLockTimeout after opts.Timeout.
+func AcquireDotlock(ctx context.Context, path string, opts LockOptions) (*Dotlock, error) {
+	return acquireDotlock(ctx, osFS{}, path, opts)
+}
+
+func acquireDotlock(ctx context.Context, fsys fileSystem, path string, opts LockOptions) (*Dotlock, error) {
+	opts = opts.withDefaults()
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	sleep := 5 * time.Millisecond
+	for {
+		err := tryDotlock(fsys, path)
+		if err == nil {
+			return &Dotlock{fsys: fsys, path: path}, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if st, serr := fsys.Lstat(path); serr == nil && time.Since(st.ModTime()) > opts.Stale {
+			// An abandoned lock (its holder crashed): force it, as
+			// procmail does, then pause so a slow live holder notices.
+			if rerr := fsys.Remove(path); rerr == nil || errors.Is(rerr, fs.ErrNotExist) {
+				if err := sleepCtx(ctx, opts.Suspend); err != nil {
+					return nil, fmt.Errorf("lock %s: %w", path, ErrLockTimeout)
+				}
+				continue
+			}
+		}
+		if err := sleepCtx(ctx, jitter(sleep)); err != nil {
+			return nil, fmt.Errorf("lock %s: %w", path, ErrLockTimeout)
+		}
+		if sleep *= 2; sleep > opts.MaxSleep {
+			sleep = opts.MaxSleep
+		}
+	}
+}
+
+// tryDotlock makes one attempt; fs.ErrExist means someone holds the lock.
+func tryDotlock(fsys fileSystem, path string) error {
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+"."+randomHex(6)+"."+strconv.Itoa(os.Getpid()))
+	f, err := fsys.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write([]byte("0"))
+	cerr := f.Close()
+	defer fsys.Remove(tmp)
+	if werr != nil {
+		return werr
+	}
+	if cerr != nil {
+		return cerr
+	}
+	lerr := fsys.Link(tmp, path)
+	// The link count, not link's result, is the truth on NFS, where a
+	// lost reply can report failure for a link that was made.
+	if st, err := fsys.Lstat(tmp); err == nil {
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Nlink == 2 {
+			return nil
+		}
+	}
+	if lerr == nil {
+		return errors.New("lock link made but link count is not 2")
+	}
+	return lerr
+}
+
+// Release removes the lock file.
+func (l *Dotlock) Release() error {
+	if l == nil {
+		return nil
+	}
+	if err := l.fsys.Remove(l.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("unlock %s: %w", l.path, err)
+	}
+	return nil
+}
+
+// lockFile takes a whole-file fcntl write lock on f, as procmail, mutt and
+// dovecot do, polling so that the wait honours ctx and opts.Timeout.
+func lockFile(ctx context.Context, f *os.File, opts LockOptions) error {
+	opts = opts.withDefaults()
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 0}
+	sleep := time.Millisecond
+	for {
+		err := unix.FcntlFlock(f.Fd(), unix.F_SETLK, &lk)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("fcntl lock %s: %w", f.Name(), err)
+		}
+		if err := sleepCtx(ctx, jitter(sleep)); err != nil {
+			return fmt.Errorf("fcntl lock %s: %w", f.Name(), ErrLockTimeout)
+		}
+		if sleep *= 2; sleep > opts.MaxSleep {
+			sleep = opts.MaxSleep
+		}
+	}
+}
+
+func unlockFile(f *os.File) error {
+	lk := unix.Flock_t{Type: unix.F_UNLCK, Whence: 0, Start: 0, Len: 0}
+	return unix.FcntlFlock(f.Fd(), unix.F_SETLK, &lk)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// jitter spreads retries of competing processes apart.
+func jitter(d time.Duration) time.Duration {
+	var b [1]byte
+	rand.Read(b[:])
+	return d/2 + time.Duration(int64(d)/2*int64(b[0])/255)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

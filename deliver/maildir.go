@@ -1,0 +1,119 @@
+package deliver
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+)
+
+// MaildirName returns a fresh maildir base name for a message of size
+// bytes: seconds, microseconds, pid, a per-process counter, 64 random
+// bits and the host, so names cannot collide across processes or hosts
+// even with a clock step, plus the ",S=" size that IMAP servers read.
+func (w *Writer) MaildirName(size int) string {
+	now := w.opts.Now()
+	n := w.counter.Add(1)
+	return strconv.FormatInt(now.Unix(), 10) +
+		".M" + strconv.Itoa(now.Nanosecond()/1000) +
+		"P" + strconv.Itoa(w.pid) +
+		"Q" + strconv.FormatUint(n, 10) +
+		"R" + randomHex(8) +
+		"." + w.host + ",S=" + strconv.Itoa(size)
+}
+
+// ensureMaildir creates dir/{tmp,new,cur} (mode 0700) when missing.
+func (w *Writer) ensureMaildir(fsys fileSystem, dir string) error {
+	key := fmt.Sprintf("%p:%s", fsys, dir)
+	if _, ok := fsys.(osFS); ok {
+		key = dir
+	}
+	w.mu.Lock()
+	ok := w.maildirs[key]
+	w.mu.Unlock()
+	if ok {
+		return nil
+	}
+	if err := mkdirAllDurable(fsys, dir); err != nil {
+		return err
+	}
+	for _, sub := range []string{"tmp", "new", "cur"} {
+		if err := mkdirAllDurable(fsys, filepath.Join(dir, sub)); err != nil {
+			return err
+		}
+	}
+	w.mu.Lock()
+	w.maildirs[key] = true
+	w.mu.Unlock()
+	return nil
+}
+
+// writeMaildir writes the message into tmp/; Commit links it into new/.
+// procmail's bytes: the From_ line and its '>' continuation lines are
+// dropped, nothing is escaped and nothing is appended.
+func (w *Writer) writeMaildir(d *Delivery, msg []byte) error {
+	dir := d.Folder.Path
+	if err := w.ensureMaildir(d.fsys, dir); err != nil {
+		return err
+	}
+	data, _ := prepare(msg, w.opts.Berkeley)
+	data = skipFromLine(data)
+	name := w.MaildirName(len(data))
+	tmp := filepath.Join(dir, "tmp", name)
+	f, err := d.fsys.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := writeAll(f, data); err != nil {
+		f.Close()
+		d.fsys.Remove(tmp)
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	d.file, d.tmp, d.Size = f, tmp, len(data)
+	d.Path = filepath.Join(dir, "new", name)
+	d.finalize = w.linkMaildir
+	return nil
+}
+
+// linkMaildir moves the synced file from tmp/ into new/ without ever
+// replacing an existing message.
+func (w *Writer) linkMaildir(d *Delivery) error {
+	for attempt := 0; ; attempt++ {
+		err := linkNoReplace(d.fsys, d.tmp, d.Path)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, fs.ErrExist) && attempt < 5 {
+			d.Path = filepath.Join(d.Folder.Path, "new", w.MaildirName(d.Size))
+			continue
+		}
+		d.fsys.Remove(d.tmp)
+		return err
+	}
+	if err := d.fsys.Remove(d.tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		w.warn("remove %s: %v", d.tmp, err)
+	}
+	d.tmp = ""
+	return nil
+}
+
+// linkNoReplace makes newname refer to oldname's file, failing with
+// fs.ErrExist rather than replacing newname. On file systems without hard
+// links it falls back to a rename that refuses to replace.
+func linkNoReplace(fsys fileSystem, oldname, newname string) error {
+	err := fsys.Link(oldname, newname)
+	if err == nil || errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	var errno syscall.Errno
+	if _, isOS := fsys.(osFS); isOS && errors.As(err, &errno) &&
+		(errno == syscall.EPERM || errno == syscall.ENOTSUP || errno == syscall.EMLINK) {
+		if rerr := renameNoReplace(oldname, newname); rerr == nil {
+			return nil
+		}
+	}
+	return err
+}

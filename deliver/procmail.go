@@ -1,0 +1,202 @@
+package deliver
+
+import (
+	"bytes"
+	"strconv"
+	"time"
+)
+
+// This file holds the edits procmail 3.22 makes to a message between
+// reading it and writing it (mailfold.c readmail/dump, from.c). They are
+// reproduced byte for byte because users compare folders across the
+// switch; see ../shared/spec/procmail-behaviour.md §1-2.
+
+// layout is where procmail's reader places the parts of a message.
+type layout struct {
+	realstart int // one past the first byte that is not a leading '\n'
+	body      int // first byte after the header's blank line (len if none)
+	restbody  int // >From escaping of the body starts at this offset
+}
+
+// prepare applies procmail's read-time edits: the Content-Length value is
+// rewritten in place to the real body length (unless berkeley), which
+// also decides where body escaping starts. The result never aliases raw.
+func prepare(raw []byte, berkeley bool) ([]byte, layout) {
+	data := bytes.Clone(raw)
+	var l layout
+	n := len(data)
+	p := 0
+	for p < n {
+		c := data[p]
+		p++
+		if c != '\n' {
+			break
+		}
+	}
+	l.realstart = p
+	l.body = n
+	for q := p; ; {
+		i := bytes.IndexByte(data[q:], '\n')
+		if i < 0 {
+			break
+		}
+		q += i + 1
+		if q < n && data[q] == '\n' {
+			l.body = q + 1
+			break
+		}
+	}
+	l.restbody = l.body
+	if l.body > 0 {
+		l.restbody = l.body - 1
+	}
+	if berkeley {
+		return data, l
+	}
+	off := findContentLength(data[:l.body])
+	if off < 0 {
+		return data, l
+	}
+	cntlen := n - l.body
+	if n > 1 && data[n-2] == '\n' { // procmail's "no phantom newline" test
+		cntlen--
+	}
+	if cntlen < 0 {
+		cntlen = 0
+	}
+	// Fill the field with 9s (up to 25 digits, then spaces), then put
+	// the real number in if it fits, right-aligned.
+	const maxPlaces = 25
+	places, actual := 0, 0
+	end := off
+	for end < n && data[end] != '\n' && data[end] != 0 {
+		if places < maxPlaces {
+			data[end] = '9'
+			places++
+			if actual < 1e17 {
+				actual = actual*10 + 9
+			}
+		} else {
+			data[end] = ' '
+		}
+		end++
+	}
+	num := strconv.Itoa(cntlen)
+	if len(num) <= places {
+		copy(data[off:], bytes.Repeat([]byte{' '}, places-len(num)))
+		copy(data[off+places-len(num):], num)
+		actual = cntlen
+	}
+	l.restbody = l.body + actual
+	return data, l
+}
+
+// findContentLength returns the offset just past the colon of the first
+// header line matching ^Content-Length: (case-insensitively), or -1.
+func findContentLength(header []byte) int {
+	const name = "content-length:"
+	for i := 0; i < len(header); {
+		if len(header)-i >= len(name) && bytes.EqualFold(header[i:i+len(name)], []byte(name)) {
+			return i + len(name)
+		}
+		j := bytes.IndexByte(header[i:], '\n')
+		if j < 0 {
+			return -1
+		}
+		i += j + 1
+	}
+	return -1
+}
+
+// escapeFrom inserts '>' before every "From " that starts a line where
+// procmail escapes it: anywhere in the header after the first line, and
+// in the body from l.restbody on (which skips a valid Content-Length
+// body). procmail stops looking at a NUL byte (it uses strstr); mfilter
+// does not, so a NUL cannot smuggle an unescaped separator into an mbox.
+func escapeFrom(data []byte, l layout) []byte {
+	const pat = "\nFrom "
+	var out []byte
+	last := 0
+	for i := 0; ; {
+		j := bytes.Index(data[i:], []byte(pat))
+		if j < 0 {
+			break
+		}
+		p := i + j
+		i = p + 1
+		inHeader := p >= l.realstart && p+len(pat) <= l.body
+		inBody := p >= l.restbody
+		if !inHeader && !inBody {
+			continue
+		}
+		if out == nil {
+			out = make([]byte, 0, len(data)+64)
+		}
+		out = append(out, data[last:p+1]...)
+		out = append(out, '>')
+		last = p + 1
+	}
+	if out == nil {
+		return data
+	}
+	return append(out, data[last:]...)
+}
+
+// forceBlank is procmail's rule for files, MH, directories and pipes: one
+// '\n' is appended unless the data already ends in "\n\n".
+func forceBlank(data []byte) []byte {
+	n := len(data)
+	if n >= 2 && data[n-1] == '\n' && data[n-2] == '\n' {
+		return data
+	}
+	return append(data, '\n')
+}
+
+// skipFromLine drops a leading From_ line and the '>' lines after it, as
+// procmail does for maildir (from.c skipFrom_).
+func skipFromLine(data []byte) []byte {
+	if !bytes.HasPrefix(data, []byte("From ")) {
+		return data
+	}
+	for {
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			return data[len(data):]
+		}
+		data = data[i+1:]
+		if len(data) == 0 || data[0] != '>' {
+			return data
+		}
+	}
+}
+
+// HasFromLine reports whether msg starts with an mbox From_ line.
+func HasFromLine(msg []byte) bool { return bytes.HasPrefix(msg, []byte("From ")) }
+
+// Ctime formats t like C's ctime(3), without the trailing newline.
+func Ctime(t time.Time) string { return t.Format("Mon Jan _2 15:04:05 2006") }
+
+// FromLine is the From_ line procmail writes for an envelope sender:
+// "From " + sender + two spaces + ctime, with its newline.
+func FromLine(sender string, t time.Time) []byte {
+	return []byte("From " + sender + "  " + Ctime(t) + "\n")
+}
+
+// SetEnvelopeSender does what procmail -f SENDER does to a message: leading
+// blank lines are dropped and the From_ line is replaced, or created, as
+// FromLine(sender, t).
+func SetEnvelopeSender(msg []byte, sender string, t time.Time) []byte {
+	for len(msg) > 0 && msg[0] == '\n' {
+		msg = msg[1:]
+	}
+	if HasFromLine(msg) {
+		if i := bytes.IndexByte(msg, '\n'); i >= 0 {
+			msg = msg[i+1:]
+		} else {
+			msg = nil
+		}
+	}
+	line := FromLine(sender, t)
+	out := make([]byte, 0, len(line)+len(msg))
+	return append(append(out, line...), msg...)
+}

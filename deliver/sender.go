@@ -1,0 +1,418 @@
+package deliver
+
+import (
+	"bytes"
+	"time"
+)
+
+// UnknownSender is what formail writes in a From_ line when a message
+// names no sender at all.
+const UnknownSender = "foo@bar"
+
+// senderFields lists the header fields formail weighs when it picks the
+// envelope sender for a From_ line, least trusted first: the index is the
+// weight (formail.c, table sest).
+var senderFields = []string{
+	"reply-to:", "from:", "sender:", "resent-reply-to:", "resent-from:",
+	"resent-sender:", "path:", "return-receipt-to:", "errors-to:",
+	"return-path:", "from ",
+}
+
+// GeneratedFromLine is the From_ line formail puts on a message that has
+// none: "From <best sender>  <ctime>".
+func GeneratedFromLine(msg []byte, t time.Time) []byte {
+	return FromLine(EnvelopeSender(msg), t)
+}
+
+// EnvelopeSender picks the sender address the way formail does for a
+// generated From_ line: the most trusted of From_, Return-Path, Errors-To,
+// Return-Receipt-To, Path, Resent-Sender, Resent-From, Resent-Reply-To,
+// Sender, From and Reply-To, reduced to a bare address; bare user names,
+// .UUCP, dotless domains and bang paths rank lower; an empty Return-Path
+// gives "<>"; with nothing usable it is UnknownSender.
+func EnvelopeSender(msg []byte) string {
+	var (
+		best   string
+		have   bool
+		bestWt int
+	)
+	const top = 10 // index of the From_ entry
+	for i, f := range headerFieldsOf(msg) {
+		idx := -1
+		for k, name := range senderFields {
+			if len(f.name) == len(name) && bytes.EqualFold(f.name, []byte(name)) {
+				idx = k
+				break
+			}
+		}
+		if idx < 0 || (idx == top && i != 0) {
+			continue
+		}
+		weight := idx
+		val := bytes.Clone(f.value)
+		if idx == top {
+			val, weight = fromLineAddress(val, weight)
+		}
+		addr, ok := firstAddress(val)
+		if !ok {
+			continue
+		}
+		if addr == "" {
+			if idx == top-1 { // Return-Path: <> means the null sender
+				best, have, bestWt = "<>", true, top+2
+			}
+			continue
+		}
+		const step = top + 2
+		switch {
+		case !containsAny(addr, "@!/"):
+			weight -= step * 4
+		case bytes.Contains([]byte(addr), []byte(".UUCP")):
+			weight -= step * 3
+		case containsAny(addr, "@") && !containsAny(addr, "."):
+			weight -= step * 2
+		case containsAny(addr, "!"):
+			weight -= step
+		}
+		if !have || weight > bestWt {
+			best, have, bestWt = addr, true, weight
+		}
+	}
+	if !have {
+		return UnknownSender
+	}
+	return best
+}
+
+func containsAny(s, chars string) bool {
+	for i := 0; i < len(s); i++ {
+		for j := 0; j < len(chars); j++ {
+			if s[i] == chars[j] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// fromLineAddress extracts the address of a From_ line value (the text
+// after "From "), following the last ">From" continuation and turning
+// UUCP "remote from" chains into a bang path, and marks it as a machine
+// address by prefixing '<' (formail.c getsender).
+func fromLineAddress(val []byte, weight int) ([]byte, int) {
+	s := val
+	if bytes.IndexByte(s, '\n') >= 0 {
+		weight -= 2 // several From_ lines are less trustworthy
+	}
+	if len(s) > 0 && s[0] == '\n' {
+		if sp := bytes.IndexByte(s, ' '); sp >= 0 {
+			s = s[sp+1:]
+		}
+	}
+	cur := s
+	for {
+		nl := bytes.IndexByte(cur, '\n')
+		if nl < 0 {
+			break
+		}
+		sp := bytes.IndexByte(cur[nl:], ' ')
+		if sp < 0 {
+			break
+		}
+		cur = cur[nl+sp+1:]
+	}
+	sp := bytes.IndexByte(cur, ' ')
+	if sp < 0 {
+		return cur, weight
+	}
+	user := cur[:sp]
+	var addr []byte
+	if bytes.IndexByte(user, '@') >= 0 {
+		addr = bytes.Clone(user)
+	} else {
+		const remf, fwdb = " remote from ", " forwarded by "
+		rest := s
+		for {
+			p1 := bytes.Index(rest, []byte(remf))
+			p2 := bytes.Index(rest, []byte(fwdb))
+			if p1 < 0 && p2 < 0 {
+				break
+			}
+			var from int
+			if p1 < 0 || (p2 >= 0 && p2 < p1) {
+				from = p2 + len(fwdb)
+			} else {
+				from = p1 + len(remf)
+			}
+			end := from
+			for end < len(rest) && rest[end] != '\n' {
+				end++
+			}
+			addr = append(addr, rest[from:end]...)
+			addr = append(addr, '!')
+			if end < len(rest) {
+				end++
+			}
+			rest = rest[end:]
+		}
+		addr = append(addr, user...)
+	}
+	return append([]byte{'<'}, addr...), weight
+}
+
+// firstAddress reduces a header value to one address the way formail's
+// skipwords does: the first word, unless a <machine address> follows.
+// ok is false when the value holds no word at all.
+func firstAddress(val []byte) (string, bool) {
+	buf := append(bytes.Clone(val), 0) // NUL-terminated, as in C
+	p := skipSpace(buf, 0)
+	for buf[p] == '\n' {
+		p = skipSpace(buf, p+1)
+	}
+	saddr := -1
+	for {
+		c := buf[p]
+		if c == 0 {
+			break
+		}
+		if c == '<' {
+			saddr = p
+			skipWords(buf, p)
+			break
+		}
+		if saddr < 0 {
+			saddr = p
+		}
+		p = skipWords(buf, p)
+	}
+	if saddr < 0 {
+		return "", false
+	}
+	end := bytes.IndexByte(buf[saddr:], 0)
+	return string(buf[saddr : saddr+end]), true
+}
+
+func skipSpace(buf []byte, p int) int {
+	for buf[p] == ' ' || buf[p] == '\t' {
+		p++
+	}
+	return p
+}
+
+func skipComment(buf []byte, p int) int {
+	for {
+		p++
+		switch buf[p] {
+		case 0:
+			return p - 1
+		case ')':
+			return p
+		case '\\':
+			p++
+		case '(':
+			p = skipComment(buf, p)
+		}
+	}
+}
+
+// skipWords compacts one RFC 822 address in place starting at p, NUL
+// terminates it where formail does, and returns where parsing stopped.
+func skipWords(buf []byte, p int) int {
+	group, hitspc, machref := 1, 0, 0
+	target, oldstart := p, p
+	start := p
+	if buf[start] == '<' {
+		start++
+		machref = 1
+	}
+	terminate := func() int {
+		if machref == 2 { // embedded ,; must stay inside <>
+			buf[target] = '>'
+			target++
+			copy(buf[oldstart+1:], buf[oldstart:target])
+			target++
+			buf[oldstart] = '<'
+		}
+		buf[target] = 0
+		return start
+	}
+	for {
+		c := buf[start]
+		switch c {
+		case '<':
+			if machref != 0 {
+				target, hitspc = oldstart, 0
+				start++
+				continue
+			}
+			return start
+		case '(':
+			start = skipComment(buf, start)
+			hitspc |= 1
+			start++
+			continue
+		case ' ', '\t', '\n':
+			hitspc |= 1
+			start++
+			continue
+		case ';', ',':
+			if c == ';' && group == 2 {
+				buf[start+1] = 0
+			}
+			if group == 2 {
+				hitspc = 0
+				buf[target] = buf[start]
+				target++
+				start++
+				continue
+			}
+			if machref != 0 {
+				machref = 2
+				hitspc = 0
+				buf[target] = buf[start]
+				target++
+				start++
+				continue
+			}
+			buf[target] = 0
+			return start
+		case 0, '>':
+			return terminate()
+		case ':', '@', '.':
+			if c == ':' && group == 1 {
+				group = 2
+			}
+			if group == 1 {
+				group = 0
+			}
+			hitspc = 0
+			buf[target] = buf[start]
+			target++
+			start++
+			continue
+		case '[', '"':
+			delim := byte(']')
+			if c == '"' {
+				delim = '"'
+				buf[target] = c
+				target++
+				start++
+			}
+			for buf[start] != 0 {
+				ch := buf[start]
+				buf[target] = ch
+				target++
+				start++
+				if ch == delim {
+					break
+				}
+				if ch == '\\' && buf[start] != 0 {
+					buf[target] = buf[start]
+					target++
+					start++
+				}
+			}
+			hitspc = 2
+			continue
+		default:
+			if machref == 0 && hitspc == 3 && target > oldstart {
+				return terminate()
+			}
+			if c == '\\' && buf[start+1] != 0 {
+				buf[target] = '\\'
+				target++
+				start++
+			}
+			hitspc = 2
+			buf[target] = buf[start]
+			target++
+			start++
+		}
+	}
+}
+
+// field is one header field as formail reads it: name includes the colon
+// (or is "From " for the From_ line); value runs to the end of the field,
+// continuation lines included, without the final newline.
+type field struct {
+	name  []byte
+	value []byte
+}
+
+// headerFieldsOf splits the header of msg into fields with formail's rules
+// (fields.c readhead, formail.c breakfield): a From_ line only as the first
+// field, with '>' continuation lines; a field name is free of control
+// characters and may have blanks before its colon; the header ends at the
+// first line that is not a field.
+func headerFieldsOf(msg []byte) []field {
+	var out []field
+	rest := msg
+	for len(rest) > 0 {
+		line, next := cutLine(rest)
+		n := fieldNameLen(line)
+		if n <= 0 {
+			break
+		}
+		isFrom := n == 5 && bytes.HasPrefix(line, []byte("From "))
+		if isFrom && len(out) > 0 {
+			break
+		}
+		end := len(line)
+		for len(next) > 0 && ((isFrom && next[0] == '>') || (!isFrom && (next[0] == ' ' || next[0] == '\t'))) {
+			l2, n2 := cutLine(next)
+			end += len(l2)
+			next = n2
+		}
+		text := rest[:end]
+		val := text[n:]
+		if len(val) > 0 && val[len(val)-1] == '\n' {
+			val = val[:len(val)-1]
+		}
+		out = append(out, field{name: text[:n], value: val})
+		rest = next
+	}
+	return out
+}
+
+// cutLine returns the first line of b (with its '\n') and the rest.
+func cutLine(b []byte) (line, rest []byte) {
+	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+		return b[:i+1], b[i+1:]
+	}
+	return b, nil
+}
+
+// fieldNameLen is formail's breakfield: the length of the field name
+// including its colon (5 for a From_ line), or <= 0 if line is not the
+// start of a header field.
+func fieldNameLen(line []byte) int {
+	for p := 0; p < len(line); p++ {
+		switch c := line[p]; c {
+		case ':':
+			if p == 0 {
+				return 0
+			}
+			return p + 1
+		case ' ', '\t':
+			if p == 0 {
+				return -1
+			}
+			q := p + 1
+			for q < len(line) && (line[q] == ' ' || line[q] == '\t') {
+				q++
+			}
+			if q < len(line) && line[q] == ':' {
+				return q + 1
+			}
+			if bytes.HasPrefix(line, []byte("From ")) {
+				return 5
+			}
+			return -1
+		default:
+			if c < 0x20 || c == 0x7f {
+				return -1
+			}
+		}
+	}
+	return -1
+}

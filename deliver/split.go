@@ -1,0 +1,445 @@
+package deliver
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"regexp"
+	"strconv"
+	"time"
+)
+
+// SplitOptions configure a Splitter.
+type SplitOptions struct {
+	// Now stamps the From_ lines generated for messages that lack one.
+	Now func() time.Time
+	// Berkeley ignores Content-Length (formail -Y).
+	Berkeley bool
+	// MaxContentLength is the largest Content-Length trusted to skip over
+	// a body unseen; larger values are ignored. Default 1 GiB.
+	MaxContentLength int64
+}
+
+// Splitter reads an mbox stream one message at a time, in memory bounded
+// by the largest message. Each message comes out the way formail -s hands
+// it to procmail: with a From_ line (generated from the best sender field
+// when missing), a blank line after the header, body lines that start with
+// "From " but do not start a message escaped as ">From ", and ending in a
+// blank line.
+//
+// Where formail splits wrongly, Splitter does not (each case has a test):
+//   - a From_ line is a separator when the next line is any header field,
+//     not only one of the names formail knows ("Recieved:" is real);
+//   - a one-word postmark ("From 1844347792267117879@xxx", Gmail Takeout)
+//     or "From -" separates messages when a header follows;
+//   - CRLF blank lines ("\r\n") separate messages in CRLF mailboxes;
+//   - a From_ line with a full ctime date and a header after it separates
+//     even without a blank line before it, which is how procmail writes a
+//     message that lacks its final newline;
+//   - a Content-Length is honoured only when it ends where the next
+//     message (or the input) begins; a wrong one is ignored instead of
+//     swallowing the following messages;
+//   - input with bare CR line ends (classic Mac OS) is split at CRs;
+//   - a UTF-8 byte order mark before the first From_ line is dropped.
+type Splitter struct {
+	lr    *lineReader
+	opts  SplitOptions
+	start bool
+	// start and end input offsets of the last message returned
+	off, end int64
+}
+
+// NewSplitter returns a Splitter reading r.
+func NewSplitter(r io.Reader, opts SplitOptions) *Splitter {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MaxContentLength <= 0 {
+		opts.MaxContentLength = 1 << 30
+	}
+	return &Splitter{lr: newLineReader(r), opts: opts, start: true}
+}
+
+// Offsets returns the byte range of the input that the last message
+// returned by Next was read from.
+func (s *Splitter) Offsets() (start, end int64) { return s.off, s.end }
+
+// Next returns the next message, or io.EOF after the last one.
+func (s *Splitter) Next() ([]byte, error) {
+	lr := s.lr
+	if s.start {
+		s.start = false
+		if err := lr.detectCR(); err != nil {
+			return nil, err
+		}
+		lr.skipBOMBeforeFrom()
+		for {
+			line, err := lr.readLine()
+			if err != nil {
+				return nil, err
+			}
+			if !lr.isBlank(line) {
+				lr.unread(line)
+				break
+			}
+		}
+	}
+	s.off = lr.pos
+	first, err := lr.readLine()
+	if err != nil {
+		return nil, err
+	}
+	var msg []byte
+	eol := lr.eolOf(first)
+	hasFrom := bytes.HasPrefix(first, []byte("From "))
+	if hasFrom {
+		msg = append(msg, first...)
+		for lr.peekByte() == '>' {
+			line, err := lr.readLine()
+			if err != nil {
+				return nil, err
+			}
+			msg = append(msg, line...)
+		}
+	} else {
+		lr.unread(first)
+	}
+
+	// The header: fields and their continuation lines, up to a blank line.
+	prevBlank := true // formail treats the line after the header as following a blank
+	var clValue []byte
+	for {
+		line, err := lr.readLine()
+		if err == io.EOF {
+			msg = append(msg, eol...) // formail closes an unterminated header
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if lr.isBlank(line) {
+			msg = append(msg, line...)
+			break
+		}
+		n := fieldNameLen(line)
+		if n <= 0 || (n == 5 && bytes.HasPrefix(line, []byte("From "))) {
+			// Not a field: the header ends here without its blank line,
+			// and formail adds one.
+			msg = append(msg, eol...)
+			lr.unread(line)
+			break
+		}
+		if clValue == nil && n == len("content-length:") && bytes.EqualFold(line[:n], []byte("content-length:")) {
+			clValue = bytes.Clone(line[n:])
+		}
+		msg = append(msg, line...)
+		for c := lr.peekByte(); c == ' ' || c == '\t'; c = lr.peekByte() {
+			cont, err := lr.readLine()
+			if err != nil {
+				return nil, err
+			}
+			msg = append(msg, cont...)
+		}
+	}
+
+	// A trustworthy Content-Length body is taken verbatim.
+	forceSplit := false
+	if cl := parseContentLength(clValue); cl > 0 && !s.opts.Berkeley && cl <= s.opts.MaxContentLength {
+		body, ok, err := lr.readContentLength(cl)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			msg = append(msg, body...)
+			forceSplit = true
+			prevBlank = len(body) > 0 && body[len(body)-1] == lr.delim
+		} else {
+			lr.unread(body)
+		}
+	}
+
+	for {
+		line, err := lr.readLine()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if bytes.HasPrefix(line, []byte("From ")) {
+			if forceSplit || s.isSeparator(line, prevBlank) {
+				lr.unread(line)
+				break
+			}
+			if !prevBlank || !formailPostmark(line) {
+				msg = append(msg, '>')
+			}
+		}
+		msg = append(msg, line...)
+		blank := lr.isBlank(line)
+		if !blank {
+			forceSplit = false
+		}
+		prevBlank = blank
+	}
+	s.end = lr.pos
+
+	// formail ends every message with a blank line.
+	if len(msg) == 0 || msg[len(msg)-1] != lr.delim {
+		msg = append(msg, eol...)
+	}
+	if !endsBlank(msg, lr) {
+		msg = append(msg, eol...)
+	}
+	if !hasFrom {
+		gen := GeneratedFromLine(msg, s.opts.Now())
+		if len(eol) == 2 {
+			gen = append(gen[:len(gen)-1], eol...)
+		}
+		msg = append(gen, msg...)
+	}
+	return msg, nil
+}
+
+// endsBlank reports whether msg's last line is an empty line.
+func endsBlank(msg []byte, lr *lineReader) bool {
+	body := msg[:len(msg)-1] // without the final line end
+	if lr.delim == '\n' && bytes.HasSuffix(body, []byte("\r")) {
+		body = body[:len(body)-1]
+	}
+	return len(body) == 0 || body[len(body)-1] == lr.delim
+}
+
+// isSeparator decides whether a line starting with "From " begins a new
+// message; the line after it must be a header field.
+func (s *Splitter) isSeparator(line []byte, prevBlank bool) bool {
+	if !prevBlank && !ctimePostmark.Match(line) {
+		return false
+	}
+	rest := bytes.TrimLeft(line[len("From "):], " \t")
+	if len(rest) == 0 || rest[0] == '\n' || rest[0] == '\r' {
+		return false
+	}
+	next, err := s.lr.peekLine()
+	if err != nil {
+		return false
+	}
+	if bytes.HasPrefix(next, []byte(">From ")) {
+		return true
+	}
+	n := fieldNameLen(next)
+	return n > 0 && !(n == 5 && bytes.HasPrefix(next, []byte("From ")))
+}
+
+// ctimePostmark matches a From_ line with an address and a ctime(3)-style
+// date, which no body line starting with "From " plausibly has.
+var ctimePostmark = regexp.MustCompile(`^From \S+\s+(Mon|Tue|Wed|Thu|Fri|Sat|Sun)\s+(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\s+\d{1,2}\s+\d{1,2}:\d\d(:\d\d)?\s`)
+
+// formailPostmark is formail's test for a line that could be a postmark:
+// "From", a word, blanks, and at least one more character.
+func formailPostmark(line []byte) bool {
+	p := bytes.TrimLeft(line[len("From "):], " \t")
+	k := bytes.IndexAny(p, " \t\n")
+	if k <= 0 {
+		return false
+	}
+	p = bytes.TrimLeft(p[k:], " \t")
+	return len(p) > 0 && p[0] != '\n'
+}
+
+// parseContentLength reads a Content-Length value like strtol: leading
+// blanks, optional sign, digits. It returns -1 when there is none.
+func parseContentLength(v []byte) int64 {
+	if v == nil {
+		return -1
+	}
+	v = bytes.TrimLeft(v, " \t")
+	end := 0
+	for end < len(v) && v[end] >= '0' && v[end] <= '9' {
+		end++
+	}
+	if end == 0 {
+		return -1
+	}
+	n, err := strconv.ParseInt(string(v[:end]), 10, 64)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// lineReader reads lines with pushback and tracks the input offset.
+type lineReader struct {
+	r     *bufio.Reader
+	pre   []byte // pushed-back bytes, read before r
+	pos   int64  // input offset of the next byte to be read
+	delim byte   // '\n', or '\r' for a bare-CR mailbox
+	buf   []byte // the line returned by readLine
+	peek  []byte // the line returned by peekLine
+}
+
+func newLineReader(r io.Reader) *lineReader {
+	return &lineReader{r: bufio.NewReaderSize(r, 64<<10), delim: '\n'}
+}
+
+// detectCR switches to CR line ends when the input's first 64 KiB hold a
+// CR and no LF at all.
+func (lr *lineReader) detectCR() error {
+	head, err := lr.r.Peek(64 << 10)
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {
+		return err
+	}
+	if bytes.IndexByte(head, '\n') < 0 && bytes.IndexByte(head, '\r') >= 0 {
+		lr.delim = '\r'
+	}
+	return nil
+}
+
+func (lr *lineReader) skipBOMBeforeFrom() {
+	head, _ := lr.r.Peek(8)
+	if bytes.HasPrefix(head, []byte("\xef\xbb\xbfFrom ")) {
+		lr.r.Discard(3)
+		lr.pos += 3
+	}
+}
+
+func (lr *lineReader) isBlank(line []byte) bool {
+	switch len(line) {
+	case 1:
+		return line[0] == lr.delim
+	case 2:
+		return lr.delim == '\n' && line[0] == '\r' && line[1] == '\n'
+	}
+	return false
+}
+
+func (lr *lineReader) eolOf(line []byte) []byte {
+	if lr.delim == '\r' {
+		return []byte{'\r'}
+	}
+	if bytes.HasSuffix(line, []byte("\r\n")) {
+		return []byte("\r\n")
+	}
+	return []byte{'\n'}
+}
+
+// readLine returns the next line including its line end (the last line
+// may lack one). The slice is valid until the next call. io.EOF means no
+// bytes were left.
+func (lr *lineReader) readLine() ([]byte, error) {
+	lr.buf = lr.buf[:0]
+	if len(lr.pre) > 0 {
+		if i := bytes.IndexByte(lr.pre, lr.delim); i >= 0 {
+			lr.buf = append(lr.buf, lr.pre[:i+1]...)
+			lr.pre = lr.pre[i+1:]
+			lr.pos += int64(i + 1)
+			return lr.buf, nil
+		}
+		lr.buf = append(lr.buf, lr.pre...)
+		lr.pos += int64(len(lr.pre))
+		lr.pre = nil
+	}
+	for {
+		chunk, err := lr.r.ReadSlice(lr.delim)
+		lr.buf = append(lr.buf, chunk...)
+		lr.pos += int64(len(chunk))
+		if err == nil {
+			return lr.buf, nil
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if errors.Is(err, io.EOF) {
+			if len(lr.buf) == 0 {
+				return nil, io.EOF
+			}
+			return lr.buf, nil
+		}
+		return nil, err
+	}
+}
+
+// peekByte returns the next byte without consuming it, or 0 at the end.
+func (lr *lineReader) peekByte() byte {
+	if len(lr.pre) > 0 {
+		return lr.pre[0]
+	}
+	b, err := lr.r.Peek(1)
+	if err != nil {
+		return 0
+	}
+	return b[0]
+}
+
+// peekLine returns the next line without consuming it; the slice is valid
+// until the next peekLine, and readLine's slice stays intact.
+func (lr *lineReader) peekLine() ([]byte, error) {
+	saved := lr.buf
+	lr.buf = lr.peek
+	line, err := lr.readLine()
+	lr.peek = lr.buf
+	lr.buf = saved
+	if err != nil {
+		return nil, err
+	}
+	lr.unread(line)
+	return line, nil
+}
+
+// unread pushes b back in front of the input.
+func (lr *lineReader) unread(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	pre := make([]byte, 0, len(b)+len(lr.pre))
+	lr.pre = append(append(pre, b...), lr.pre...)
+	lr.pos -= int64(len(b))
+}
+
+// readContentLength reads n body bytes and reports whether they end where
+// the next message or the input begins: after them come only blank lines
+// and then a "From " line or the end (a final line end left outside the
+// count, as some writers do, is allowed too). The bytes are returned
+// either way so that the caller can push them back.
+func (lr *lineReader) readContentLength(n int64) ([]byte, bool, error) {
+	body := make([]byte, 0, min(n, 1<<20))
+	for int64(len(body)) < n {
+		line, err := lr.readLine()
+		if err == io.EOF {
+			return body, false, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		if need := n - int64(len(body)); int64(len(line)) > need {
+			body = append(body, line[:need]...)
+			lr.unread(line[need:])
+			break
+		}
+		body = append(body, line...)
+	}
+	// Look ahead: blank lines, then "From " or EOF.
+	var seen []byte
+	ok := false
+	loose := len(body) > 0 && body[len(body)-1] != lr.delim
+	for {
+		line, err := lr.readLine()
+		if err == io.EOF {
+			ok = !loose
+			break
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		seen = append(seen, line...)
+		if lr.isBlank(line) {
+			loose = false
+			continue
+		}
+		ok = !loose && bytes.HasPrefix(line, []byte("From "))
+		break
+	}
+	lr.unread(seen)
+	return body, ok, nil
+}
