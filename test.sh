@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# test.sh: run every mfilter test on this machine.
+#
+# Installs what the tests use when it is missing (Debian/Ubuntu packages,
+# as root or through sudo): procmail and formail (the byte-compatibility
+# oracle), openssh-server (the real sshd that fetch tests start on
+# loopback), zstd, fdm (benchmark peer), mandoc (man page lint). Then runs
+# gofmt, go vet, mandoc -Tlint, the Go tests, and a short run of each fuzz
+# target. Nothing is skipped: a missing tool makes the tests fail.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+for pair in procmail:procmail formail:procmail sshd:openssh-server ssh:openssh-client \
+            ssh-keygen:openssh-client ssh-agent:openssh-client zstd:zstd fdm:fdm mandoc:mandoc; do
+  have "${pair%%:*}" || need+=("${pair#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "test.sh: installing ${need[*]}" >&2
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
+fi
+
+echo "== gofmt"; bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+  if [ -n "$bad" ]; then echo "gofmt wants to change: $bad"; exit 1; fi
+echo "== go vet"; go vet ./...
+if ls man/*.[0-9] >/dev/null 2>&1; then echo "== mandoc -Tlint"; mandoc -Tlint -W warning man/*.[0-9]; fi
+echo "== go test"; go test -count=1 -timeout 25m ./...
+echo "== fuzz (short)"
+fuzztime=${FUZZTIME:-10s}
+for pkg in $(go list ./...); do
+  for target in $(go test -list '^Fuzz' "$pkg" 2>/dev/null | grep '^Fuzz' || true); do
+    echo "-- $pkg $target"
+    go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg"
+  done
+done
+echo "== all tests passed"
