@@ -1,0 +1,45 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// mfilterBin is the mfilter binary built from this package by TestMain;
+// end-to-end tests run it as a child process, the way an MTA would.
+var mfilterBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	// 0755 and outside any 0700 test directory, so that tests can run
+	// the binary as user nobody too.
+	dir, err := os.MkdirTemp("", "mfilter-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "TestMain: the go tool is needed to build mfilter:", err)
+		return 1
+	}
+	mfilterBin = filepath.Join(dir, "mfilter")
+	build := exec.Command(goTool, "build", "-o", mfilterBin, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "TestMain: go build:", err)
+		return 1
+	}
+	return m.Run()
+}
