@@ -3,6 +3,7 @@ package deliver
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -13,9 +14,10 @@ import (
 
 // fileSystem is where a folder lives: the plain OS name space for folders
 // the user wrote down, or an os.Root for names built from message data,
-// which then cannot leave the mail root through ".." or symlinks.
+// which then cannot leave the mail root through ".." or symlinks. Tests
+// wrap it to inject faults.
 type fileSystem interface {
-	OpenFile(name string, flag int, perm os.FileMode) (*os.File, error)
+	OpenFile(name string, flag int, perm os.FileMode) (file, error)
 	Mkdir(name string, perm os.FileMode) error
 	Link(oldname, newname string) error
 	Remove(name string) error
@@ -23,21 +25,43 @@ type fileSystem interface {
 	Lstat(name string) (os.FileInfo, error)
 }
 
+// file is the part of *os.File that the writers use.
+type file interface {
+	io.Writer
+	io.ReaderAt
+	io.Closer
+	Name() string
+	Sync() error
+	Stat() (os.FileInfo, error)
+	Truncate(size int64) error
+	Seek(offset int64, whence int) (int64, error)
+	Fd() uintptr
+	Readdirnames(n int) ([]string, error)
+}
+
 type osFS struct{}
 
-func (osFS) OpenFile(name string, flag int, perm os.FileMode) (*os.File, error) {
-	return os.OpenFile(name, flag, perm)
+func (osFS) OpenFile(name string, flag int, perm os.FileMode) (file, error) {
+	f, err := os.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err // not a typed nil inside the interface
+	}
+	return f, nil
 }
-func (osFS) Mkdir(name string, perm os.FileMode) error  { return os.Mkdir(name, perm) }
-func (osFS) Link(oldname, newname string) error         { return os.Link(oldname, newname) }
-func (osFS) Remove(name string) error                   { return os.Remove(name) }
-func (osFS) Stat(name string) (os.FileInfo, error)      { return os.Stat(name) }
-func (osFS) Lstat(name string) (os.FileInfo, error)     { return os.Lstat(name) }
+func (osFS) Mkdir(name string, perm os.FileMode) error { return os.Mkdir(name, perm) }
+func (osFS) Link(oldname, newname string) error        { return os.Link(oldname, newname) }
+func (osFS) Remove(name string) error                  { return os.Remove(name) }
+func (osFS) Stat(name string) (os.FileInfo, error)     { return os.Stat(name) }
+func (osFS) Lstat(name string) (os.FileInfo, error)    { return os.Lstat(name) }
 
 type rootFS struct{ r *os.Root }
 
-func (f rootFS) OpenFile(name string, flag int, perm os.FileMode) (*os.File, error) {
-	return f.r.OpenFile(name, flag, perm)
+func (f rootFS) OpenFile(name string, flag int, perm os.FileMode) (file, error) {
+	fd, err := f.r.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return fd, nil
 }
 func (f rootFS) Mkdir(name string, perm os.FileMode) error { return f.r.Mkdir(name, perm) }
 func (f rootFS) Link(oldname, newname string) error        { return f.r.Link(oldname, newname) }
@@ -55,6 +79,8 @@ func syncDir(fsys fileSystem, dir string) error {
 	if cerr := d.Close(); err == nil {
 		err = cerr
 	}
+	// EINVAL: a file system that cannot sync directories (some FUSE and
+	// network file systems); its entries are as durable as they get.
 	if err != nil && !errors.Is(err, syscall.EINVAL) {
 		return fmt.Errorf("fsync directory %s: %w", dir, err)
 	}
@@ -84,7 +110,7 @@ func mkdirAllDurable(fsys fileSystem, dir string) error {
 	if err := fsys.Mkdir(dir, 0o700); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			if st, serr := fsys.Stat(dir); serr == nil && st.IsDir() {
-				return nil
+				return nil // made by a concurrent delivery
 			}
 		}
 		return err

@@ -67,7 +67,12 @@ var ErrLockTimeout = errors.New("timed out waiting for lock")
 type Dotlock struct {
 	fsys fileSystem
 	path string
+	id   fileID // the lock file we made, so that we never remove another's
 }
+
+// maxLockSize is procmail's MAX_locksize: a bigger "lock" is someone's
+// data, never forced.
+const maxLockSize = 16
 
 // AcquireDotlock takes the dotlock path (usually FOLDER.lock), waiting
 // while another process holds it and removing it when it is older than
@@ -82,22 +87,23 @@ func acquireDotlock(ctx context.Context, fsys fileSystem, path string, opts Lock
 	defer cancel()
 	sleep := 5 * time.Millisecond
 	for {
-		err := tryDotlock(fsys, path)
+		id, fsNow, err := tryDotlock(fsys, path)
 		if err == nil {
-			return &Dotlock{fsys: fsys, path: path}, nil
+			return &Dotlock{fsys: fsys, path: path, id: id}, nil
 		}
 		if !errors.Is(err, fs.ErrExist) {
 			return nil, fmt.Errorf("lock %s: %w", path, err)
 		}
-		if st, serr := fsys.Lstat(path); serr == nil && time.Since(st.ModTime()) > opts.Stale {
-			// An abandoned lock (its holder crashed): force it, as
-			// procmail does, then pause so a slow live holder notices.
-			if rerr := fsys.Remove(path); rerr == nil || errors.Is(rerr, fs.ErrNotExist) {
-				if err := sleepCtx(ctx, opts.Suspend); err != nil {
-					return nil, fmt.Errorf("lock %s: %w", path, ErrLockTimeout)
-				}
-				continue
+		// The age is measured against the file system's clock (the
+		// mtime of the temporary file just made), as procmail does, so
+		// that clock skew with an NFS server cannot force a live lock.
+		if forceStale(fsys, path, fsNow, opts.Stale) {
+			// An abandoned lock (its holder crashed) was removed; pause
+			// so that a slow live holder notices, as procmail does.
+			if err := sleepCtx(ctx, opts.Suspend); err != nil {
+				return nil, fmt.Errorf("lock %s: %w", path, ErrLockTimeout)
 			}
+			continue
 		}
 		if err := sleepCtx(ctx, jitter(sleep)); err != nil {
 			return nil, fmt.Errorf("lock %s: %w", path, ErrLockTimeout)
@@ -108,40 +114,67 @@ func acquireDotlock(ctx context.Context, fsys fileSystem, path string, opts Lock
 	}
 }
 
+// forceStale removes the lock at path if it is older than stale by the
+// file system clock now, and reports whether it did.
+func forceStale(fsys fileSystem, path string, now time.Time, stale time.Duration) bool {
+	if now.IsZero() {
+		return false
+	}
+	st, err := fsys.Lstat(path)
+	if err != nil || !st.Mode().IsRegular() || st.Size() > maxLockSize || now.Sub(st.ModTime()) <= stale {
+		return false
+	}
+	// Check again just before removing, so that a lock that another
+	// process forced and retook meanwhile is not removed (the window
+	// cannot be closed; procmail has it too).
+	again, err := fsys.Lstat(path)
+	if err != nil || !os.SameFile(st, again) || !again.ModTime().Equal(st.ModTime()) {
+		return false
+	}
+	err = fsys.Remove(path)
+	return err == nil || errors.Is(err, fs.ErrNotExist)
+}
+
 // tryDotlock makes one attempt; fs.ErrExist means someone holds the lock.
-func tryDotlock(fsys fileSystem, path string) error {
+// It returns the lock's identity and the file system's idea of now.
+func tryDotlock(fsys fileSystem, path string) (fileID, time.Time, error) {
 	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+"."+randomHex(6)+"."+strconv.Itoa(os.Getpid()))
 	f, err := fsys.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
 	if err != nil {
-		return err
+		return fileID{}, time.Time{}, err
 	}
-	_, werr := f.Write([]byte("0"))
-	cerr := f.Close()
 	defer fsys.Remove(tmp)
-	if werr != nil {
-		return werr
+	_, werr := f.Write([]byte("0"))
+	st, serr := f.Stat()
+	cerr := f.Close()
+	if err := errors.Join(werr, serr, cerr); err != nil {
+		return fileID{}, time.Time{}, err
 	}
-	if cerr != nil {
-		return cerr
-	}
+	id, _ := idOf(st)
 	lerr := fsys.Link(tmp, path)
-	// The link count, not link's result, is the truth on NFS, where a
-	// lost reply can report failure for a link that was made.
-	if st, err := fsys.Lstat(tmp); err == nil {
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Nlink == 2 {
-			return nil
+	if lerr == nil {
+		return id, time.Time{}, nil
+	}
+	// On NFS a lost reply can report failure for a link that was made:
+	// the link count is the truth then (procmail's hlink does the same).
+	if lst, err := fsys.Lstat(tmp); err == nil {
+		if sys, ok := lst.Sys().(*syscall.Stat_t); ok && sys.Nlink == 2 {
+			return id, time.Time{}, nil
 		}
 	}
-	if lerr == nil {
-		return errors.New("lock link made but link count is not 2")
-	}
-	return lerr
+	return fileID{}, st.ModTime(), lerr
 }
 
-// Release removes the lock file.
+// Release removes the lock file, unless it is no longer ours (someone
+// judged it stale and took it over).
 func (l *Dotlock) Release() error {
 	if l == nil {
 		return nil
+	}
+	if st, err := l.fsys.Lstat(l.path); err == nil {
+		if id, ok := idOf(st); ok && l.id != (fileID{}) && id != l.id {
+			return fmt.Errorf("unlock %s: the lock was taken over by another process", l.path)
+		}
 	}
 	if err := l.fsys.Remove(l.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("unlock %s: %w", l.path, err)
@@ -151,7 +184,7 @@ func (l *Dotlock) Release() error {
 
 // lockFile takes a whole-file fcntl write lock on f, as procmail, mutt and
 // dovecot do, polling so that the wait honours ctx and opts.Timeout.
-func lockFile(ctx context.Context, f *os.File, opts LockOptions) error {
+func lockFile(ctx context.Context, f file, opts LockOptions) error {
 	opts = opts.withDefaults()
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
@@ -174,7 +207,7 @@ func lockFile(ctx context.Context, f *os.File, opts LockOptions) error {
 	}
 }
 
-func unlockFile(f *os.File) error {
+func unlockFile(f file) error {
 	lk := unix.Flock_t{Type: unix.F_UNLCK, Whence: 0, Start: 0, Len: 0}
 	return unix.FcntlFlock(f.Fd(), unix.F_SETLK, &lk)
 }

@@ -25,12 +25,11 @@ func (w *Writer) MaildirName(size int) string {
 		"." + w.host + ",S=" + strconv.Itoa(size)
 }
 
-// ensureMaildir creates dir/{tmp,new,cur} (mode 0700) when missing.
+// ensureMaildir creates dir/{tmp,new,cur} (mode 0700) when missing. What
+// it found is cached for the Writer's life; forget undoes that when a
+// folder was removed under a long run.
 func (w *Writer) ensureMaildir(fsys fileSystem, dir string) error {
-	key := fmt.Sprintf("%p:%s", fsys, dir)
-	if _, ok := fsys.(osFS); ok {
-		key = dir
-	}
+	key := maildirKey(fsys, dir)
 	w.mu.Lock()
 	ok := w.maildirs[key]
 	w.mu.Unlock()
@@ -51,20 +50,42 @@ func (w *Writer) ensureMaildir(fsys fileSystem, dir string) error {
 	return nil
 }
 
+func (w *Writer) forgetMaildir(fsys fileSystem, dir string) {
+	w.mu.Lock()
+	delete(w.maildirs, maildirKey(fsys, dir))
+	w.mu.Unlock()
+}
+
+func maildirKey(fsys fileSystem, dir string) string {
+	if _, ok := fsys.(osFS); ok {
+		return dir
+	}
+	return fmt.Sprintf("%p:%s", fsys, dir)
+}
+
 // writeMaildir writes the message into tmp/; Commit links it into new/.
 // procmail's bytes: the From_ line and its '>' continuation lines are
 // dropped, nothing is escaped and nothing is appended.
 func (w *Writer) writeMaildir(d *Delivery, msg []byte) error {
 	dir := d.Folder.Path
-	if err := w.ensureMaildir(d.fsys, dir); err != nil {
-		return err
-	}
 	data, _ := prepare(msg, w.opts.Berkeley)
 	data = skipFromLine(data)
 	name := w.MaildirName(len(data))
 	tmp := filepath.Join(dir, "tmp", name)
-	f, err := d.fsys.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	var f file
+	for attempt := 0; ; attempt++ {
+		if err := w.ensureMaildir(d.fsys, dir); err != nil {
+			return err
+		}
+		var err error
+		f, err = d.fsys.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err == nil {
+			break
+		}
+		if attempt == 0 && errors.Is(err, fs.ErrNotExist) {
+			w.forgetMaildir(d.fsys, dir) // removed since we made it
+			continue
+		}
 		return err
 	}
 	if err := writeAll(f, data); err != nil {
@@ -74,35 +95,29 @@ func (w *Writer) writeMaildir(d *Delivery, msg []byte) error {
 	}
 	d.file, d.tmp, d.Size = f, tmp, len(data)
 	d.Path = filepath.Join(dir, "new", name)
-	d.finalize = w.linkMaildir
 	return nil
 }
 
-// linkMaildir moves the synced file from tmp/ into new/ without ever
-// replacing an existing message.
+// linkMaildir links the synced file from tmp/ into new/ without ever
+// replacing an existing message; the caller removes the tmp/ name.
 func (w *Writer) linkMaildir(d *Delivery) error {
 	for attempt := 0; ; attempt++ {
 		err := linkNoReplace(d.fsys, d.tmp, d.Path)
 		if err == nil {
-			break
+			return nil
 		}
 		if errors.Is(err, fs.ErrExist) && attempt < 5 {
 			d.Path = filepath.Join(d.Folder.Path, "new", w.MaildirName(d.Size))
 			continue
 		}
-		d.fsys.Remove(d.tmp)
 		return err
 	}
-	if err := d.fsys.Remove(d.tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		w.warn("remove %s: %v", d.tmp, err)
-	}
-	d.tmp = ""
-	return nil
 }
 
 // linkNoReplace makes newname refer to oldname's file, failing with
 // fs.ErrExist rather than replacing newname. On file systems without hard
-// links it falls back to a rename that refuses to replace.
+// links it falls back to a rename that refuses to replace; oldname is
+// then gone, which the callers tolerate.
 func linkNoReplace(fsys fileSystem, oldname, newname string) error {
 	err := fsys.Link(oldname, newname)
 	if err == nil || errors.Is(err, fs.ErrExist) {

@@ -2,8 +2,11 @@ package deliver
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -85,18 +88,74 @@ func (t *Txn) writeMbox(d *Delivery, msg []byte) error {
 // locks; the rescue mbox uses it so that filing it again gives back the
 // very same messages.
 func (t *Txn) AppendRaw(path string, data []byte) (*Delivery, error) {
-	d := &Delivery{Folder: Folder{Name: path, Path: path, Kind: Mbox}, fsys: osFS{}}
+	f := Folder{Name: path, Path: path, Kind: Mbox}
+	d := &Delivery{Folder: f, fsys: t.w.fsFor(f)}
 	if err := t.appendLocked(d, data); err != nil {
 		return nil, fmt.Errorf("append to %s: %w", path, err)
 	}
-	t.items = append(t.items, d)
+	t.add(d)
 	return d, nil
 }
 
-// appendLocked appends data to the mbox d.Folder under the dotlock
-// FOLDER.lock and an fcntl lock, the pair that procmail, mutt and the MTAs
-// honour. A failed or short write truncates the file back to its old size.
-// The fsync comes at Commit, once for each mbox file.
+// mboxAppend is where one delivery's bytes went, so that they can be
+// taken back while nothing has been appended after them.
+type mboxAppend struct {
+	id         fileID
+	start, end int64
+	sum        [sha256.Size]byte
+}
+
+// lockMbox takes the dotlock FOLDER.lock, the pair of procmail's, mutt's
+// and the MTAs'. Where the directory does not let us create it (a spool
+// directory without write access), procmail and mutt carry on with the
+// kernel lock alone, and so do we: the returned lock is then nil.
+func (w *Writer) lockMbox(ctx context.Context, fsys fileSystem, path string) (*Dotlock, error) {
+	lock, err := acquireDotlock(ctx, fsys, path+".lock", w.opts.Lock)
+	if err != nil {
+		if !errors.Is(err, fs.ErrPermission) && !errors.Is(err, syscall.EROFS) {
+			return nil, err
+		}
+		w.warn("%v; using the fcntl lock alone", err)
+	}
+	return lock, nil
+}
+
+func (w *Writer) unlockMbox(lock *Dotlock) {
+	if err := lock.Release(); err != nil {
+		w.warn("%v", err)
+	}
+}
+
+// openMboxFile opens path for appending, creating it (mode 0600) when
+// missing, and reports whether it did, so that Commit syncs the new
+// directory entry too. O_NONBLOCK keeps a FIFO from hanging us.
+func openMboxFile(fsys fileSystem, path string) (file, bool, error) {
+	const flags = os.O_WRONLY | os.O_APPEND | unix.O_NONBLOCK
+	for range 8 {
+		f, err := fsys.OpenFile(path, flags, 0)
+		if err == nil {
+			return f, false, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, false, err
+		}
+		f, err = fsys.OpenFile(path, flags|os.O_CREATE|os.O_EXCL, 0o600)
+		if err == nil {
+			return f, true, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return nil, false, err
+		}
+	}
+	// Still both missing and existing: a symlink to a file that does
+	// not exist yet, which procmail creates through the link.
+	f, err := fsys.OpenFile(path, flags|os.O_CREATE, 0o600)
+	return f, err == nil, err
+}
+
+// appendLocked appends data to the mbox d.Folder under the dotlock and an
+// fcntl lock. A failed or short write truncates the file back to its old
+// size. The fsync comes at Commit, once for each mbox file.
 func (t *Txn) appendLocked(d *Delivery, data []byte) error {
 	w := t.w
 	path := d.Folder.Path
@@ -105,22 +164,13 @@ func (t *Txn) appendLocked(d *Delivery, data []byte) error {
 			return err
 		}
 	}
-	lock, err := acquireDotlock(t.ctx, d.fsys, path+".lock", w.opts.Lock)
+	lock, err := w.lockMbox(t.ctx, d.fsys, path)
 	if err != nil {
-		// A spool directory we may not create files in: procmail and mutt
-		// carry on with the kernel lock alone, and so do we.
-		if !errors.Is(err, fs.ErrPermission) && !errors.Is(err, syscall.EROFS) {
-			return err
-		}
-		w.warn("%v; using the fcntl lock alone", err)
+		return err
 	}
-	defer func() {
-		if err := lock.Release(); err != nil {
-			w.warn("%v", err)
-		}
-	}()
+	defer w.unlockMbox(lock)
 
-	f, err := d.fsys.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	f, created, err := openMboxFile(d.fsys, path)
 	if err != nil {
 		return err
 	}
@@ -133,36 +183,96 @@ func (t *Txn) appendLocked(d *Delivery, data []byte) error {
 	if err := lockFile(t.ctx, f, w.opts.Lock); err != nil {
 		return err
 	}
+	defer func() {
+		if err := unlockFile(f); err != nil {
+			w.warn("fcntl unlock %s: %v", path, err)
+		}
+	}()
 	st, err := f.Stat()
 	if err != nil {
-		unlockFile(f)
-		return fmt.Errorf("stat: %w", err)
+		return fmt.Errorf("stat %s: %w", path, err)
 	}
 	if !st.Mode().IsRegular() {
-		unlockFile(f)
-		return errors.New("not a regular file")
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	id, ok := idOf(st)
+	if !ok {
+		return fmt.Errorf("%s: no inode number", path)
 	}
 	old := st.Size()
 	if err := writeAll(f, data); err != nil {
-		// Undo the partial message so the mbox stays well formed.
+		// Undo the partial message so the mbox stays well formed, and
+		// make the undo durable.
+		err = fmt.Errorf("write %s: %w", path, err)
 		if terr := f.Truncate(old); terr != nil {
-			err = fmt.Errorf("%w (and truncating back to %d bytes failed: %v)", err, old, terr)
+			return fmt.Errorf("%w (and truncating back to %d bytes failed: %v)", err, old, terr)
 		}
-		unlockFile(f)
+		if serr := f.Sync(); serr != nil {
+			w.warn("fsync %s after truncating it back: %v", path, serr)
+		}
 		return err
 	}
-	if err := unlockFile(f); err != nil {
-		w.warn("fcntl unlock %s: %v", path, err)
+	// With O_APPEND the offset is now the end of our bytes, wherever a
+	// writer that ignores locks may have put its own.
+	end, err := f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		end = old + int64(len(data))
 	}
 	d.Path, d.Size = path, len(data)
-	id, ok := idOf(st)
-	if !ok {
-		return errors.New("no inode number")
-	}
-	d.mboxID = id
-	if _, seen := t.mbox[id]; !seen {
-		t.mbox[id] = f
+	d.mbox = &mboxAppend{id: id, start: end - int64(len(data)), end: end, sum: sha256.Sum256(data)}
+	if m, seen := t.mbox[id]; seen {
+		m.created = m.created || created
+	} else {
+		t.mbox[id] = &openMbox{f: f, fsys: d.fsys, path: path, created: created}
 		keep = true
+	}
+	return nil
+}
+
+// unappend truncates d's bytes away from its mbox, under both locks, if
+// they are still the last bytes of the same file: never anyone else's.
+func (w *Writer) unappend(ctx context.Context, d *Delivery) error {
+	a, path := d.mbox, d.Folder.Path
+	fail := func(err error) error {
+		return fmt.Errorf("could not take back the message appended to %s: %w", path, err)
+	}
+	lock, err := w.lockMbox(ctx, d.fsys, path)
+	if err != nil {
+		return fail(err)
+	}
+	defer w.unlockMbox(lock)
+	f, err := d.fsys.OpenFile(path, os.O_RDWR|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return fail(err)
+	}
+	defer f.Close()
+	if err := lockFile(ctx, f, w.opts.Lock); err != nil {
+		return fail(err)
+	}
+	defer unlockFile(f)
+	st, err := f.Stat()
+	if err != nil {
+		return fail(err)
+	}
+	if id, _ := idOf(st); id != a.id {
+		return fail(errors.New("the file was replaced"))
+	}
+	if st.Size() != a.end {
+		return fail(fmt.Errorf("it is no longer at the end (size %d, expected %d)", st.Size(), a.end))
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(f, a.start, a.end-a.start)); err != nil {
+		return fail(err)
+	}
+	if [sha256.Size]byte(h.Sum(nil)) != a.sum {
+		return fail(errors.New("the bytes at its place changed"))
+	}
+	if err := f.Truncate(a.start); err != nil {
+		return fail(err)
+	}
+	d.mbox = nil
+	if err := f.Sync(); err != nil {
+		return fail(fmt.Errorf("fsync after truncating: %w", err))
 	}
 	return nil
 }

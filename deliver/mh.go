@@ -27,30 +27,26 @@ func (w *Writer) writeNumbered(d *Delivery, msg []byte) error {
 	if err != nil {
 		return err
 	}
-	if err := writeAll(f, data); err != nil {
+	fail := func(err error) error {
 		f.Close()
 		d.fsys.Remove(tmp)
-		return fmt.Errorf("write %s: %w", tmp, err)
+		return err
 	}
-	d.file, d.tmp, d.Size = f, tmp, len(data)
+	if err := writeAll(f, data); err != nil {
+		return fail(fmt.Errorf("write %s: %w", tmp, err))
+	}
 	if d.Folder.Kind == Dir {
 		st, err := f.Stat()
 		if err != nil {
-			f.Close()
-			d.fsys.Remove(tmp)
-			return err
+			return fail(fmt.Errorf("stat %s: %w", tmp, err))
 		}
 		sys, _ := st.Sys().(*syscall.Stat_t)
 		if sys == nil {
-			f.Close()
-			d.fsys.Remove(tmp)
-			return errors.New("no inode number")
+			return fail(fmt.Errorf("%s: no inode number", tmp))
 		}
 		d.Path = filepath.Join(dir, "msg."+inodeName(sys.Ino))
-		d.finalize = w.linkDir
-	} else {
-		d.finalize = w.linkMH
 	}
+	d.file, d.tmp, d.Size = f, tmp, len(data)
 	return nil
 }
 
@@ -68,23 +64,32 @@ func inodeName(n uint64) string {
 	}
 }
 
-func (w *Writer) linkDir(d *Delivery) error {
-	if err := linkNoReplace(d.fsys, d.tmp, d.Path); err != nil {
-		d.fsys.Remove(d.tmp)
-		return err
+// linkDir links the message to msg.<inode>, procmail's name. That name
+// can only be taken by a file copied in from elsewhere; then a suffix
+// keeps it from being replaced (procmail would fail).
+func linkDir(d *Delivery) error {
+	base := d.Path
+	for n := 1; ; n++ {
+		err := linkNoReplace(d.fsys, d.tmp, d.Path)
+		if err == nil || !errors.Is(err, fs.ErrExist) || n == 100 {
+			return err
+		}
+		d.Path = base + "." + strconv.Itoa(n)
 	}
-	d.fsys.Remove(d.tmp)
-	d.tmp = ""
-	return nil
 }
 
 // linkMH links the message to the highest all-digit name + 1, counting up
-// while another process wins the race for a number.
-func (w *Writer) linkMH(d *Delivery) error {
-	n, err := highestMH(d.fsys, d.Folder.Path)
-	if err != nil {
-		d.fsys.Remove(d.tmp)
-		return err
+// while another process wins the race for a number. next remembers the
+// last number per folder within one Commit, so that a batch reads each
+// folder once.
+func linkMH(d *Delivery, next map[dirRef]int64) error {
+	ref := dirRef{d.fsys, d.Folder.Path}
+	n, ok := next[ref]
+	if !ok {
+		var err error
+		if n, err = highestMH(d.fsys, d.Folder.Path); err != nil {
+			return err
+		}
 	}
 	for {
 		n++
@@ -92,16 +97,13 @@ func (w *Writer) linkMH(d *Delivery) error {
 		err := linkNoReplace(d.fsys, d.tmp, name)
 		if err == nil {
 			d.Path = name
-			break
+			next[ref] = n
+			return nil
 		}
 		if !errors.Is(err, fs.ErrExist) {
-			d.fsys.Remove(d.tmp)
 			return err
 		}
 	}
-	d.fsys.Remove(d.tmp)
-	d.tmp = ""
-	return nil
 }
 
 func highestMH(fsys fileSystem, dir string) (int64, error) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,6 +44,10 @@ type Writer struct {
 
 	mu       sync.Mutex
 	maildirs map[string]bool // maildirs whose tmp/new/cur exist
+
+	// wrapFS, when set, wraps every folder's file system; tests use it
+	// to inject faults.
+	wrapFS func(fileSystem) fileSystem
 }
 
 // NewWriter returns a Writer with opts.
@@ -78,27 +84,64 @@ type Delivery struct {
 	Size   int    // bytes written, as procmail's log reports them
 	Err    error  // set by Commit when this delivery could not be made durable
 
-	fsys     fileSystem
-	file     *os.File // maildir/MH/dir: the temporary file
-	tmp      string   // temporary name to link from
-	mboxID   fileID   // the mbox file appended to
-	finalize func(*Delivery) error
-	done     bool
+	fsys   fileSystem
+	group  int         // deliveries of one group commit or fail together
+	file   file        // maildir/MH/dir: the temporary file, open until Commit
+	tmp    string      // maildir/MH/dir: temporary name to link from
+	linked bool        // maildir/MH/dir: Path now names the message
+	mbox   *mboxAppend // mbox: where the bytes went
+	undone bool        // taken back (or never made)
 }
 
 // Txn groups deliveries so that their fsyncs can be batched: every file is
 // written at Deliver, and Commit makes all of them durable, links them
 // into place, and syncs each directory once.
+//
+// Deliveries belong to groups (one per message, see BeginMessage): Commit
+// keeps every delivery of a group or, as far as the file system allows,
+// none, so that a message is never half filed.
 type Txn struct {
 	w     *Writer
 	ctx   context.Context
 	items []*Delivery
-	mbox  map[fileID]*os.File // one open descriptor per mbox, for fsync
+	group int
+	mbox  map[fileID]*openMbox // one open descriptor per mbox, for fsync
+}
+
+// openMbox is an mbox appended to in this Txn, kept open for its fsync.
+type openMbox struct {
+	f       file
+	fsys    fileSystem
+	path    string
+	created bool // its directory entry is new and must be synced too
 }
 
 // Begin starts a transaction.
 func (w *Writer) Begin(ctx context.Context) *Txn {
-	return &Txn{w: w, ctx: ctx, mbox: make(map[fileID]*os.File)}
+	return &Txn{w: w, ctx: ctx, mbox: make(map[fileID]*openMbox)}
+}
+
+// BeginMessage starts a new group: the deliveries made from now until the
+// next BeginMessage are one message's, and Commit keeps all of them or
+// takes all of them back. Without BeginMessage every delivery of the Txn
+// is in one group, which suits a Txn that files a single message.
+func (t *Txn) BeginMessage() { t.group++ }
+
+// fsFor is the file system that holds f.
+func (w *Writer) fsFor(f Folder) fileSystem {
+	var fsys fileSystem = osFS{}
+	if f.root != nil {
+		fsys = rootFS{f.root}
+	}
+	if w.wrapFS != nil {
+		fsys = w.wrapFS(fsys)
+	}
+	return fsys
+}
+
+func (t *Txn) add(d *Delivery) {
+	d.group = t.group
+	t.items = append(t.items, d)
 }
 
 // Deliver writes msg into f. msg is the message as read (with its From_
@@ -106,12 +149,9 @@ func (w *Writer) Begin(ctx context.Context) *Txn {
 // An error means nothing of this message is left in f.
 func (t *Txn) Deliver(f Folder, msg []byte) (*Delivery, error) {
 	if err := t.ctx.Err(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("deliver to %s: %w", f.Path, err)
 	}
-	d := &Delivery{Folder: f, fsys: osFS{}}
-	if f.root != nil {
-		d.fsys = rootFS{f.root}
-	}
+	d := &Delivery{Folder: f, fsys: t.w.fsFor(f)}
 	var err error
 	switch f.Kind {
 	case Maildir:
@@ -122,14 +162,13 @@ func (t *Txn) Deliver(f Folder, msg []byte) (*Delivery, error) {
 		err = t.w.writeNumbered(d, msg)
 	case Discard:
 		d.Path = f.Path
-		d.done = true
 	default:
 		err = fmt.Errorf("unknown folder kind %v", f.Kind)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("deliver to %s: %w", f.Path, err)
 	}
-	t.items = append(t.items, d)
+	t.add(d)
 	return d, nil
 }
 
@@ -139,64 +178,95 @@ func (t *Txn) Pending() int { return len(t.items) }
 // Savepoint marks the current end of the transaction for RollbackTo.
 func (t *Txn) Savepoint() int { return len(t.items) }
 
-// RollbackTo takes back the deliveries made since sp: their temporary
-// files are removed. mbox appends are already in place and stay.
-func (t *Txn) RollbackTo(sp int) {
-	for _, d := range t.items[sp:] {
-		d.abort()
+// RollbackTo takes back the deliveries made since sp, newest first:
+// temporary files are removed and mbox appends are truncated away. An
+// mbox append that others have appended after cannot be taken back; the
+// error says so, and that copy stays.
+func (t *Txn) RollbackTo(sp int) error {
+	var errs []error
+	for i := len(t.items) - 1; i >= sp; i-- {
+		if err := t.undo(t.items[i]); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	t.items = t.items[:sp]
+	return errors.Join(errs...)
+}
+
+// Abort takes back every uncommitted delivery, like RollbackTo(0), and
+// ends the transaction.
+func (t *Txn) Abort() error {
+	err := t.RollbackTo(0)
+	for _, m := range t.mbox {
+		m.f.Close()
+	}
+	clear(t.mbox)
+	return err
 }
 
 // Commit makes every delivery durable: files are fsynced (in parallel, so
 // the file system can group them into few journal commits), linked into
-// place, and every directory touched is fsynced once. Deliveries that
-// fail get Err set; Commit returns their errors joined.
+// place, and every directory touched is fsynced once. When a delivery
+// fails, the other deliveries of its group are taken back; every
+// delivery of a failed group gets Err set, and Commit returns their
+// errors joined. The Txn can be used again afterwards.
 func (t *Txn) Commit() error {
-	items := t.items
-	t.items = nil
-	var files []*os.File
+	items, mboxes := t.items, t.mbox
+	t.items, t.mbox = nil, make(map[fileID]*openMbox)
+
+	// 1. Data: fsync every file and every mbox once, and the directory
+	// of an mbox file that this Txn created.
+	var files []file
 	for _, d := range items {
 		if d.file != nil {
 			files = append(files, d.file)
 		}
 	}
-	mboxIDs := make(map[*os.File]fileID, len(t.mbox))
-	for id, f := range t.mbox {
-		files = append(files, f)
-		mboxIDs[f] = id
+	for _, m := range mboxes {
+		files = append(files, m.f)
 	}
-	clear(t.mbox)
-	syncErrs := syncFiles(files)
-	mboxErr := make(map[fileID]error)
-	for f, err := range syncErrs {
-		if id, ok := mboxIDs[f]; ok {
-			mboxErr[id] = err
-		}
-	}
-	dirs := make(map[dirRef][]*Delivery)
-	for _, d := range items {
-		if d.Folder.Kind == Mbox {
-			d.Err = mboxErr[d.mboxID]
-		} else if d.file != nil {
-			d.Err = syncErrs[d.file]
-			d.file = nil
-		}
-		if d.done || d.Err != nil {
-			if d.tmp != "" {
-				d.fsys.Remove(d.tmp)
-				d.tmp = ""
+	syncErr := syncFiles(files)
+	for _, m := range mboxes {
+		if syncErr[m.f] == nil && m.created {
+			if err := syncDir(m.fsys, filepath.Dir(m.path)); err != nil {
+				syncErr[m.f] = err
 			}
+		}
+	}
+	for _, d := range items {
+		if d.file != nil {
+			d.Err = syncErr[d.file]
+			d.file = nil // closed by syncFiles
+		}
+		if d.mbox != nil {
+			if m := mboxes[d.mbox.id]; m != nil {
+				d.Err = syncErr[m.f]
+			}
+		}
+	}
+
+	// 2. Names: link the synced files into place, group by group.
+	groups := groupsOf(items)
+	mh := make(map[dirRef]int64)
+	for _, g := range groups {
+		if bad := failedIn(g); bad != nil {
+			t.failGroup(g, bad)
 			continue
 		}
-		if d.finalize != nil {
-			if err := d.finalize(d); err != nil {
+		for _, d := range g {
+			if err := t.link(d, mh); err != nil {
 				d.Err = err
-				continue
+				t.failGroup(g, d)
+				break
 			}
 		}
-		if dir := d.syncTarget(); dir != "" {
-			ref := dirRef{d.fsys, dir}
+	}
+
+	// 3. Directories: sync each directory that got names, once.
+	dirs := make(map[dirRef][]*Delivery)
+	for _, d := range items {
+		if d.linked && !d.undone {
+			ref := dirRef{d.fsys, d.syncTarget()}
 			dirs[ref] = append(dirs[ref], d)
 		}
 	}
@@ -207,9 +277,14 @@ func (t *Txn) Commit() error {
 			}
 		}
 	}
+	for _, g := range groups {
+		if bad := failedIn(g); bad != nil {
+			t.failGroup(g, bad)
+		}
+	}
+
 	var errs []error
 	for _, d := range items {
-		d.done = true
 		if d.Err != nil {
 			errs = append(errs, fmt.Errorf("deliver to %s: %w", d.Folder.Path, d.Err))
 		}
@@ -217,29 +292,104 @@ func (t *Txn) Commit() error {
 	return errors.Join(errs...)
 }
 
-// Abort drops every uncommitted delivery that can still be taken back
-// (temporary files are removed). mbox appends are already in place.
-func (t *Txn) Abort() {
-	for _, d := range t.items {
-		d.abort()
+// groupsOf splits items into runs of the same group.
+func groupsOf(items []*Delivery) [][]*Delivery {
+	var gs [][]*Delivery
+	for i := 0; i < len(items); {
+		j := i + 1
+		for j < len(items) && items[j].group == items[i].group {
+			j++
+		}
+		gs = append(gs, items[i:j])
+		i = j
 	}
-	t.items = nil
-	for _, f := range t.mbox {
-		f.Close()
-	}
-	clear(t.mbox)
+	return gs
 }
 
-func (d *Delivery) abort() {
+func failedIn(g []*Delivery) *Delivery {
+	for _, d := range g {
+		if d.Err != nil {
+			return d
+		}
+	}
+	return nil
+}
+
+// failGroup takes back every delivery of g, newest first, because bad
+// failed; each gets an Err.
+func (t *Txn) failGroup(g []*Delivery, bad *Delivery) {
+	for i := len(g) - 1; i >= 0; i-- {
+		d := g[i]
+		if d.undone {
+			continue
+		}
+		if d.Err == nil {
+			d.Err = fmt.Errorf("taken back because delivery to %s failed: %w", bad.Folder.Path, bad.Err)
+		}
+		if err := t.undo(d); err != nil {
+			t.w.warn("%v", err)
+			d.Err = fmt.Errorf("%w (%v)", d.Err, err)
+		}
+	}
+}
+
+// link gives a synced maildir, MH or directory message its final name.
+func (t *Txn) link(d *Delivery, mh map[dirRef]int64) error {
+	if d.tmp == "" {
+		return nil
+	}
+	var err error
+	switch d.Folder.Kind {
+	case Maildir:
+		err = t.w.linkMaildir(d)
+	case MH:
+		err = linkMH(d, mh)
+	case Dir:
+		err = linkDir(d)
+	}
+	if err != nil {
+		return err
+	}
+	d.linked = true
+	if err := d.fsys.Remove(d.tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.w.warn("remove %s: %v", d.tmp, err)
+	}
+	d.tmp = ""
+	return nil
+}
+
+// undo takes d back: its temporary file or final name is removed, or its
+// mbox append truncated away. It reports what could not be taken back.
+func (t *Txn) undo(d *Delivery) error {
+	if d.undone {
+		return nil
+	}
+	d.undone = true
+	var errs []error
 	if d.file != nil {
 		d.file.Close()
 		d.file = nil
 	}
 	if d.tmp != "" {
-		d.fsys.Remove(d.tmp)
+		if err := d.fsys.Remove(d.tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.w.warn("remove %s: %v", d.tmp, err)
+		}
 		d.tmp = ""
 	}
-	d.done = true
+	if d.linked {
+		// A reader may have moved the message already (new/ to cur/);
+		// then it stays delivered.
+		if err := d.fsys.Remove(d.Path); err != nil {
+			errs = append(errs, fmt.Errorf("could not take back %s: %w", d.Path, err))
+		}
+		d.linked = false
+	}
+	if d.mbox != nil {
+		if err := t.w.unappend(context.WithoutCancel(t.ctx), d); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 type dirRef struct {
@@ -248,20 +398,17 @@ type dirRef struct {
 }
 
 func (d *Delivery) syncTarget() string {
-	switch d.Folder.Kind {
-	case Maildir:
+	if d.Folder.Kind == Maildir {
 		return filepath.Join(d.Folder.Path, "new")
-	case MH, Dir:
-		return d.Folder.Path
 	}
-	return ""
+	return d.Folder.Path
 }
 
 // syncFiles fsyncs and closes files, several at a time: concurrent fsyncs
 // share journal commits on ext4 and xfs. It returns the failures.
-func syncFiles(files []*os.File) map[*os.File]error {
+func syncFiles(files []file) map[file]error {
 	const workers = 16
-	errs := make(map[*os.File]error)
+	errs := make(map[file]error)
 	var mu sync.Mutex
 	sem := make(chan struct{}, workers)
 	var wg sync.WaitGroup
@@ -287,11 +434,14 @@ func syncFiles(files []*os.File) map[*os.File]error {
 }
 
 // writeAll writes data to f; short writes are errors.
-func writeAll(f *os.File, data []byte) error {
+func writeAll(f file, data []byte) error {
 	for len(data) > 0 {
 		n, err := f.Write(data)
 		if err != nil {
 			return err
+		}
+		if n == 0 {
+			return io.ErrShortWrite
 		}
 		data = data[n:]
 	}

@@ -71,7 +71,9 @@ func (f *Filer) FileOne(ctx context.Context, msg []byte) error {
 	txn := f.Writer.Begin(ctx)
 	ds, err := f.deliverPlan(txn, plan, msg)
 	if err != nil {
-		txn.Abort()
+		if aerr := txn.Abort(); aerr != nil {
+			f.warn("%v", aerr)
+		}
 		f.logFailure(msg, "**Requeued**")
 		return err
 	}
@@ -83,12 +85,15 @@ func (f *Filer) FileOne(ctx context.Context, msg []byte) error {
 	return nil
 }
 
-// deliverPlan writes msg to each folder of plan. mbox appends cannot be
-// taken back, so they come last: a failure before them leaves no trace.
+// deliverPlan writes msg to each folder of plan, as one group of the
+// Txn. mbox appends are visible at once and can be taken back only while
+// nobody appended after them, so they come last: a failure before them
+// leaves no trace.
 func (f *Filer) deliverPlan(txn *deliver.Txn, plan Plan, msg []byte) ([]*deliver.Delivery, error) {
 	if len(plan.Folders) == 0 {
 		return nil, errors.New("no folder to deliver to")
 	}
+	txn.BeginMessage()
 	sp := txn.Savepoint()
 	var ds []*deliver.Delivery
 	for pass := 0; pass < 2; pass++ {
@@ -98,7 +103,9 @@ func (f *Filer) deliverPlan(txn *deliver.Txn, plan Plan, msg []byte) ([]*deliver
 			}
 			d, err := txn.Deliver(folder, msg)
 			if err != nil {
-				txn.RollbackTo(sp)
+				if rerr := txn.RollbackTo(sp); rerr != nil {
+					f.warn("%v", rerr)
+				}
 				return nil, err
 			}
 			ds = append(ds, d)
@@ -167,9 +174,12 @@ func (e *RescueError) Error() string {
 func (e *RescueError) Unwrap() error { return e.Cause }
 
 // FileAll files every message of src, committing every BatchSize
-// messages. Messages that cannot be delivered go to the rescue mbox; the
-// returned error is then a *RescueError. A read error of src stops the
-// run after filing what was read.
+// messages. Messages that cannot be delivered go to the rescue mbox as
+// they fail, so memory stays bounded by the batch; the returned error is
+// then a *RescueError. When ctx is cancelled the messages not yet read
+// are moved to the rescue mbox unfiled, so that every message read ends
+// up in exactly one place. A read error of src stops the run after
+// filing what was read.
 func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 	batch := f.BatchSize
 	if batch <= 0 {
@@ -177,10 +187,17 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 	}
 	var (
 		sum     Summary
-		failed  [][]byte
 		firstEr error
 		pending []pendingMsg
 	)
+	fail := func(err error) {
+		if firstEr == nil {
+			firstEr = err
+		}
+	}
+	// The rescue must be written even when ctx was cancelled; the lock
+	// timeout still bounds it.
+	r := &rescuer{f: f, txn: f.Writer.Begin(context.WithoutCancel(ctx)), batch: batch}
 	txn := f.Writer.Begin(ctx)
 	flush := func() {
 		if len(pending) == 0 {
@@ -188,34 +205,22 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		}
 		err := txn.Commit()
 		for _, p := range pending {
-			var perr error
-			for _, d := range p.ds {
-				if d.Err != nil {
-					perr = d.Err
-					break
-				}
-			}
-			if perr != nil {
-				failed = append(failed, p.msg)
-				if firstEr == nil {
-					firstEr = perr
-				}
+			if perr := deliveryErr(p.ds); perr != nil {
+				fail(perr)
+				r.save(p.msg)
 				continue
 			}
 			sum.Delivered++
 			f.logDeliveries(p.msg, p.ds)
 		}
-		if err != nil && firstEr == nil {
-			firstEr = err
+		if err != nil {
+			fail(err)
 		}
 		pending = pending[:0]
+		r.commit()
 	}
 	var readErr error
 	for {
-		if err := ctx.Err(); err != nil {
-			readErr = err
-			break
-		}
 		msg, err := src.Next()
 		if err == io.EOF {
 			break
@@ -225,6 +230,11 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 			break
 		}
 		sum.Messages++
+		if cerr := ctx.Err(); cerr != nil {
+			fail(fmt.Errorf("interrupted: %w", cerr))
+			r.save(msg)
+			continue
+		}
 		plan, err := f.Router.Route(ctx, msg)
 		if err == nil {
 			var ds []*deliver.Delivery
@@ -237,22 +247,31 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 				continue
 			}
 		}
-		failed = append(failed, msg)
-		if firstEr == nil {
-			firstEr = err
-		}
+		fail(err)
+		r.save(msg)
 	}
 	flush()
-	if len(failed) > 0 {
-		rescued, err := f.rescue(ctx, failed)
-		sum.Rescued = rescued
-		sum.Lost = len(failed) - rescued
-		if err != nil {
-			firstEr = fmt.Errorf("%w; rescue: %v", firstEr, err)
-		}
+	r.commit()
+	sum.Rescued, sum.Lost = r.rescued, r.lost
+	if r.err != nil {
+		fail(fmt.Errorf("rescue: %w", r.err))
+	}
+	if readErr != nil {
+		fail(readErr)
+	}
+	if sum.Rescued+sum.Lost > 0 {
 		return sum, &RescueError{Path: f.Rescue, Summary: sum, Cause: firstEr}
 	}
 	return sum, readErr
+}
+
+func deliveryErr(ds []*deliver.Delivery) error {
+	for _, d := range ds {
+		if d.Err != nil {
+			return d.Err
+		}
+	}
+	return nil
 }
 
 type pendingMsg struct {
@@ -260,36 +279,61 @@ type pendingMsg struct {
 	ds  []*deliver.Delivery
 }
 
-// rescue appends msgs, unchanged, to the rescue mbox so that filing that
-// mbox later gives back the same messages.
-func (f *Filer) rescue(ctx context.Context, msgs [][]byte) (int, error) {
-	if f.Rescue == "" {
-		return 0, errors.New("no rescue mbox configured")
+// rescuer appends messages, unchanged, to the rescue mbox so that filing
+// that mbox later gives back the same messages. It commits in batches
+// like the deliveries.
+type rescuer struct {
+	f       *Filer
+	txn     *deliver.Txn
+	batch   int
+	pending []pendingMsg
+	rescued int
+	lost    int
+	err     error // the first failure
+}
+
+func (r *rescuer) save(msg []byte) {
+	if r.f.Rescue == "" {
+		r.lost++
+		r.setErr(errors.New("no rescue mbox configured"))
+		return
 	}
-	txn := f.Writer.Begin(ctx)
-	type saved struct {
-		msg []byte
-		d   *deliver.Delivery
+	r.txn.BeginMessage()
+	d, err := r.txn.AppendRaw(r.f.Rescue, msg)
+	if err != nil {
+		r.lost++
+		r.setErr(err)
+		return
 	}
-	var ok []saved
-	var firstErr error
-	for _, m := range msgs {
-		d, err := txn.AppendRaw(f.Rescue, m)
-		if err != nil {
-			if firstErr == nil {
-				firstErr = err
-			}
+	r.pending = append(r.pending, pendingMsg{msg, []*deliver.Delivery{d}})
+	if len(r.pending) >= r.batch {
+		r.commit()
+	}
+}
+
+func (r *rescuer) commit() {
+	if len(r.pending) == 0 {
+		return
+	}
+	if err := r.txn.Commit(); err != nil {
+		r.setErr(err)
+	}
+	for _, p := range r.pending {
+		if err := deliveryErr(p.ds); err != nil {
+			r.lost++
 			continue
 		}
-		ok = append(ok, saved{m, d})
-	}
-	if err := txn.Commit(); err != nil {
-		return 0, err
-	}
-	for _, s := range ok {
-		if err := f.Log.Log(s.msg, s.d.Path, s.d.Size); err != nil {
-			f.warn("log: %v", err)
+		r.rescued++
+		d := p.ds[0]
+		if err := r.f.Log.Log(p.msg, d.Path, d.Size); err != nil {
+			r.f.warn("log: %v", err)
 		}
 	}
-	return len(ok), firstErr
+	r.pending = r.pending[:0]
+}
+
+func (r *rescuer) setErr(err error) {
+	if r.err == nil {
+		r.err = err
+	}
 }
