@@ -1,0 +1,324 @@
+// Package rules loads mfilter's YAML rules, checks them before any mail is
+// touched, and evaluates a message against them to a Decision: where the
+// message goes, with a trace of why. It never writes mail itself.
+//
+// See mfilter-rules(5) for the language and its evaluation model.
+package rules
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Pos is a place in a rules file.
+type Pos struct {
+	File      string
+	Line, Col int
+}
+
+func (p Pos) String() string { return fmt.Sprintf("%s:%d:%d", p.File, p.Line, p.Col) }
+
+// Error is one problem in a rules file.
+type Error struct {
+	Pos Pos
+	Msg string
+}
+
+func (e *Error) Error() string { return e.Pos.String() + ": " + e.Msg }
+
+// ErrorList is every problem found in a rules file, in file order.
+type ErrorList []*Error
+
+func (l ErrorList) Error() string {
+	var b strings.Builder
+	for i, e := range l {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(e.Error())
+	}
+	return b.String()
+}
+
+// InsecureError refuses a rules file that others could change (exit 77).
+type InsecureError struct {
+	Path   string
+	Reason string
+}
+
+func (e *InsecureError) Error() string {
+	return fmt.Sprintf("%s: refusing insecure rules file: %s", e.Path, e.Reason)
+}
+
+// Str is a string with the place it came from.
+type Str struct {
+	Pos
+	Value string
+}
+
+// Config is a loaded rules file.
+type Config struct {
+	Path      string
+	Maildir   *Str // base of relative folders
+	Default   *Str // folder for mail no rule delivers
+	Log       *Str
+	LogFormat *Str // "procmail" (default) or "json"
+	Sendmail  []Str
+	// TrustedAuthServIDs are the authserv-ids whose Authentication-Results
+	// fields auth-results conditions believe.
+	TrustedAuthServIDs []Str
+	Vars               []VarDef
+	Rules              []*Rule
+	// Sections holds the top-level sections other packages read (fetch,
+	// send), still as YAML, with their positions.
+	Sections map[string]*Section
+}
+
+// VarDef is an entry of the top-level vars mapping.
+type VarDef struct {
+	Name  Str
+	Value *Template
+}
+
+// Rule is one rule: when If holds, Then runs, then the nested Rules.
+type Rule struct {
+	Pos
+	Name  string
+	If    Cond // nil: always
+	Then  []Action
+	Rules []*Rule
+}
+
+// Label names a rule in traces and errors.
+func (r *Rule) Label() string {
+	if r.Name != "" {
+		return fmt.Sprintf("%q", r.Name)
+	}
+	return fmt.Sprintf("at line %d", r.Line)
+}
+
+// Pattern is a compiled regular expression with how to apply it.
+type Pattern struct {
+	Pos
+	Source        string
+	Raw           bool // match the raw text (no RFC 2047/MIME decoding)
+	CaseSensitive bool
+	re            *regexp.Regexp
+	names         []string // named capture groups
+}
+
+// Cond is a condition.
+type Cond interface {
+	pos() Pos
+}
+
+type (
+	// HeaderCond matches a regex against the values of named fields.
+	HeaderCond struct {
+		Pos
+		Fields  []string // lower-case field names; any may match
+		Pattern *Pattern
+	}
+	// AddressCond tests one part of the addresses in fields.
+	AddressCond struct {
+		Pos
+		Fields []string
+		Part   string   // address, domain, local-part, name
+		Values []string // literal, lower-cased (address, domain, local-part)
+		Name   *Pattern // for part "name"
+	}
+	// ListIDCond matches the RFC 2919 list identifier.
+	ListIDCond struct {
+		Pos
+		Pattern *Pattern
+	}
+	// HeadersCond matches procmail-style against the whole header.
+	HeadersCond struct {
+		Pos
+		Pattern *Pattern
+	}
+	// BodyCond matches the body (decoded text, or raw).
+	BodyCond struct {
+		Pos
+		Pattern *Pattern
+	}
+	// SizeCond compares the message size.
+	SizeCond struct {
+		Pos
+		Op string // "<" or ">"
+		N  int64
+	}
+	// ExistsCond holds when every named field is present.
+	ExistsCond struct {
+		Pos
+		Names []string
+	}
+	// EnvelopeCond matches the envelope sender or recipient.
+	EnvelopeCond struct {
+		Pos
+		Which   string // "from" or "to"
+		Pattern *Pattern
+	}
+	// VarCond matches a variable's value (procmail VAR ?? regex).
+	VarCond struct {
+		Pos
+		Var     string
+		Pattern *Pattern
+	}
+	AllCond struct {
+		Pos
+		Conds []Cond
+	}
+	AnyCond struct {
+		Pos
+		Conds []Cond
+	}
+	NotCond struct {
+		Pos
+		Cond Cond
+	}
+	// ScoreCond adds weights (procmail w^x) and holds when the total is
+	// above a threshold.
+	ScoreCond struct {
+		Pos
+		Above float64
+		Terms []ScoreTerm
+	}
+	// ProgramCond runs a program with the message on stdin; exit 0 holds.
+	ProgramCond struct {
+		Pos
+		Argv    []*Template
+		Timeout time.Duration
+	}
+	// DuplicateCond holds when the message was seen before (formail -D).
+	DuplicateCond struct {
+		Pos
+		Cache    *Template
+		Size     int64
+		BodyHash bool // fall back to a body hash for messages without Message-ID
+	}
+	// DKIMCond verifies DKIM signatures.
+	DKIMCond struct {
+		Pos
+		Result string // pass, fail, none
+		Domain string // signing domain that must pass; "" any
+	}
+	// AuthResultsCond reads trusted Authentication-Results fields.
+	AuthResultsCond struct {
+		Pos
+		Method string // dkim, spf, dmarc
+		Result string
+	}
+)
+
+// ScoreTerm is one weighted condition.
+type ScoreTerm struct {
+	Pos
+	Weight float64
+	Repeat float64 // procmail's x: later matches add Weight*Repeat^(k-1)
+	Cond   Cond
+}
+
+func (c *HeaderCond) pos() Pos      { return c.Pos }
+func (c *AddressCond) pos() Pos     { return c.Pos }
+func (c *ListIDCond) pos() Pos      { return c.Pos }
+func (c *HeadersCond) pos() Pos     { return c.Pos }
+func (c *BodyCond) pos() Pos        { return c.Pos }
+func (c *SizeCond) pos() Pos        { return c.Pos }
+func (c *ExistsCond) pos() Pos      { return c.Pos }
+func (c *EnvelopeCond) pos() Pos    { return c.Pos }
+func (c *VarCond) pos() Pos         { return c.Pos }
+func (c *AllCond) pos() Pos         { return c.Pos }
+func (c *AnyCond) pos() Pos         { return c.Pos }
+func (c *NotCond) pos() Pos         { return c.Pos }
+func (c *ScoreCond) pos() Pos       { return c.Pos }
+func (c *ProgramCond) pos() Pos     { return c.Pos }
+func (c *DuplicateCond) pos() Pos   { return c.Pos }
+func (c *DKIMCond) pos() Pos        { return c.Pos }
+func (c *AuthResultsCond) pos() Pos { return c.Pos }
+
+// Action is a step of a rule's then list.
+type Action interface {
+	pos() Pos
+}
+
+type (
+	// FolderAction delivers to folders; Copy carries on afterwards.
+	FolderAction struct {
+		Pos
+		Folders []*Template
+		Copy    bool
+	}
+	// PipeAction runs a program with the message on stdin and waits.
+	PipeAction struct {
+		Pos
+		Argv       []*Template
+		Timeout    time.Duration
+		Continue   bool
+		IgnoreExit bool
+	}
+	// ForwardAction resends the message through a sendmail program.
+	ForwardAction struct {
+		Pos
+		To       []*Template
+		Sendmail []string
+		Continue bool
+	}
+	// DiscardAction drops the message; it counts as delivered.
+	DiscardAction struct{ Pos }
+	// StopAction ends rule processing; undelivered mail goes to default.
+	StopAction struct{ Pos }
+	// HeaderAction edits the header the way formail does.
+	HeaderAction struct {
+		Pos
+		Op    string    // add, add-if-missing, set, supersede, remove, rename
+		Field *Template // "Name: value" (add, add-if-missing, set, supersede)
+		Name  string    // remove, rename: the field name
+		To    string    // rename: the new name
+	}
+	// FilterAction replaces the message with a program's output.
+	FilterAction struct {
+		Pos
+		Argv       []*Template
+		Timeout    time.Duration
+		HeaderOnly bool
+		OnFailure  string // "keep" (default) or "retry"
+	}
+	// SetAction assigns variables.
+	SetAction struct {
+		Pos
+		Vars []VarDef
+	}
+	// LogAction writes a line to the log.
+	LogAction struct {
+		Pos
+		Text *Template
+	}
+)
+
+func (a *FolderAction) pos() Pos  { return a.Pos }
+func (a *PipeAction) pos() Pos    { return a.Pos }
+func (a *ForwardAction) pos() Pos { return a.Pos }
+func (a *DiscardAction) pos() Pos { return a.Pos }
+func (a *StopAction) pos() Pos    { return a.Pos }
+func (a *HeaderAction) pos() Pos  { return a.Pos }
+func (a *FilterAction) pos() Pos  { return a.Pos }
+func (a *SetAction) pos() Pos     { return a.Pos }
+func (a *LogAction) pos() Pos     { return a.Pos }
+
+// delivers reports whether an action ends processing when it succeeds.
+func delivers(a Action) bool {
+	switch a := a.(type) {
+	case *FolderAction:
+		return !a.Copy
+	case *PipeAction:
+		return !a.Continue
+	case *ForwardAction:
+		return !a.Continue
+	case *DiscardAction:
+		return true
+	}
+	return false
+}

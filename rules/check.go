@@ -1,0 +1,233 @@
+package rules
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// builtinVars are always defined. Upper-case ones come from the
+// environment and settings (as in procmail); lower-case ones describe the
+// message being filed.
+var builtinVars = map[string]bool{
+	"HOME": true, "USER": true, "LOGNAME": true, "HOST": true, "MAILDIR": true, "DEFAULT": true,
+	"sender": true, "recipient": true, "score": true, "size": true,
+}
+
+// check finds what the loader cannot see in one node: variables used but
+// never defined, and rules or actions that can never run.
+func check(cfg *Config, errs *ErrorList) {
+	known := make(map[string]bool)
+	for k := range builtinVars {
+		known[k] = true
+	}
+	for _, v := range cfg.Vars {
+		checkTemplate(v.Value, known, errs)
+		known[v.Name.Value] = true
+	}
+	// set: may run in any rule, so its names are known everywhere.
+	collectSets(cfg.Rules, known)
+	checkRules(cfg.Rules, known, errs)
+}
+
+func collectSets(rules []*Rule, known map[string]bool) {
+	for _, r := range rules {
+		for _, a := range r.Then {
+			if s, ok := a.(*SetAction); ok {
+				for _, v := range s.Vars {
+					known[v.Name.Value] = true
+				}
+			}
+		}
+		collectSets(r.Rules, known)
+	}
+}
+
+func checkRules(rules []*Rule, known map[string]bool, errs *ErrorList) {
+	var always *Rule
+	for _, r := range rules {
+		if always != nil {
+			*errs = append(*errs, &Error{r.Pos, fmt.Sprintf("rule %s can never run: rule %s at line %d always delivers before it (make it a copy, or give it an if:)", r.Label(), always.Label(), always.Line)})
+			// Report each unreachable rule once, not its contents.
+			continue
+		}
+		scope := known
+		if caps := captures(r.If); len(caps) > 0 {
+			scope = make(map[string]bool, len(known)+len(caps))
+			for k := range known {
+				scope[k] = true
+			}
+			for _, c := range caps {
+				scope[c] = true
+			}
+		}
+		checkCond(r.If, scope, errs)
+		final := checkActions(r.Then, scope, errs)
+		if final != nil && len(r.Rules) > 0 {
+			*errs = append(*errs, &Error{r.Rules[0].Pos, fmt.Sprintf("nested rules of rule %s can never run: its then: always delivers first (line %d)", r.Label(), final.pos().Line)})
+		} else {
+			checkRules(r.Rules, scope, errs)
+		}
+		if r.If == nil && final != nil {
+			always = r
+		}
+	}
+}
+
+// checkActions checks the variables of actions and that nothing follows a
+// final delivery; it returns that delivery, if any.
+func checkActions(acts []Action, scope map[string]bool, errs *ErrorList) Action {
+	var final Action
+	for _, a := range acts {
+		if final != nil {
+			*errs = append(*errs, &Error{a.pos(), fmt.Sprintf("this action never runs: the %s at line %d already delivered the message (use copy: to deliver and go on)", actionName(final), final.pos().Line)})
+			break
+		}
+		for _, t := range actionTemplates(a) {
+			checkTemplate(t, scope, errs)
+		}
+		if delivers(a) {
+			final = a
+		}
+	}
+	return final
+}
+
+func actionName(a Action) string {
+	switch a.(type) {
+	case *FolderAction:
+		return "folder"
+	case *PipeAction:
+		return "pipe"
+	case *ForwardAction:
+		return "forward"
+	case *DiscardAction:
+		return "discard"
+	}
+	return "action"
+}
+
+func actionTemplates(a Action) []*Template {
+	switch a := a.(type) {
+	case *FolderAction:
+		return a.Folders
+	case *PipeAction:
+		return a.Argv
+	case *ForwardAction:
+		return a.To
+	case *HeaderAction:
+		if a.Field != nil {
+			return []*Template{a.Field}
+		}
+	case *FilterAction:
+		return a.Argv
+	case *SetAction:
+		var ts []*Template
+		for _, v := range a.Vars {
+			ts = append(ts, v.Value)
+		}
+		return ts
+	case *LogAction:
+		return []*Template{a.Text}
+	}
+	return nil
+}
+
+func checkCond(c Cond, scope map[string]bool, errs *ErrorList) {
+	switch c := c.(type) {
+	case *AllCond:
+		for _, cc := range c.Conds {
+			checkCond(cc, scope, errs)
+		}
+	case *AnyCond:
+		for _, cc := range c.Conds {
+			checkCond(cc, scope, errs)
+		}
+	case *NotCond:
+		checkCond(c.Cond, scope, errs)
+	case *ScoreCond:
+		for _, t := range c.Terms {
+			checkCond(t.Cond, scope, errs)
+		}
+	case *ProgramCond:
+		for _, t := range c.Argv {
+			checkTemplate(t, scope, errs)
+		}
+	case *DuplicateCond:
+		if c.Cache != nil {
+			checkTemplate(c.Cache, scope, errs)
+		}
+	case *VarCond:
+		if !scope[c.Var] {
+			*errs = append(*errs, unknownVar(c.Pos, c.Var, scope))
+		}
+	}
+}
+
+func checkTemplate(t *Template, scope map[string]bool, errs *ErrorList) {
+	if t == nil {
+		return
+	}
+	for _, r := range t.refs() {
+		if !scope[r.name] {
+			*errs = append(*errs, unknownVar(r.Pos, r.name, scope))
+		}
+	}
+}
+
+func unknownVar(p Pos, name string, scope map[string]bool) *Error {
+	var names []string
+	for k := range scope {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	msg := fmt.Sprintf("unknown variable %q", name)
+	if s := suggest(name, names); s != "" {
+		msg += fmt.Sprintf(" (did you mean %q?)", s)
+	} else {
+		msg += " (define it under vars:, capture it with (?P<" + name + ">...) in this rule's if:, or use one of " + strings.Join(names, ", ") + ")"
+	}
+	return &Error{p, msg}
+}
+
+// captures lists the named groups of the patterns in c.
+func captures(c Cond) []string {
+	var out []string
+	var walk func(Cond)
+	walk = func(c Cond) {
+		switch c := c.(type) {
+		case *HeaderCond:
+			out = append(out, c.Pattern.names...)
+		case *ListIDCond:
+			out = append(out, c.Pattern.names...)
+		case *HeadersCond:
+			out = append(out, c.Pattern.names...)
+		case *BodyCond:
+			out = append(out, c.Pattern.names...)
+		case *EnvelopeCond:
+			out = append(out, c.Pattern.names...)
+		case *VarCond:
+			out = append(out, c.Pattern.names...)
+		case *AddressCond:
+			if c.Name != nil {
+				out = append(out, c.Name.names...)
+			}
+		case *AllCond:
+			for _, cc := range c.Conds {
+				walk(cc)
+			}
+		case *AnyCond:
+			for _, cc := range c.Conds {
+				walk(cc)
+			}
+		case *NotCond:
+			// A negated condition that holds matched nothing to capture.
+		case *ScoreCond:
+			for _, t := range c.Terms {
+				walk(t.Cond)
+			}
+		}
+	}
+	walk(c)
+	return out
+}

@@ -1,0 +1,881 @@
+package rules
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/msgview"
+	"github.com/mfilter/mfilter/internal/runprog"
+)
+
+// Options configure an Engine.
+type Options struct {
+	// Default is the folder for mail no rule delivers.
+	Default string
+	// Vars are the environment built-ins (HOME, USER, LOGNAME, HOST,
+	// MAILDIR, DEFAULT).
+	Vars map[string]string
+	// Runner runs program conditions and filters (default runprog.Exec).
+	Runner runprog.Runner
+	// LookupTXT answers DNS TXT queries for DKIM (default net.LookupTXT).
+	LookupTXT func(string) ([]string, error)
+	// Dup remembers message keys for duplicate conditions.
+	Dup *DupStore
+	// Berkeley ignores Content-Length when preparing program input.
+	Berkeley bool
+}
+
+// DefaultSendmail is the sendmail command forwards use unless the rules
+// name another.
+var DefaultSendmail = []string{"/usr/sbin/sendmail", "-oi"}
+
+// Engine evaluates messages against loaded rules. It is safe for use by
+// one goroutine at a time.
+type Engine struct {
+	cfg      *Config
+	opts     Options
+	trusted  []string
+	sendmail []string
+}
+
+// NewEngine returns an engine for cfg.
+func NewEngine(cfg *Config, opts Options) *Engine {
+	if opts.Runner == nil {
+		opts.Runner = runprog.Exec{}
+	}
+	if opts.Dup == nil {
+		opts.Dup = NewDupStore()
+	}
+	e := &Engine{cfg: cfg, opts: opts, sendmail: DefaultSendmail}
+	for _, s := range cfg.TrustedAuthServIDs {
+		e.trusted = append(e.trusted, s.Value)
+	}
+	if len(cfg.Sendmail) > 0 {
+		e.sendmail = nil
+		for _, s := range cfg.Sendmail {
+			e.sendmail = append(e.sendmail, s.Value)
+		}
+	}
+	return e
+}
+
+// Envelope is what the transport says about a message.
+type Envelope struct {
+	Sender    string // deliver -f, or the From_ line
+	Recipient string // deliver -a
+}
+
+// StepKind is what a Step does.
+type StepKind int
+
+const (
+	StepFolder StepKind = iota
+	StepPipe
+	StepForward
+	StepDiscard
+)
+
+// Step is one thing to do with the message.
+type Step struct {
+	Kind StepKind
+	// Folder is the folder spec (StepFolder), relative to the mail root
+	// or absolute.
+	Folder string
+	// Confined is set when the folder name holds message data: it must
+	// stay inside the mail root whatever it says.
+	Confined bool
+	// Argv is the program (StepPipe) or sendmail command with recipients
+	// (StepForward).
+	Argv       []string
+	Timeout    time.Duration
+	IgnoreExit bool
+	// Copy: processing went on after this step.
+	Copy bool
+	// Msg is the message as this step delivers it (edits and filters
+	// before the step applied).
+	Msg []byte
+	// Rule names the rule that made the step ("" for the default).
+	Rule    string
+	Default bool
+}
+
+// Decision is the outcome of evaluating one message.
+type Decision struct {
+	Steps []Step
+	// Logs are the lines of log actions, in order.
+	Logs []string
+	// Warnings are problems that did not stop filing (a filter that
+	// failed and was skipped, for example).
+	Warnings []string
+	// Trace explains the evaluation, when asked for.
+	Trace []string
+
+	dups   []dupRecord
+	engine *Engine
+}
+
+type dupRecord struct {
+	path string
+	key  string
+	size int64
+}
+
+// Commit records what must be remembered once the message is delivered:
+// the keys of duplicate conditions.
+func (d *Decision) Commit(ctx context.Context) error {
+	var errs []error
+	for _, r := range d.dups {
+		if err := d.engine.opts.Dup.Record(ctx, r.path, r.key, r.size); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	d.dups = nil
+	return errors.Join(errs...)
+}
+
+// Abort forgets what Commit would have recorded: the message was not
+// delivered.
+func (d *Decision) Abort() {
+	for _, r := range d.dups {
+		d.engine.opts.Dup.Forget(r.path, r.key)
+	}
+	d.dups = nil
+}
+
+// EvalOptions are per-call options.
+type EvalOptions struct {
+	Envelope Envelope
+	// Trace asks for Decision.Trace.
+	Trace bool
+}
+
+// Evaluate runs the rules on msg. An error means the message cannot be
+// filed now (a program condition failed to run, the duplicate cache is
+// unreadable, a filter failed with on-failure: retry): try again later.
+func (e *Engine) Evaluate(ctx context.Context, msg []byte, o EvalOptions) (*Decision, error) {
+	s := &state{
+		e:     e,
+		ctx:   ctx,
+		env:   o.Envelope,
+		trace: o.Trace,
+		dec:   &Decision{engine: e},
+		vars:  make(map[string]variable, 16),
+	}
+	for k, v := range e.opts.Vars {
+		s.vars[k] = variable{v, false}
+	}
+	s.vars["sender"] = variable{o.Envelope.Sender, true}
+	s.vars["recipient"] = variable{o.Envelope.Recipient, true}
+	s.vars["score"] = variable{"0", false}
+	s.setMsg(msg)
+	for _, v := range e.cfg.Vars {
+		val, t := v.Value.Expand(s.lookup, nil)
+		s.vars[v.Name.Value] = variable{val, t}
+	}
+	if err := s.rules(e.cfg.Rules, 0); err != nil {
+		s.dec.Abort()
+		return nil, err
+	}
+	if !s.done {
+		s.dec.Steps = append(s.dec.Steps, Step{Kind: StepFolder, Folder: e.opts.Default, Msg: s.msg, Default: true})
+		s.tracef(0, "=> no rule delivered: default folder %s", e.opts.Default)
+	}
+	return s.dec, nil
+}
+
+type variable struct {
+	value   string
+	tainted bool // holds message data
+}
+
+type state struct {
+	e     *Engine
+	ctx   context.Context
+	env   Envelope
+	trace bool
+	dec   *Decision
+	vars  map[string]variable
+	done  bool // a final delivery or stop happened
+
+	msg  []byte
+	view *msgview.Message
+	hdr  map[bool][]byte // whole-header text, raw and decoded
+	dkim *dkimResult
+}
+
+func (s *state) setMsg(msg []byte) {
+	s.msg = msg
+	s.view = msgview.New(msg)
+	s.hdr = nil
+	s.dkim = nil
+	s.vars["size"] = variable{strconv.Itoa(len(msg)), false}
+}
+
+func (s *state) lookup(name string) (string, bool) {
+	v := s.vars[name]
+	return v.value, v.tainted
+}
+
+func (s *state) tracef(depth int, format string, args ...any) {
+	if s.trace {
+		s.dec.Trace = append(s.dec.Trace, strings.Repeat("  ", depth)+fmt.Sprintf(format, args...))
+	}
+}
+
+func (s *state) rules(rules []*Rule, depth int) error {
+	for _, r := range rules {
+		if s.done {
+			return nil
+		}
+		if err := s.ctx.Err(); err != nil {
+			return err
+		}
+		ok := true
+		why := "no conditions"
+		if r.If != nil {
+			var err error
+			ok, why, err = s.cond(r.If)
+			if err != nil {
+				return fmt.Errorf("rule %s (%s): %w", r.Label(), r.Pos, err)
+			}
+		}
+		if !ok {
+			s.tracef(depth, "rule %s (%s): no match: %s", r.Label(), r.Pos, why)
+			continue
+		}
+		s.tracef(depth, "rule %s (%s): matched: %s", r.Label(), r.Pos, why)
+		if s.trace {
+			if caps := captures(r.If); len(caps) > 0 {
+				var kv []string
+				for _, c := range caps {
+					kv = append(kv, fmt.Sprintf("%s=%q", c, s.vars[c].value))
+				}
+				s.tracef(depth+1, "captures: %s", strings.Join(kv, " "))
+			}
+		}
+		for _, a := range r.Then {
+			if err := s.action(r, a, depth+1); err != nil {
+				return fmt.Errorf("rule %s (%s): %w", r.Label(), a.pos(), err)
+			}
+			if s.done {
+				return nil
+			}
+		}
+		if err := s.rules(r.Rules, depth+1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// cond evaluates c; why says what decided, for traces.
+func (s *state) cond(c Cond) (bool, string, error) {
+	switch c := c.(type) {
+	case *AllCond:
+		var whys []string
+		for _, cc := range c.Conds {
+			ok, why, err := s.cond(cc)
+			if err != nil || !ok {
+				return false, why, err
+			}
+			whys = append(whys, why)
+		}
+		return true, strings.Join(whys, "; "), nil
+	case *AnyCond:
+		var whys []string
+		for _, cc := range c.Conds {
+			ok, why, err := s.cond(cc)
+			if err != nil || ok {
+				return ok, why, err
+			}
+			whys = append(whys, why)
+		}
+		return false, "none of: " + strings.Join(whys, "; "), nil
+	case *NotCond:
+		ok, why, err := s.cond(c.Cond)
+		return !ok, "not (" + why + ")", err
+	case *HeaderCond:
+		return s.headerCond(c)
+	case *AddressCond:
+		return s.addressCond(c), s.whyAddress(c), nil
+	case *ListIDCond:
+		id := s.view.ListID()
+		if id == "" && len(s.view.Get("list-id")) == 0 {
+			return false, "no List-Id field", nil
+		}
+		ok := s.match(c.Pattern, id)
+		return ok, s.matchWhy("list-id", c.Pattern, id, ok), nil
+	case *HeadersCond:
+		text := s.headerText(!c.Pattern.Raw)
+		ok := s.matchBytes(c.Pattern, text)
+		return ok, s.whyBool("headers", c.Pattern.Source, ok), nil
+	case *BodyCond:
+		var ok bool
+		if c.Pattern.Raw {
+			ok = s.matchBytes(c.Pattern, s.view.Body())
+		} else {
+			ok = s.match(c.Pattern, s.view.BodyText())
+		}
+		return ok, s.whyBool("body", c.Pattern.Source, ok), nil
+	case *SizeCond:
+		n := int64(len(s.msg))
+		ok := c.Op == ">" && n > c.N || c.Op == "<" && n < c.N
+		return ok, fmt.Sprintf("size %d %s %d: %v", n, c.Op, c.N, ok), nil
+	case *ExistsCond:
+		for _, n := range c.Names {
+			if !s.view.Has(n) {
+				return false, "no " + n + " field", nil
+			}
+		}
+		return true, "has " + strings.Join(c.Names, ", "), nil
+	case *EnvelopeCond:
+		v := s.env.Recipient
+		if c.Which == "from" {
+			v = s.envelopeSender()
+		}
+		ok := s.match(c.Pattern, v)
+		return ok, s.matchWhy("envelope-"+c.Which, c.Pattern, v, ok), nil
+	case *VarCond:
+		v := s.vars[c.Var].value
+		ok := s.match(c.Pattern, v)
+		return ok, s.matchWhy("${"+c.Var+"}", c.Pattern, v, ok), nil
+	case *ScoreCond:
+		return s.scoreCond(c)
+	case *ProgramCond:
+		return s.programCond(c)
+	case *DuplicateCond:
+		return s.dupCond(c)
+	case *DKIMCond:
+		if s.dkim == nil {
+			r := verifyDKIM(s.view, s.e.opts.LookupTXT)
+			s.dkim = &r
+		}
+		if s.dkim.err != nil {
+			return false, "", fmt.Errorf("dkim: %w", s.dkim.err)
+		}
+		ok, why := dkimMatches(*s.dkim, c.Result, c.Domain)
+		return ok, fmt.Sprintf("dkim %s: %v (%s)", c.Result, ok, why), nil
+	case *AuthResultsCond:
+		got := authResults(s.view, s.e.trusted, c.Method)
+		ok := false
+		for _, r := range got {
+			ok = ok || r == c.Result
+		}
+		why := fmt.Sprintf("auth-results %s=%s: %v", c.Method, c.Result, ok)
+		if len(got) == 0 {
+			why += " (no trusted Authentication-Results with " + c.Method + ")"
+		}
+		return ok, why, nil
+	}
+	return false, "", fmt.Errorf("unknown condition %T", c)
+}
+
+// envelopeSender is -f, else the address of the From_ line.
+func (s *state) envelopeSender() string {
+	if s.env.Sender != "" {
+		return s.env.Sender
+	}
+	if fl := s.view.FromLine(); fl != nil {
+		f := strings.Fields(string(fl[len("From "):]))
+		if len(f) > 0 {
+			return f[0]
+		}
+	}
+	return ""
+}
+
+func (s *state) headerCond(c *HeaderCond) (bool, string, error) {
+	seen := false
+	var last string
+	for _, name := range c.Fields {
+		for _, f := range s.view.Get(name) {
+			seen = true
+			v := s.fieldValue(f, c.Pattern.Raw)
+			if s.match(c.Pattern, v) {
+				return true, s.matchWhy(f.Name, c.Pattern, v, true), nil
+			}
+			last = v
+		}
+	}
+	if !seen {
+		return false, "no " + strings.Join(c.Fields, "/") + " field", nil
+	}
+	return false, s.matchWhy(c.Fields[0], c.Pattern, last, false), nil
+}
+
+func (s *state) fieldValue(f *msgview.Field, raw bool) string {
+	if raw {
+		return msgview.Unfold(f.Raw)
+	}
+	return s.view.Decoded(f)
+}
+
+// match runs p on v and, on a match, sets p's named groups as variables.
+func (s *state) match(p *Pattern, v string) bool {
+	if len(p.names) == 0 {
+		return p.re.MatchString(v)
+	}
+	m := p.re.FindStringSubmatchIndex(v)
+	if m == nil {
+		return false
+	}
+	for i, name := range p.re.SubexpNames() {
+		if name == "" {
+			continue
+		}
+		val := ""
+		if m[2*i] >= 0 {
+			val = v[m[2*i]:m[2*i+1]]
+		}
+		s.vars[name] = variable{val, true}
+	}
+	return true
+}
+
+func (s *state) matchBytes(p *Pattern, b []byte) bool {
+	if len(p.names) == 0 {
+		return p.re.Match(b)
+	}
+	m := p.re.FindSubmatchIndex(b)
+	if m == nil {
+		return false
+	}
+	for i, name := range p.re.SubexpNames() {
+		if name == "" {
+			continue
+		}
+		val := ""
+		if m[2*i] >= 0 {
+			val = string(b[m[2*i]:m[2*i+1]])
+		}
+		s.vars[name] = variable{val, true}
+	}
+	return true
+}
+
+func (s *state) matchWhy(what string, p *Pattern, v string, ok bool) string {
+	if !s.trace {
+		return ""
+	}
+	verb := "did not match"
+	if ok {
+		verb = "matched"
+	}
+	if len(v) > 80 {
+		v = v[:77] + "..."
+	}
+	return fmt.Sprintf("%s %q %s %q", what, p.Source, verb, v)
+}
+
+func (s *state) whyBool(what, src string, ok bool) string {
+	if !s.trace {
+		return ""
+	}
+	if ok {
+		return fmt.Sprintf("%s %q matched", what, src)
+	}
+	return fmt.Sprintf("%s %q did not match", what, src)
+}
+
+// headerText is procmail's header search area: the From_ line, the fields
+// and the blank line, with the newline before a continuation line read as
+// a space. decoded replaces each field's value by its decoded form.
+func (s *state) headerText(decoded bool) []byte {
+	if t, ok := s.hdr[decoded]; ok {
+		return t
+	}
+	var t []byte
+	if !decoded {
+		h := s.view.Header()
+		t = make([]byte, len(h))
+		copy(t, h)
+		for i := 0; i+1 < len(t); i++ {
+			if t[i] == '\n' && (t[i+1] == ' ' || t[i+1] == '\t') {
+				t[i] = ' '
+				if i > 0 && t[i-1] == '\r' {
+					t[i-1] = ' '
+				}
+			}
+		}
+	} else {
+		var b bytes.Buffer
+		if fl := s.view.FromLine(); fl != nil {
+			b.Write(fl)
+			b.WriteByte('\n')
+		}
+		fs := s.view.Fields()
+		for i := range fs {
+			b.WriteString(fs[i].Name)
+			b.WriteString(": ")
+			b.WriteString(s.view.Decoded(&fs[i]))
+			b.WriteByte('\n')
+		}
+		b.WriteByte('\n')
+		t = b.Bytes()
+	}
+	if s.hdr == nil {
+		s.hdr = make(map[bool][]byte, 2)
+	}
+	s.hdr[decoded] = t
+	return t
+}
+
+func (s *state) addressCond(c *AddressCond) bool {
+	for _, name := range c.Fields {
+		for _, a := range s.view.Addresses(name) {
+			switch c.Part {
+			case "name":
+				if s.match(c.Name, a.Name) {
+					return true
+				}
+			case "address":
+				if containsFold(c.Values, a.Addr()) {
+					return true
+				}
+			case "local-part":
+				if containsFold(c.Values, a.Local) {
+					return true
+				}
+			case "domain":
+				d := strings.ToLower(a.Domain)
+				for _, want := range c.Values {
+					if d == want || strings.HasSuffix(d, "."+want) {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return false
+}
+
+func (s *state) whyAddress(c *AddressCond) string {
+	if !s.trace {
+		return ""
+	}
+	var got []string
+	for _, name := range c.Fields {
+		for _, a := range s.view.Addresses(name) {
+			got = append(got, a.Addr())
+		}
+	}
+	want := strings.Join(c.Values, ", ")
+	if c.Name != nil {
+		want = c.Name.Source
+	}
+	return fmt.Sprintf("%s %s %s in %v", strings.Join(c.Fields, "/"), c.Part, want, got)
+}
+
+func containsFold(list []string, s string) bool {
+	for _, x := range list {
+		if strings.EqualFold(x, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// scoreCond adds each term's weight the way procmail's w^x does: the first
+// match adds w, the k-th adds w*x^(k-1); conditions that are not regexes
+// count once.
+func (s *state) scoreCond(c *ScoreCond) (bool, string, error) {
+	total := 0.0
+	var parts []string
+	for _, t := range c.Terms {
+		k, err := s.count(t.Cond, t.Repeat != 0)
+		if err != nil {
+			return false, "", err
+		}
+		if k == 0 {
+			continue
+		}
+		add := t.Weight
+		if t.Repeat != 0 {
+			switch {
+			case k < 0: // an empty match repeats forever
+				if t.Repeat >= 1 {
+					add = math.Copysign(math.MaxInt32, t.Weight)
+				} else {
+					add = t.Weight / (1 - t.Repeat)
+				}
+			case t.Repeat == 1:
+				add = t.Weight * float64(k)
+			default:
+				add = t.Weight * (1 - math.Pow(t.Repeat, float64(k))) / (1 - t.Repeat)
+			}
+		}
+		total += add
+		if s.trace {
+			parts = append(parts, fmt.Sprintf("%+g (line %d, %d×)", add, t.Line, max(k, 1)))
+		}
+	}
+	total = math.Max(math.Min(total, math.MaxInt32), math.MinInt32)
+	s.vars["score"] = variable{strconv.FormatInt(int64(total), 10), false}
+	ok := total > c.Above
+	why := ""
+	if s.trace {
+		why = fmt.Sprintf("score %g > %g: %v [%s]", total, c.Above, ok, strings.Join(parts, " "))
+	}
+	return ok, why, nil
+}
+
+// count returns how many times c matches (regex conditions, when repeat
+// is wanted), 1 or 0 otherwise, and -1 for a pattern that matches the
+// empty string at the same place forever (procmail scores that as
+// infinite).
+func (s *state) count(c Cond, repeat bool) (int, error) {
+	if repeat {
+		var p *Pattern
+		var texts []string
+		var text []byte
+		switch c := c.(type) {
+		case *HeaderCond:
+			p = c.Pattern
+			for _, name := range c.Fields {
+				for _, f := range s.view.Get(name) {
+					texts = append(texts, s.fieldValue(f, c.Pattern.Raw))
+				}
+			}
+		case *HeadersCond:
+			p, text = c.Pattern, s.headerText(!c.Pattern.Raw)
+		case *BodyCond:
+			p = c.Pattern
+			if c.Pattern.Raw {
+				text = s.view.Body()
+			} else {
+				texts = []string{s.view.BodyText()}
+			}
+		}
+		if p != nil {
+			n := 0
+			if text != nil {
+				n = len(p.re.FindAllIndex(text, -1))
+			}
+			for _, t := range texts {
+				n += len(p.re.FindAllStringIndex(t, -1))
+			}
+			return n, nil
+		}
+	}
+	ok, _, err := s.cond(c)
+	if err != nil || !ok {
+		return 0, err
+	}
+	return 1, nil
+}
+
+func (s *state) programCond(c *ProgramCond) (bool, string, error) {
+	argv := s.argv(c.Argv)
+	res, err := s.e.opts.Runner.Run(s.ctx, argv, deliver.PipeBytes(s.msg, s.e.opts.Berkeley), runprog.Options{Timeout: c.Timeout})
+	if err != nil {
+		return false, "", fmt.Errorf("program condition: %w", err)
+	}
+	return res.Exit == 0, fmt.Sprintf("program %s exited %d", argv[0], res.Exit), nil
+}
+
+func (s *state) dupCond(c *DuplicateCond) (bool, string, error) {
+	key := dupKey(s.view, c.BodyHash)
+	if key == "" {
+		return false, "no Message-ID: not a duplicate", nil
+	}
+	path := s.dupPath(c)
+	dup, err := s.e.opts.Dup.Seen(path, key, c.Size)
+	if err != nil {
+		return false, "", err
+	}
+	if !dup {
+		s.dec.dups = append(s.dec.dups, dupRecord{path, key, c.Size})
+	}
+	return dup, fmt.Sprintf("key %s in %s: duplicate=%v", key, path, dup), nil
+}
+
+func (s *state) dupPath(c *DuplicateCond) string {
+	path := ".msgid.cache"
+	if c.Cache != nil {
+		path, _ = c.Cache.Expand(s.lookup, nil)
+	}
+	if strings.HasPrefix(path, "~/") {
+		path = s.vars["HOME"].value + path[1:]
+	}
+	if !strings.HasPrefix(path, "/") {
+		if base := s.vars["MAILDIR"].value; base != "" {
+			path = base + "/" + path
+		}
+	}
+	return path
+}
+
+// argv expands a command; message data in arguments is fine (no shell),
+// but a NUL byte cannot be passed and is dropped.
+func (s *state) argv(ts []*Template) []string {
+	out := make([]string, len(ts))
+	for i, t := range ts {
+		out[i], _ = t.Expand(s.lookup, func(v string) string { return strings.ReplaceAll(v, "\x00", "") })
+	}
+	return out
+}
+
+// cleanFolderPart makes message data safe inside a folder name: no path
+// separators, no "." or ".." components, no control characters.
+func cleanFolderPart(v string) string {
+	v = strings.Map(func(r rune) rune {
+		if r == '/' || r < 0x20 || r == 0x7f {
+			return '_'
+		}
+		return r
+	}, v)
+	if v == "." || v == ".." {
+		return "_"
+	}
+	return v
+}
+
+// cleanHeaderValue keeps message data from breaking out of a header field.
+func cleanHeaderValue(v string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\r' || r == '\n' || r == 0 {
+			return ' '
+		}
+		return r
+	}, v)
+}
+
+func (s *state) action(r *Rule, a Action, depth int) error {
+	label := r.Name
+	if label == "" {
+		label = r.Pos.String()
+	}
+	switch a := a.(type) {
+	case *FolderAction:
+		for _, t := range a.Folders {
+			f, tainted := t.Expand(s.lookup, cleanFolderPart)
+			if f == "" {
+				return errors.New("folder name is empty")
+			}
+			s.dec.Steps = append(s.dec.Steps, Step{Kind: StepFolder, Folder: f, Confined: tainted, Copy: a.Copy, Msg: s.msg, Rule: label})
+			verb := "folder"
+			if a.Copy {
+				verb = "copy to"
+			}
+			s.tracef(depth, "%s %s", verb, f)
+		}
+		if !a.Copy {
+			s.done = true
+		}
+	case *PipeAction:
+		argv := s.argv(a.Argv)
+		s.dec.Steps = append(s.dec.Steps, Step{Kind: StepPipe, Argv: argv, Timeout: a.Timeout, IgnoreExit: a.IgnoreExit, Copy: a.Continue, Msg: s.msg, Rule: label})
+		s.tracef(depth, "pipe %q", argv)
+		if !a.Continue {
+			s.done = true
+		}
+	case *ForwardAction:
+		argv := append([]string(nil), s.e.sendmail...)
+		if len(a.Sendmail) > 0 {
+			argv = append([]string(nil), a.Sendmail...)
+		}
+		for _, t := range a.To {
+			to, _ := t.Expand(s.lookup, cleanHeaderValue)
+			to = strings.TrimSpace(to)
+			if to == "" || strings.HasPrefix(to, "-") {
+				return fmt.Errorf("forward: bad recipient %q", to)
+			}
+			argv = append(argv, to)
+		}
+		s.dec.Steps = append(s.dec.Steps, Step{Kind: StepForward, Argv: argv, Copy: a.Continue, Msg: s.msg, Rule: label})
+		s.tracef(depth, "forward %q", argv)
+		if !a.Continue {
+			s.done = true
+		}
+	case *DiscardAction:
+		s.dec.Steps = append(s.dec.Steps, Step{Kind: StepDiscard, Msg: s.msg, Rule: label})
+		s.tracef(depth, "discard")
+		s.done = true
+	case *StopAction:
+		s.tracef(depth, "stop")
+		if !s.delivered() {
+			s.dec.Steps = append(s.dec.Steps, Step{Kind: StepFolder, Folder: s.e.opts.Default, Msg: s.msg, Rule: label, Default: true})
+			s.tracef(depth, "=> default folder %s", s.e.opts.Default)
+		}
+		s.done = true
+	case *HeaderAction:
+		field := ""
+		if a.Field != nil {
+			field, _ = a.Field.Expand(s.lookup, cleanHeaderValue)
+		}
+		s.setMsg(editHeader(s.msg, a.Op, a.Name, field, a.To))
+		switch a.Op {
+		case "remove":
+			s.tracef(depth, "remove-header %s", a.Name)
+		case "rename":
+			s.tracef(depth, "rename-header %s to %s", a.Name, a.To)
+		default:
+			s.tracef(depth, "%s-header %q", a.Op, field)
+		}
+	case *FilterAction:
+		return s.filter(a, depth)
+	case *SetAction:
+		for _, v := range a.Vars {
+			val, t := v.Value.Expand(s.lookup, nil)
+			s.vars[v.Name.Value] = variable{val, t}
+			s.tracef(depth, "set %s=%q", v.Name.Value, val)
+		}
+	case *LogAction:
+		text, _ := a.Text.Expand(s.lookup, cleanHeaderValue)
+		s.dec.Logs = append(s.dec.Logs, text)
+		s.tracef(depth, "log %q", text)
+	default:
+		return fmt.Errorf("unknown action %T", a)
+	}
+	return nil
+}
+
+// delivered reports whether a final delivery step exists.
+func (s *state) delivered() bool {
+	for _, st := range s.dec.Steps {
+		if !st.Copy {
+			return true
+		}
+	}
+	return false
+}
+
+// filter replaces the message (or its header) by a program's output, as
+// procmail's f flag does. A failure keeps the message as it was, or, with
+// on-failure: retry, stops filing so that the message is tried again.
+func (s *state) filter(a *FilterAction, depth int) error {
+	argv := s.argv(a.Argv)
+	prepared := deliver.ContentLengthFixed(s.msg, s.e.opts.Berkeley)
+	v := msgview.New(prepared)
+	input := deliver.PipeBytes(prepared, true)
+	if a.HeaderOnly {
+		input = v.Header()
+	}
+	res, err := s.e.opts.Runner.Run(s.ctx, argv, input, runprog.Options{Timeout: a.Timeout, Stdout: true})
+	if err == nil && res.Exit != 0 {
+		err = errors.New(runprog.Describe(argv, res))
+	}
+	if err != nil {
+		if a.OnFailure == "retry" {
+			return fmt.Errorf("filter: %w", err)
+		}
+		w := fmt.Sprintf("filter %s failed, message kept unfiltered: %v", argv[0], err)
+		s.dec.Warnings = append(s.dec.Warnings, w)
+		s.tracef(depth, "%s", w)
+		return nil
+	}
+	out := res.Stdout
+	if a.HeaderOnly {
+		out = append(append([]byte(nil), out...), v.Body()...)
+	}
+	s.setMsg(out)
+	s.tracef(depth, "filter %q: message now %d bytes", argv, len(out))
+	return nil
+}

@@ -1,0 +1,237 @@
+package rules
+
+import (
+	"fmt"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+var actionKeys = []string{
+	"folder", "copy", "pipe", "forward", "discard", "stop",
+	"add-header", "add-header-if-missing", "set-header", "supersede-header", "remove-header", "rename-header",
+	"filter", "set", "log",
+}
+
+// modifiers each action takes besides its own key.
+var actionModifiers = map[string][]string{
+	"pipe":    {"timeout", "continue", "ignore-exit"},
+	"forward": {"continue", "sendmail"},
+	"filter":  {"timeout", "header-only", "on-failure"},
+}
+
+// actions reads a then: value: an action, or a list of them. An action is
+// a mapping with one action key, or the word discard or stop.
+func (l *loader) actions(n *yaml.Node) []Action {
+	nodes := []*yaml.Node{n}
+	if n.Kind == yaml.SequenceNode {
+		nodes = n.Content
+		if len(nodes) == 0 {
+			l.errorf(n, "then: is an empty list")
+		}
+	}
+	var out []Action
+	for _, c := range nodes {
+		if a := l.action(c); a != nil {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func (l *loader) action(n *yaml.Node) Action {
+	p := l.pos(n)
+	if n.Kind == yaml.ScalarNode {
+		switch n.Value {
+		case "discard":
+			return &DiscardAction{p}
+		case "stop":
+			return &StopAction{p}
+		}
+		msg := fmt.Sprintf("unknown action %q", n.Value)
+		if s := suggest(n.Value, []string{"discard", "stop"}); s != "" {
+			msg += fmt.Sprintf(" (did you mean %q?)", s)
+		}
+		l.errorf(n, "%s; to deliver to a folder write {folder: %s}", msg, n.Value)
+		return nil
+	}
+	if n.Kind != yaml.MappingNode || len(n.Content) == 0 {
+		l.errorf(n, "an action must be a mapping like {folder: inbox/}, found %s", kindName(n))
+		return nil
+	}
+	// Find the action key first, so that modifiers can be checked against it.
+	var key, val *yaml.Node
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		for _, a := range actionKeys {
+			if k.Value == a {
+				if key != nil {
+					l.errorf(k, "one action per item: %s and %s (write a list: then: [{%s: ...}, {%s: ...}])", key.Value, k.Value, key.Value, k.Value)
+					return nil
+				}
+				key, val = k, n.Content[i+1]
+			}
+		}
+	}
+	if key == nil {
+		l.known(n.Content[0], actionKeys, "action")
+		return nil
+	}
+	mods := map[string]*yaml.Node{}
+	allowed := append([]string{key.Value}, actionModifiers[key.Value]...)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		if k == key {
+			continue
+		}
+		if l.known(k, allowed, key.Value+" option") {
+			mods[k.Value] = n.Content[i+1]
+		}
+	}
+	p = l.pos(key)
+	switch key.Value {
+	case "folder", "copy":
+		fs := l.templates(val, key.Value)
+		if len(fs) == 0 {
+			return nil
+		}
+		return &FolderAction{Pos: p, Folders: fs, Copy: key.Value == "copy"}
+	case "pipe":
+		a := &PipeAction{Pos: p, Argv: l.argv(val, "pipe"), Timeout: defaultProgramTimeout}
+		if m := mods["timeout"]; m != nil {
+			a.Timeout = l.duration(m, "timeout")
+		}
+		if m := mods["continue"]; m != nil {
+			a.Continue = l.boolean(m, "continue")
+		}
+		if m := mods["ignore-exit"]; m != nil {
+			a.IgnoreExit = l.boolean(m, "ignore-exit")
+		}
+		if len(a.Argv) == 0 {
+			return nil
+		}
+		return a
+	case "forward":
+		a := &ForwardAction{Pos: p, To: l.templates(val, "forward")}
+		if m := mods["continue"]; m != nil {
+			a.Continue = l.boolean(m, "continue")
+		}
+		if m := mods["sendmail"]; m != nil {
+			for _, s := range l.strList(m, "sendmail") {
+				a.Sendmail = append(a.Sendmail, s.Value)
+			}
+		}
+		if len(a.To) == 0 {
+			return nil
+		}
+		return a
+	case "discard", "stop":
+		if !l.boolean(val, key.Value) {
+			l.errorf(val, "%s: false does nothing; remove it", key.Value)
+			return nil
+		}
+		if key.Value == "discard" {
+			return &DiscardAction{p}
+		}
+		return &StopAction{p}
+	case "add-header", "add-header-if-missing", "set-header", "supersede-header":
+		t := l.template(val, key.Value)
+		if t == nil {
+			return nil
+		}
+		name, ok := fieldOf(t.Source)
+		if !ok {
+			l.errorf(val, "%s takes a whole field like 'X-Label: work', found %q", key.Value, t.Source)
+			return nil
+		}
+		if !validFieldName(name) || strings.Contains(name, "$") {
+			l.errorf(val, "bad header field name %q", name)
+			return nil
+		}
+		op := strings.TrimSuffix(key.Value, "-header")
+		op = strings.Replace(op, "-header", "", 1)
+		return &HeaderAction{Pos: p, Op: op, Field: t, Name: name}
+	case "remove-header":
+		s := l.str(val, "remove-header")
+		if s == nil {
+			return nil
+		}
+		name := strings.TrimSuffix(strings.TrimSpace(s.Value), ":")
+		if !validFieldName(name) {
+			l.errorf(val, "bad header field name %q", s.Value)
+			return nil
+		}
+		return &HeaderAction{Pos: p, Op: "remove", Name: name}
+	case "rename-header":
+		if val.Kind != yaml.MappingNode {
+			l.errorf(val, "rename-header takes {from: Old-Name, to: New-Name}")
+			return nil
+		}
+		a := &HeaderAction{Pos: p, Op: "rename"}
+		for i := 0; i+1 < len(val.Content); i += 2 {
+			k, v := val.Content[i], val.Content[i+1]
+			if !l.known(k, []string{"from", "to"}, "rename-header key") {
+				continue
+			}
+			if s := l.str(v, k.Value); s != nil {
+				name := strings.TrimSuffix(strings.TrimSpace(s.Value), ":")
+				if !validFieldName(name) {
+					l.errorf(v, "bad header field name %q", s.Value)
+					continue
+				}
+				if k.Value == "from" {
+					a.Name = name
+				} else {
+					a.To = name
+				}
+			}
+		}
+		if a.Name == "" || a.To == "" {
+			l.errorf(val, "rename-header needs both from: and to:")
+			return nil
+		}
+		return a
+	case "filter":
+		a := &FilterAction{Pos: p, Argv: l.argv(val, "filter"), Timeout: defaultProgramTimeout, OnFailure: "keep"}
+		if m := mods["timeout"]; m != nil {
+			a.Timeout = l.duration(m, "timeout")
+		}
+		if m := mods["header-only"]; m != nil {
+			a.HeaderOnly = l.boolean(m, "header-only")
+		}
+		if m := mods["on-failure"]; m != nil {
+			if s := l.str(m, "on-failure"); s != nil {
+				if s.Value != "keep" && s.Value != "retry" {
+					l.errorf(m, "on-failure must be keep (go on with the unfiltered message) or retry (exit 75), not %q", s.Value)
+				}
+				a.OnFailure = s.Value
+			}
+		}
+		if len(a.Argv) == 0 {
+			return nil
+		}
+		return a
+	case "set":
+		vs := l.vars(val)
+		if len(vs) == 0 {
+			return nil
+		}
+		return &SetAction{Pos: p, Vars: vs}
+	case "log":
+		t := l.template(val, "log")
+		if t == nil {
+			return nil
+		}
+		return &LogAction{Pos: p, Text: t}
+	}
+	return nil
+}
+
+// fieldOf returns the name of a "Name: value" field.
+func fieldOf(s string) (string, bool) {
+	i := strings.IndexByte(s, ':')
+	if i <= 0 {
+		return "", false
+	}
+	return strings.TrimRight(s[:i], " \t"), true
+}

@@ -1,0 +1,630 @@
+package rules
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// headerShortcuts are condition keys that name one header field (or two,
+// for to-or-cc); addressFields take address tests too.
+var headerShortcuts = map[string][]string{
+	"from":     {"from"},
+	"to":       {"to"},
+	"cc":       {"cc"},
+	"to-or-cc": {"to", "cc"},
+	"sender":   {"sender"},
+	"reply-to": {"reply-to"},
+	"subject":  {"subject"},
+}
+
+var addressFields = map[string]bool{"from": true, "to": true, "cc": true, "to-or-cc": true, "sender": true, "reply-to": true}
+
+var condKeys = []string{
+	"from", "to", "cc", "to-or-cc", "sender", "reply-to", "subject", "list-id",
+	"header", "headers", "body", "size", "exists", "envelope-from", "envelope-to",
+	"var", "all", "any", "not", "score", "program", "duplicate", "dkim", "auth-results",
+}
+
+// cond reads a condition: a mapping (all of its keys must hold), a list
+// (all of its items must hold), or the word duplicate.
+func (l *loader) cond(n *yaml.Node) Cond {
+	switch n.Kind {
+	case yaml.SequenceNode:
+		all := &AllCond{Pos: l.pos(n)}
+		for _, c := range n.Content {
+			if cc := l.cond(c); cc != nil {
+				all.Conds = append(all.Conds, cc)
+			}
+		}
+		if len(n.Content) == 0 {
+			l.errorf(n, "empty condition list")
+		}
+		return all
+	case yaml.ScalarNode:
+		if n.Value == "duplicate" {
+			return &DuplicateCond{Pos: l.pos(n), Size: defaultDupSize, BodyHash: true}
+		}
+		l.errorf(n, "a condition must be a mapping like {subject: regex}, found %s", kindName(n))
+		return nil
+	case yaml.MappingNode:
+	default:
+		l.errorf(n, "a condition must be a mapping, found %s", kindName(n))
+		return nil
+	}
+	var conds []Cond
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if !l.known(k, condKeys, "condition") {
+			continue
+		}
+		if c := l.condKey(k, v); c != nil {
+			conds = append(conds, c)
+		}
+	}
+	if len(n.Content) == 0 {
+		l.errorf(n, "empty condition")
+		return nil
+	}
+	if len(conds) == 1 {
+		return conds[0]
+	}
+	return &AllCond{Pos: l.pos(n), Conds: conds}
+}
+
+func (l *loader) condKey(k, v *yaml.Node) Cond {
+	p := l.pos(k)
+	key := k.Value
+	switch key {
+	case "from", "to", "cc", "to-or-cc", "sender", "reply-to", "subject":
+		if v.Kind == yaml.MappingNode && addressFields[key] && hasAnyKey(v, addressParts) {
+			return l.addressCond(p, headerShortcuts[key], v)
+		}
+		pat := l.pattern(v, key, patternOpts{raw: true})
+		if pat == nil {
+			return nil
+		}
+		return &HeaderCond{Pos: p, Fields: headerShortcuts[key], Pattern: pat}
+	case "list-id":
+		pat := l.pattern(v, key, patternOpts{})
+		if pat == nil {
+			return nil
+		}
+		return &ListIDCond{Pos: p, Pattern: pat}
+	case "header":
+		if v.Kind != yaml.MappingNode || len(v.Content) == 0 {
+			l.errorf(v, "header must map field names to regexes, like {X-Spam-Flag: '^YES'}")
+			return nil
+		}
+		var conds []Cond
+		for i := 0; i+1 < len(v.Content); i += 2 {
+			fk, fv := v.Content[i], v.Content[i+1]
+			name := l.str(fk, "field name")
+			if name == nil {
+				continue
+			}
+			if !validFieldName(name.Value) {
+				l.errorf(fk, "bad header field name %q", name.Value)
+				continue
+			}
+			pat := l.pattern(fv, "header "+name.Value, patternOpts{raw: true})
+			if pat == nil {
+				continue
+			}
+			conds = append(conds, &HeaderCond{Pos: l.pos(fk), Fields: []string{strings.ToLower(name.Value)}, Pattern: pat})
+		}
+		if len(conds) == 1 {
+			return conds[0]
+		}
+		return &AllCond{Pos: p, Conds: conds}
+	case "headers":
+		pat := l.pattern(v, key, patternOpts{decoded: true, headers: true})
+		if pat == nil {
+			return nil
+		}
+		return &HeadersCond{Pos: p, Pattern: pat}
+	case "body":
+		pat := l.pattern(v, key, patternOpts{raw: true, multiline: true})
+		if pat == nil {
+			return nil
+		}
+		return &BodyCond{Pos: p, Pattern: pat}
+	case "size":
+		return l.sizeCond(p, v)
+	case "exists":
+		c := &ExistsCond{Pos: p}
+		for _, s := range l.strList(v, "exists") {
+			if !validFieldName(s.Value) {
+				l.errs = append(l.errs, &Error{s.Pos, fmt.Sprintf("bad header field name %q", s.Value)})
+				continue
+			}
+			c.Names = append(c.Names, s.Value)
+		}
+		if len(c.Names) == 0 {
+			return nil
+		}
+		return c
+	case "envelope-from", "envelope-to":
+		pat := l.pattern(v, key, patternOpts{})
+		if pat == nil {
+			return nil
+		}
+		return &EnvelopeCond{Pos: p, Which: strings.TrimPrefix(key, "envelope-"), Pattern: pat}
+	case "var":
+		if v.Kind != yaml.MappingNode || len(v.Content) != 2 {
+			l.errorf(v, "var takes one variable and a regex, like {var: {list: '^golang'}}")
+			return nil
+		}
+		name := l.str(v.Content[0], "variable name")
+		pat := l.pattern(v.Content[1], "var", patternOpts{})
+		if name == nil || pat == nil {
+			return nil
+		}
+		return &VarCond{Pos: l.pos(v.Content[0]), Var: name.Value, Pattern: pat}
+	case "all", "any":
+		if v.Kind != yaml.SequenceNode || len(v.Content) == 0 {
+			l.errorf(v, "%s takes a non-empty list of conditions", key)
+			return nil
+		}
+		var conds []Cond
+		for _, c := range v.Content {
+			if cc := l.cond(c); cc != nil {
+				conds = append(conds, cc)
+			}
+		}
+		if key == "all" {
+			return &AllCond{Pos: p, Conds: conds}
+		}
+		return &AnyCond{Pos: p, Conds: conds}
+	case "not":
+		c := l.cond(v)
+		if c == nil {
+			return nil
+		}
+		return &NotCond{Pos: p, Cond: c}
+	case "score":
+		return l.scoreCond(p, v)
+	case "program":
+		return l.programCond(p, v)
+	case "duplicate":
+		return l.dupCond(p, v)
+	case "dkim":
+		return l.dkimCond(p, v)
+	case "auth-results":
+		return l.authCond(p, v)
+	}
+	return nil
+}
+
+func hasAnyKey(n *yaml.Node, keys []string) bool {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		for _, k := range keys {
+			if n.Content[i].Value == k {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+var addressParts = []string{"address", "domain", "local-part", "name"}
+
+func (l *loader) addressCond(p Pos, fields []string, v *yaml.Node) Cond {
+	var conds []Cond
+	for i := 0; i+1 < len(v.Content); i += 2 {
+		k, val := v.Content[i], v.Content[i+1]
+		if !l.known(k, addressParts, "address part") {
+			continue
+		}
+		c := &AddressCond{Pos: l.pos(k), Fields: fields, Part: k.Value}
+		if k.Value == "name" {
+			c.Name = l.pattern(val, "name", patternOpts{})
+			if c.Name == nil {
+				continue
+			}
+		} else {
+			for _, s := range l.strList(val, k.Value) {
+				c.Values = append(c.Values, strings.ToLower(strings.TrimSpace(s.Value)))
+			}
+			if len(c.Values) == 0 {
+				continue
+			}
+		}
+		conds = append(conds, c)
+	}
+	if len(conds) == 1 {
+		return conds[0]
+	}
+	return &AllCond{Pos: p, Conds: conds}
+}
+
+func validFieldName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f || s[i] == ':' {
+			return false
+		}
+	}
+	return true
+}
+
+// patternOpts says which options a pattern of this kind takes.
+type patternOpts struct {
+	raw       bool // takes raw: true
+	decoded   bool // takes decoded: true (raw is the default)
+	headers   bool // procmail's whole-header search: macros, multi-line
+	multiline bool // ^ and $ match at line ends
+}
+
+// pattern reads a regex: a string, or {regex: R, raw: B, case-sensitive: B}.
+func (l *loader) pattern(n *yaml.Node, what string, o patternOpts) *Pattern {
+	var src *Str
+	raw := o.headers // whole-header matching is raw unless decoded: true
+	cs := false
+	if n.Kind == yaml.MappingNode {
+		allowed := []string{"regex", "case-sensitive"}
+		if o.raw {
+			allowed = append(allowed, "raw")
+		}
+		if o.decoded {
+			allowed = append(allowed, "decoded")
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if !l.known(k, allowed, what+" option") {
+				continue
+			}
+			switch k.Value {
+			case "regex":
+				src = l.str(v, "regex")
+			case "raw":
+				raw = l.boolean(v, "raw")
+			case "decoded":
+				raw = !l.boolean(v, "decoded")
+			case "case-sensitive":
+				cs = l.boolean(v, "case-sensitive")
+			}
+		}
+		if src == nil {
+			l.errorf(n, "%s needs a regex: key", what)
+			return nil
+		}
+	} else {
+		src = l.str(n, what)
+		if src == nil {
+			return nil
+		}
+	}
+	pos := src.Pos
+	if bad := procmailEscape(src.Value); bad != "" {
+		l.errs = append(l.errs, &Error{pos, fmt.Sprintf("bad regex %q: %s", src.Value, bad)})
+		return nil
+	}
+	p := &Pattern{Pos: pos, Source: src.Value, Raw: raw, CaseSensitive: cs}
+	expr := src.Value
+	if o.headers {
+		expr = expandProcmailMacros(expr)
+	}
+	flags := ""
+	if !cs {
+		flags += "i"
+	}
+	if o.headers || o.multiline {
+		flags += "m"
+	}
+	if flags != "" {
+		expr = "(?" + flags + ")" + expr
+	}
+	re, err := regexp.Compile(expr)
+	if err != nil {
+		if _, err2 := regexp.Compile(src.Value); err2 != nil {
+			err = err2 // the message then quotes the user's regex, not ours
+		}
+		l.errs = append(l.errs, &Error{pos, fmt.Sprintf("bad regex %q: %s", src.Value, strings.TrimPrefix(err.Error(), "error parsing regexp: "))})
+		return nil
+	}
+	p.re = re
+	for _, name := range re.SubexpNames() {
+		if name != "" {
+			p.names = append(p.names, name)
+		}
+	}
+	return p
+}
+
+// procmailEscape finds procmail regex escapes that Go reads differently
+// (as a literal character), so that a ported rule fails loudly instead of
+// silently matching something else.
+func procmailEscape(s string) string {
+	for i := 0; i+1 < len(s); i++ {
+		if s[i] != '\\' {
+			continue
+		}
+		switch s[i+1] {
+		case '<', '>':
+			return fmt.Sprintf(`procmail's \%c is not a word boundary here: write \b`, s[i+1])
+		case '/':
+			return `procmail's \/ does not set MATCH here: capture with a named group, (?P<match>...), and use ${match}`
+		}
+		i++
+	}
+	return ""
+}
+
+// procmail's header macros, expanded exactly as procmail 3.22 does
+// (procmailrc(5); procmail-behaviour.md §7).
+const (
+	macroTO_ = `(^((Original-)?(Resent-)?(To|Cc|Bcc)|(X-Envelope|Apparently(-Resent)?)-To):(.*[^-a-zA-Z0-9_.])?)`
+	macroTO  = `(^((Original-)?(Resent-)?(To|Cc|Bcc)|(X-Envelope|Apparently(-Resent)?)-To):(.*[^a-zA-Z])?)`
+	// The two FROM_ macros end in procmail's "$([^>]|$)"; procmail's $
+	// consumes the newline, which RE2's (?m)$ does not, so that tail is
+	// written as a newline or the end of the text.
+	macroFROM_DAEMON = `(^(Mailing-List:|Precedence:.*(junk|bulk|list)|To: Multiple recipients of |(((Resent-)?(From|Sender)|X-Envelope-From):|>?From )([^>]*[^(.%@a-z0-9])?(Post(ma?(st(e?r)?|n)|office)|(send)?Mail(er)?|daemon|m(mdf|ajordomo)|n?uucp|LIST(SERV|proc)|NETSERV|o(wner|ps)|r(e(quest|sponse)|oot)|b(ounce|bs\.smtp)|echo|mirror|s(erv(ices?|er)|mtp(error)?|ystem)|A(dmin(istrator)?|MMGR|utoanswer))(([^).!:a-z0-9][-_a-z0-9]*)?[%@>\t ][^<)]*(\(.*\).*)?)?(\n([^>]|\z)|\z)))`
+	macroFROM_MAILER = `(^(((Resent-)?(From|Sender)|X-Envelope-From):|>?From )([^>]*[^(.%@a-z0-9])?(Post(ma(st(er)?|n)|office)|(send)?Mail(er)?|daemon|mmdf|n?uucp|ops|r(esponse|oot)|(bbs\.)?smtp(error)?|s(erv(ices?|er)|ystem)|A(dmin(istrator)?|MMGR))(([^).!:a-z0-9][-_a-z0-9]*)?[%@>\t ][^<)]*(\(.*\).*)?)?(\n([^>]|\z)|\z))`
+)
+
+// expandProcmailMacros replaces ^TO_, ^TO, ^FROM_DAEMON and ^FROM_MAILER
+// where they are not preceded by a backslash, as procmail does.
+func expandProcmailMacros(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		if s[i] == '\\' && i+1 < len(s) {
+			b.WriteString(s[i : i+2])
+			i += 2
+			continue
+		}
+		if s[i] == '^' {
+			switch {
+			case strings.HasPrefix(s[i:], "^FROM_DAEMON"):
+				b.WriteString(macroFROM_DAEMON)
+				i += len("^FROM_DAEMON")
+				continue
+			case strings.HasPrefix(s[i:], "^FROM_MAILER"):
+				b.WriteString(macroFROM_MAILER)
+				i += len("^FROM_MAILER")
+				continue
+			case strings.HasPrefix(s[i:], "^TO_"):
+				b.WriteString(macroTO_)
+				i += len("^TO_")
+				continue
+			case strings.HasPrefix(s[i:], "^TO"):
+				b.WriteString(macroTO)
+				i += len("^TO")
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+		i++
+	}
+	return b.String()
+}
+
+var sizeRe = regexp.MustCompile(`^\s*([<>])\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMgG]?)[bB]?\s*$`)
+
+func (l *loader) sizeCond(p Pos, v *yaml.Node) Cond {
+	s := l.str(v, "size")
+	if s == nil {
+		return nil
+	}
+	m := sizeRe.FindStringSubmatch(s.Value)
+	if m == nil {
+		l.errorf(v, "size must be like '> 100k' or '< 2M' (units k, M, G of 1024), found %q", s.Value)
+		return nil
+	}
+	f, _ := strconv.ParseFloat(m[2], 64)
+	switch strings.ToLower(m[3]) {
+	case "k":
+		f *= 1 << 10
+	case "m":
+		f *= 1 << 20
+	case "g":
+		f *= 1 << 30
+	}
+	return &SizeCond{Pos: p, Op: m[1], N: int64(f)}
+}
+
+func (l *loader) scoreCond(p Pos, v *yaml.Node) Cond {
+	if v.Kind != yaml.MappingNode {
+		l.errorf(v, "score takes {terms: [...], above: N}")
+		return nil
+	}
+	c := &ScoreCond{Pos: p}
+	for i := 0; i+1 < len(v.Content); i += 2 {
+		k, val := v.Content[i], v.Content[i+1]
+		if !l.known(k, []string{"terms", "above"}, "score option") {
+			continue
+		}
+		if k.Value == "above" {
+			c.Above = l.number(val, "above")
+			continue
+		}
+		if val.Kind != yaml.SequenceNode || len(val.Content) == 0 {
+			l.errorf(val, "terms takes a non-empty list of {weight: W, <condition>}")
+			continue
+		}
+		for _, t := range val.Content {
+			if term, ok := l.scoreTerm(t); ok {
+				c.Terms = append(c.Terms, term)
+			}
+		}
+	}
+	if len(c.Terms) == 0 {
+		l.errorf(v, "score has no terms")
+		return nil
+	}
+	return c
+}
+
+func (l *loader) scoreTerm(n *yaml.Node) (ScoreTerm, bool) {
+	t := ScoreTerm{Pos: l.pos(n)}
+	if n.Kind != yaml.MappingNode {
+		l.errorf(n, "a score term is a mapping {weight: W, repeat: X, <condition>}")
+		return t, false
+	}
+	cond := &yaml.Node{Kind: yaml.MappingNode, Line: n.Line, Column: n.Column}
+	hasWeight := false
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		switch k.Value {
+		case "weight":
+			t.Weight = l.number(v, "weight")
+			hasWeight = true
+		case "repeat":
+			t.Repeat = l.number(v, "repeat")
+		default:
+			cond.Content = append(cond.Content, k, v)
+		}
+	}
+	if !hasWeight {
+		l.errorf(n, "score term needs a weight")
+		return t, false
+	}
+	if len(cond.Content) == 0 {
+		l.errorf(n, "score term needs a condition")
+		return t, false
+	}
+	t.Cond = l.cond(cond)
+	return t, t.Cond != nil
+}
+
+func (l *loader) programCond(p Pos, v *yaml.Node) Cond {
+	c := &ProgramCond{Pos: p, Timeout: defaultProgramTimeout}
+	if v.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(v.Content); i += 2 {
+			k, val := v.Content[i], v.Content[i+1]
+			if !l.known(k, []string{"command", "timeout"}, "program option") {
+				continue
+			}
+			if k.Value == "timeout" {
+				c.Timeout = l.duration(val, "timeout")
+			} else {
+				c.Argv = l.argv(val, "command")
+			}
+		}
+	} else {
+		c.Argv = l.argv(v, "program")
+	}
+	if len(c.Argv) == 0 {
+		return nil
+	}
+	return c
+}
+
+// argv reads a command as a list of arguments. A single string is refused
+// unless it is one word: mfilter never runs a shell.
+func (l *loader) argv(v *yaml.Node, what string) []*Template {
+	if v.Kind == yaml.ScalarNode && strings.ContainsAny(v.Value, " \t") {
+		l.errorf(v, "%s must be a list of arguments like [spamc, -c]; mfilter runs no shell, so %q cannot be split for you", what, v.Value)
+		return nil
+	}
+	return l.templates(v, what)
+}
+
+const (
+	defaultDupSize        = 8192
+	defaultProgramTimeout = 60 * time.Second
+)
+
+func (l *loader) dupCond(p Pos, v *yaml.Node) Cond {
+	c := &DuplicateCond{Pos: p, Size: defaultDupSize, BodyHash: true}
+	if v.Kind == yaml.ScalarNode {
+		if !l.boolean(v, "duplicate") {
+			l.errorf(v, "duplicate: false never holds; remove the condition instead")
+			return nil
+		}
+		return c
+	}
+	if v.Kind != yaml.MappingNode {
+		l.errorf(v, "duplicate takes true or {cache: FILE, size: N, body-hash: B}")
+		return nil
+	}
+	for i := 0; i+1 < len(v.Content); i += 2 {
+		k, val := v.Content[i], v.Content[i+1]
+		if !l.known(k, []string{"cache", "size", "body-hash"}, "duplicate option") {
+			continue
+		}
+		switch k.Value {
+		case "cache":
+			c.Cache = l.template(val, "cache")
+		case "size":
+			n := l.number(val, "size")
+			if n < 64 {
+				l.errorf(val, "size must be at least 64 bytes")
+			}
+			c.Size = int64(n)
+		case "body-hash":
+			c.BodyHash = l.boolean(val, "body-hash")
+		}
+	}
+	return c
+}
+
+var results = []string{"pass", "fail", "none", "neutral", "softfail", "temperror", "permerror", "policy"}
+
+func (l *loader) dkimCond(p Pos, v *yaml.Node) Cond {
+	c := &DKIMCond{Pos: p, Result: "pass"}
+	if v.Kind == yaml.ScalarNode {
+		c.Result = v.Value
+	} else if v.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(v.Content); i += 2 {
+			k, val := v.Content[i], v.Content[i+1]
+			if !l.known(k, []string{"result", "domain"}, "dkim option") {
+				continue
+			}
+			if s := l.str(val, k.Value); s != nil {
+				if k.Value == "result" {
+					c.Result = s.Value
+				} else {
+					c.Domain = strings.ToLower(s.Value)
+				}
+			}
+		}
+	} else {
+		l.errorf(v, "dkim takes pass, fail, none or {result: R, domain: D}")
+		return nil
+	}
+	switch c.Result {
+	case "pass", "fail", "none":
+	default:
+		l.errorf(v, "dkim result must be pass, fail or none, not %q", c.Result)
+		return nil
+	}
+	return c
+}
+
+func (l *loader) authCond(p Pos, v *yaml.Node) Cond {
+	if v.Kind != yaml.MappingNode || len(v.Content) == 0 {
+		l.errorf(v, "auth-results takes {dkim: pass}, {spf: pass} or {dmarc: pass}")
+		return nil
+	}
+	var conds []Cond
+	for i := 0; i+1 < len(v.Content); i += 2 {
+		k, val := v.Content[i], v.Content[i+1]
+		if !l.known(k, []string{"dkim", "spf", "dmarc"}, "auth-results method") {
+			continue
+		}
+		s := l.str(val, k.Value)
+		if s == nil {
+			continue
+		}
+		ok := false
+		for _, r := range results {
+			ok = ok || r == s.Value
+		}
+		if !ok {
+			l.errorf(val, "unknown result %q (known: %s)", s.Value, strings.Join(results, ", "))
+			continue
+		}
+		conds = append(conds, &AuthResultsCond{Pos: l.pos(k), Method: k.Value, Result: s.Value})
+	}
+	if len(conds) == 1 {
+		return conds[0]
+	}
+	return &AllCond{Pos: p, Conds: conds}
+}
