@@ -67,7 +67,11 @@ var ErrLockTimeout = errors.New("timed out waiting for lock")
 type Dotlock struct {
 	fsys fileSystem
 	path string
-	id   fileID // the lock file we made, so that we never remove another's
+	// The lock file we made, so that we never remove another's: inode
+	// numbers are reused at once, so its mtime is compared too (a lock
+	// is only taken over after it looked stale for LockOptions.Stale).
+	id    fileID
+	mtime time.Time
 }
 
 // maxLockSize is procmail's MAX_locksize: a bigger "lock" is someone's
@@ -87,9 +91,10 @@ func acquireDotlock(ctx context.Context, fsys fileSystem, path string, opts Lock
 	defer cancel()
 	sleep := 5 * time.Millisecond
 	for {
-		id, fsNow, err := tryDotlock(fsys, path)
+		st, err := tryDotlock(fsys, path)
 		if err == nil {
-			return &Dotlock{fsys: fsys, path: path, id: id}, nil
+			id, _ := idOf(st)
+			return &Dotlock{fsys: fsys, path: path, id: id, mtime: st.ModTime()}, nil
 		}
 		if !errors.Is(err, fs.ErrExist) {
 			return nil, fmt.Errorf("lock %s: %w", path, err)
@@ -97,7 +102,7 @@ func acquireDotlock(ctx context.Context, fsys fileSystem, path string, opts Lock
 		// The age is measured against the file system's clock (the
 		// mtime of the temporary file just made), as procmail does, so
 		// that clock skew with an NFS server cannot force a live lock.
-		if forceStale(fsys, path, fsNow, opts.Stale) {
+		if st != nil && forceStale(fsys, path, st.ModTime(), opts.Stale) {
 			// An abandoned lock (its holder crashed) was removed; pause
 			// so that a slow live holder notices, as procmail does.
 			if err := sleepCtx(ctx, opts.Suspend); err != nil {
@@ -136,33 +141,33 @@ func forceStale(fsys fileSystem, path string, now time.Time, stale time.Duration
 }
 
 // tryDotlock makes one attempt; fs.ErrExist means someone holds the lock.
-// It returns the lock's identity and the file system's idea of now.
-func tryDotlock(fsys fileSystem, path string) (fileID, time.Time, error) {
+// It returns the status of the temporary file it made: on success that
+// is the lock's, and its mtime is the file system's idea of now.
+func tryDotlock(fsys fileSystem, path string) (os.FileInfo, error) {
 	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+"."+randomHex(6)+"."+strconv.Itoa(os.Getpid()))
 	f, err := fsys.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
 	if err != nil {
-		return fileID{}, time.Time{}, err
+		return nil, err
 	}
 	defer fsys.Remove(tmp)
 	_, werr := f.Write([]byte("0"))
 	st, serr := f.Stat()
 	cerr := f.Close()
 	if err := errors.Join(werr, serr, cerr); err != nil {
-		return fileID{}, time.Time{}, err
+		return nil, err
 	}
-	id, _ := idOf(st)
 	lerr := fsys.Link(tmp, path)
 	if lerr == nil {
-		return id, time.Time{}, nil
+		return st, nil
 	}
 	// On NFS a lost reply can report failure for a link that was made:
 	// the link count is the truth then (procmail's hlink does the same).
 	if lst, err := fsys.Lstat(tmp); err == nil {
 		if sys, ok := lst.Sys().(*syscall.Stat_t); ok && sys.Nlink == 2 {
-			return id, time.Time{}, nil
+			return st, nil
 		}
 	}
-	return fileID{}, st.ModTime(), lerr
+	return st, lerr
 }
 
 // Release removes the lock file, unless it is no longer ours (someone
@@ -172,7 +177,7 @@ func (l *Dotlock) Release() error {
 		return nil
 	}
 	if st, err := l.fsys.Lstat(l.path); err == nil {
-		if id, ok := idOf(st); ok && l.id != (fileID{}) && id != l.id {
+		if id, _ := idOf(st); id != l.id || !st.ModTime().Equal(l.mtime) {
 			return fmt.Errorf("unlock %s: the lock was taken over by another process", l.path)
 		}
 	}

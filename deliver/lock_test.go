@@ -1,0 +1,321 @@
+package deliver
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+var fastLock = LockOptions{Timeout: 10 * time.Second, MaxSleep: 5 * time.Millisecond, Suspend: time.Millisecond}
+
+// TestDotlockExclusive: among many concurrent takers, at most one holds
+// the lock at any time, and the lock file is procmail's: "0", mode 0444
+// before the umask.
+func TestDotlockExclusive(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "box.lock")
+	var holders, maxHolders, total atomic.Int32
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 25 {
+				l, err := AcquireDotlock(context.Background(), path, fastLock)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				n := holders.Add(1)
+				for {
+					m := maxHolders.Load()
+					if n <= m || maxHolders.CompareAndSwap(m, n) {
+						break
+					}
+				}
+				if b, err := os.ReadFile(path); err != nil || string(b) != "0" {
+					t.Errorf("lock file holds %q, %v", b, err)
+				}
+				if st, err := os.Stat(path); err != nil || st.Mode().Perm()&0o222 != 0 {
+					t.Errorf("lock file mode %v, %v", st.Mode(), err)
+				}
+				time.Sleep(100 * time.Microsecond)
+				holders.Add(-1)
+				total.Add(1)
+				if err := l.Release(); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if maxHolders.Load() != 1 || total.Load() != 200 {
+		t.Errorf("max concurrent holders %d (want 1), %d acquisitions (want 200)", maxHolders.Load(), total.Load())
+	}
+	if names := listDir(t, filepath.Dir(path)); len(names) != 0 {
+		t.Errorf("left behind: %v", names)
+	}
+}
+
+// TestDotlockTimeout: a held lock makes the taker give up after Timeout
+// with ErrLockTimeout, not hang and not take it.
+func TestDotlockTimeout(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "box.lock")
+	held, err := AcquireDotlock(context.Background(), path, fastLock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = AcquireDotlock(context.Background(), path, LockOptions{Timeout: 150 * time.Millisecond, MaxSleep: 10 * time.Millisecond})
+	el := time.Since(start)
+	if !errors.Is(err, ErrLockTimeout) {
+		t.Errorf("err = %v, want ErrLockTimeout", err)
+	}
+	if el < 150*time.Millisecond || el > 3*time.Second {
+		t.Errorf("gave up after %v, want about 150ms", el)
+	}
+	if err := held.Release(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDotlockStale: an abandoned lock (older than Stale by the file
+// system's clock) is forced; a "lock" that is big or a directory is
+// someone's data and never is.
+func TestDotlockStale(t *testing.T) {
+	old := time.Now().Add(-2 * time.Hour)
+	for _, c := range []struct {
+		name   string
+		make   func(p string) error
+		forced bool
+	}{
+		{"stale", func(p string) error { return os.WriteFile(p, []byte("0"), 0o444) }, true},
+		{"stale-empty", func(p string) error { return os.WriteFile(p, nil, 0o444) }, true},
+		{"big", func(p string) error { return os.WriteFile(p, bytes.Repeat([]byte("x"), 17), 0o444) }, false},
+		{"directory", func(p string) error { return os.Mkdir(p, 0o700) }, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "box.lock")
+			if err := c.make(path); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(path, old, old); err != nil {
+				t.Fatal(err)
+			}
+			opts := LockOptions{Timeout: 300 * time.Millisecond, Stale: time.Hour, Suspend: time.Millisecond, MaxSleep: 10 * time.Millisecond}
+			l, err := AcquireDotlock(context.Background(), path, opts)
+			if c.forced {
+				if err != nil {
+					t.Fatalf("stale lock not forced: %v", err)
+				}
+				l.Release()
+				return
+			}
+			if !errors.Is(err, ErrLockTimeout) {
+				t.Errorf("err = %v, want ErrLockTimeout", err)
+			}
+			if _, err := os.Lstat(path); err != nil {
+				t.Errorf("%s was removed", c.name)
+			}
+		})
+	}
+	t.Run("fresh", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "box.lock")
+		os.WriteFile(path, []byte("0"), 0o444)
+		_, err := AcquireDotlock(context.Background(), path, LockOptions{Timeout: 100 * time.Millisecond, Stale: time.Hour, MaxSleep: 10 * time.Millisecond})
+		if !errors.Is(err, ErrLockTimeout) {
+			t.Errorf("a fresh lock was taken: %v", err)
+		}
+	})
+}
+
+// TestDotlockReleaseTakenOver: a lock that another process forced and
+// retook meanwhile is not removed by the first holder.
+func TestDotlockReleaseTakenOver(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "box.lock")
+	l, err := AcquireDotlock(context.Background(), path, fastLock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another process judged it stale (it is LockOptions.Stale old by
+	// then), removed it and made its own.
+	os.Remove(path)
+	if err := os.WriteFile(path, []byte("0"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(time.Hour)
+	os.Chtimes(path, later, later)
+	if err := l.Release(); err == nil || !strings.Contains(err.Error(), "taken over") {
+		t.Errorf("Release = %v, want a taken-over error", err)
+	}
+	if _, err := os.Lstat(path); err != nil {
+		t.Errorf("the other process's lock was removed")
+	}
+}
+
+// TestDotlockProcmailLockfile checks the dotlock against procmail's own
+// lockfile(1): each excludes the other.
+func TestDotlockProcmailLockfile(t *testing.T) {
+	lockfile, err := exec.LookPath("lockfile")
+	if err != nil {
+		t.Fatalf("procmail's lockfile(1) is needed: %v", err)
+	}
+	path := filepath.Join(t.TempDir(), "box.lock")
+	l, err := AcquireDotlock(context.Background(), path, fastLock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(lockfile, "-r", "0", path).CombinedOutput(); err == nil {
+		t.Errorf("lockfile took the lock that mfilter holds: %s", out)
+	}
+	if err := l.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(lockfile, "-r", "0", path).CombinedOutput(); err != nil {
+		t.Fatalf("lockfile after release: %v %s", err, out)
+	}
+	_, err = AcquireDotlock(context.Background(), path, LockOptions{Timeout: 100 * time.Millisecond, MaxSleep: 10 * time.Millisecond})
+	if !errors.Is(err, ErrLockTimeout) {
+		t.Errorf("mfilter took the lock that lockfile holds: %v", err)
+	}
+	os.Remove(path)
+}
+
+// ofdLock takes an open-file-description write lock on path. OFD locks
+// conflict with the POSIX fcntl locks the writers take even within one
+// process, so a test can play the other mail program.
+func ofdLock(t *testing.T, path string) (release func()) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lk := unix.Flock_t{Type: unix.F_WRLCK}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk); err != nil {
+		t.Fatal(err)
+	}
+	return func() { f.Close() }
+}
+
+// TestMboxFcntlLock: an mbox append waits for another program's fcntl
+// lock, and gives up after the lock timeout with nothing written and no
+// dotlock left behind.
+func TestMboxFcntlLock(t *testing.T) {
+	dir := t.TempDir()
+	mb := mustFolder(t, dir, "mbox")
+	if err := os.WriteFile(mb.Path, []byte("From x  Tue Jan  2 03:04:05 2024\nX: old\n\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(mb.Path)
+	release := ofdLock(t, mb.Path)
+
+	opts := testOptions()
+	opts.Lock = LockOptions{Timeout: 200 * time.Millisecond, MaxSleep: 10 * time.Millisecond}
+	w := NewWriter(opts)
+	_, err := w.Begin(context.Background()).Deliver(mb, []byte("X: new\n\n"))
+	if !errors.Is(err, ErrLockTimeout) {
+		t.Errorf("Deliver under a foreign fcntl lock = %v, want ErrLockTimeout", err)
+	}
+	if after, _ := os.ReadFile(mb.Path); !bytes.Equal(before, after) {
+		t.Errorf("mbox changed while locked")
+	}
+	if _, err := os.Lstat(mb.Path + ".lock"); err == nil {
+		t.Errorf("dotlock left behind")
+	}
+
+	opts.Lock.Timeout = 10 * time.Second
+	w = NewWriter(opts)
+	time.AfterFunc(300*time.Millisecond, release)
+	start := time.Now()
+	deliverCommit(t, w, []byte("X: new\n\n"), mb)
+	if el := time.Since(start); el < 250*time.Millisecond {
+		t.Errorf("delivered after %v, while the fcntl lock was held for 300ms", el)
+	}
+	if after, _ := os.ReadFile(mb.Path); !bytes.HasSuffix(after, []byte("X: new\n\n")) {
+		t.Errorf("mbox after the lock was released: %q", after)
+	}
+}
+
+// TestMboxDotlockTimeout: an mbox whose dotlock stays held fails the
+// delivery after the timeout, leaving the mbox and the lock alone.
+func TestMboxDotlockTimeout(t *testing.T) {
+	dir := t.TempDir()
+	mb := mustFolder(t, dir, "mbox")
+	if err := os.WriteFile(mb.Path+".lock", []byte("0"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	opts := testOptions()
+	opts.Lock = LockOptions{Timeout: 100 * time.Millisecond, MaxSleep: 10 * time.Millisecond}
+	_, err := NewWriter(opts).Begin(context.Background()).Deliver(mb, []byte("X: 1\n\n"))
+	if !errors.Is(err, ErrLockTimeout) {
+		t.Errorf("Deliver = %v, want ErrLockTimeout", err)
+	}
+	if _, err := os.Stat(mb.Path); err == nil {
+		t.Errorf("mbox created without the lock")
+	}
+	if _, err := os.Stat(mb.Path + ".lock"); err != nil {
+		t.Errorf("the other holder's lock was removed")
+	}
+}
+
+// TestMboxConcurrentWriters: writers in many goroutines (each its own
+// Writer, as separate deliveries would be) append to one mbox; every
+// message arrives whole.
+func TestMboxConcurrentWriters(t *testing.T) {
+	dir := t.TempDir()
+	mb := mustFolder(t, dir, "mbox")
+	const writers, each = 6, 40
+	var wg sync.WaitGroup
+	for g := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			opts := testOptions()
+			opts.Lock = fastLock
+			w := NewWriter(opts)
+			for i := range each {
+				txn := w.Begin(context.Background())
+				body := strings.Repeat(string(rune('a'+g)), 3000+i)
+				if _, err := txn.Deliver(mb, []byte("From w  Tue Jan  2 03:04:05 2024\nX-Id: "+string(rune('a'+g))+"\n\n"+body+"\n")); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := txn.Commit(); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	data, err := os.ReadFile(mb.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := NewSplitter(bytes.NewReader(data), SplitOptions{})
+	n := 0
+	for {
+		m, err := sp.Next()
+		if err != nil {
+			break
+		}
+		n++
+		parts := bytes.SplitN(m, []byte("\n\n"), 2)
+		id := string(parts[0][len(parts[0])-1])
+		body := strings.TrimRight(string(parts[1]), "\n")
+		if strings.Trim(body, id) != "" {
+			t.Fatalf("message %d (X-Id %s) is mixed with another: %.80q", n, id, body)
+		}
+	}
+	if n != writers*each {
+		t.Errorf("%d messages in the mbox, want %d", n, writers*each)
+	}
+}
