@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# bench/run.sh [SCENARIO] [options]: time mfilter side by side with the
+# tools it replaces, on the same input, in one run, and print the ratios.
+#
+#   bench/run.sh file        formail -s procmail vs mfilter: 2,000 messages
+#                            into one maildir (the default scenario)
+#   bench/run.sh file -h     the options (-n, -runs, -all, -keep, -v, ...)
+#
+# It builds mfilter and bench/cmd/mbench from this tree and runs mbench.
+# The folders go on a new ext4 file system (a loop-mounted image, made and
+# removed here) when run as root, so that every run meets the same, common
+# file system, untouched by whatever else the machine does; otherwise, with
+# -keep, or with BENCH_WORK=DIR, they go under DIR (default $TMPDIR).
+# mbench prints which file system it measured.
+#
+# Go benchmarks of the library alone (split; split and file):
+#   go test -run '^$' -bench . -benchmem ./bench
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scenario=file
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then scenario=$1; shift; fi
+
+for t in formail procmail; do
+  command -v "$t" >/dev/null || { echo "bench/run.sh: $t is not installed (apt-get install procmail)" >&2; exit 1; }
+done
+
+tmp=$(mktemp -d)
+mnt=""
+cleanup() {
+  if [ -n "$mnt" ]; then umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true; fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+go build -trimpath -o "$tmp/mfilter" ./cmd/mfilter
+go build -trimpath -o "$tmp/mbench" ./bench/cmd/mbench
+
+keep=false
+for a in "$@"; do case $a in -keep|--keep|-keep=true|--keep=true) keep=true ;; esac; done
+
+work=()
+if [ -n "${BENCH_WORK:-}" ]; then
+  work=(-work "$BENCH_WORK")
+elif $keep; then
+  : # the loop file system goes away at the end: keep the folders in $TMPDIR
+elif [ "$(id -u)" -eq 0 ] && command -v mkfs.ext4 >/dev/null; then
+  # 4 GiB, allocated up front so the host file system does no allocating
+  # during the runs; 256 Ki inodes hold the folders of about 14,000
+  # messages (-n) with the default 3 runs.
+  if fallocate -l 4G "$tmp/fs.img" && mkfs.ext4 -q -F -N 262144 "$tmp/fs.img" &&
+     mkdir "$tmp/mnt" && mount -o loop "$tmp/fs.img" "$tmp/mnt"; then
+    mnt=$tmp/mnt
+    work=(-work "$mnt/work")
+  else
+    echo "bench/run.sh: cannot loop-mount a new ext4 image; measuring in \$TMPDIR" >&2
+  fi
+fi
+
+"$tmp/mbench" "$scenario" -mfilter "$tmp/mfilter" -corpus testdata/corpus/messages ${work[@]+"${work[@]}"} "$@"
