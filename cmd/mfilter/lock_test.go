@@ -56,8 +56,12 @@ func TestLockInterop(t *testing.T) {
 		cmd  func(msg []byte) *exec.Cmd
 	}
 	loops := []loop{
-		{"mfA", func([]byte) *exec.Cmd { return exec.Command(mfilterBin, "deliver", "--maildir", dir, "--default", "box") }},
-		{"mfB", func([]byte) *exec.Cmd { return exec.Command(mfilterBin, "deliver", "--maildir", dir, "--default", "box") }},
+		{"mfA", func([]byte) *exec.Cmd {
+			return exec.Command(mfilterBin, "deliver", "--maildir", dir, "--default", "box")
+		}},
+		{"mfB", func([]byte) *exec.Cmd {
+			return exec.Command(mfilterBin, "deliver", "--maildir", dir, "--default", "box")
+		}},
 		{"pm", func([]byte) *exec.Cmd { return exec.Command(procmail, "-m", rc) }},
 	}
 	want := make(map[string][]byte)
