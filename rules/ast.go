@@ -65,7 +65,7 @@ type Config struct {
 	Default   *Str // folder for mail no rule delivers
 	Log       *Str
 	LogFormat *Str // "procmail" (default) or "json"
-	Sendmail  []Str
+	Sendmail  []*Template // may use the environment built-ins
 	// TrustedAuthServIDs are the authserv-ids whose Authentication-Results
 	// fields auth-results conditions believe.
 	TrustedAuthServIDs []Str

@@ -21,6 +21,15 @@ func check(cfg *Config, errs *ErrorList) {
 	for k := range builtinVars {
 		known[k] = true
 	}
+	env := make(map[string]bool)
+	for k := range builtinVars {
+		if strings.ToUpper(k) == k {
+			env[k] = true
+		}
+	}
+	for _, t := range cfg.Sendmail {
+		checkTemplate(t, env, errs)
+	}
 	for _, v := range cfg.Vars {
 		checkTemplate(v.Value, known, errs)
 		known[v.Name.Value] = true

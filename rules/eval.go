@@ -59,8 +59,9 @@ func NewEngine(cfg *Config, opts Options) *Engine {
 	}
 	if len(cfg.Sendmail) > 0 {
 		e.sendmail = nil
-		for _, s := range cfg.Sendmail {
-			e.sendmail = append(e.sendmail, s.Value)
+		for _, t := range cfg.Sendmail {
+			v, _ := t.Expand(func(name string) (string, bool) { return opts.Vars[name], false }, nil)
+			e.sendmail = append(e.sendmail, v)
 		}
 	}
 	return e

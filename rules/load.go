@@ -276,7 +276,7 @@ func (l *loader) topLevel(cfg *Config, root *yaml.Node, top bool) ([]*Rule, bool
 				cfg.LogFormat = s
 			}
 		case "sendmail":
-			cfg.Sendmail = l.strList(v, "sendmail")
+			cfg.Sendmail = l.templates(v, "sendmail")
 		case "trusted-authserv-id":
 			cfg.TrustedAuthServIDs = l.strList(v, "trusted-authserv-id")
 		case "vars":

@@ -30,6 +30,8 @@ func init() {
 	commands = []command{
 		{"deliver", "deliver one message from stdin (an MDA, like procmail -d)", runDeliver},
 		{"file", "split mbox files and file every message", runFile},
+		{"check", "check the rules file and report every problem", runCheck},
+		{"test", "show what the rules do with messages, writing nothing", runTest},
 		{"version", "print the version", runVersion},
 		{"help", "show this help", runHelp},
 	}

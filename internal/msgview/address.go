@@ -76,7 +76,8 @@ func lenientAddresses(v string) []Address {
 
 // ListID returns the RFC 2919 list identifier: the text inside the angle
 // brackets of the first List-Id field (or the whole value if there are
-// none), lower-cased. It is "" when there is no List-Id.
+// none), as written; rules match it case-insensitively. It is "" when
+// there is no List-Id.
 func (m *Message) ListID() string {
 	fs := m.Get("list-id")
 	if len(fs) == 0 {
@@ -85,8 +86,8 @@ func (m *Message) ListID() string {
 	v := m.Decoded(fs[0])
 	if i := strings.LastIndexByte(v, '<'); i >= 0 {
 		if j := strings.IndexByte(v[i:], '>'); j > 0 {
-			return strings.ToLower(strings.TrimSpace(v[i+1 : i+j]))
+			return strings.TrimSpace(v[i+1 : i+j])
 		}
 	}
-	return strings.ToLower(strings.TrimSpace(v))
+	return strings.TrimSpace(v)
 }

@@ -1,0 +1,274 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/sysexits"
+	"github.com/mfilter/mfilter/rules"
+)
+
+// rulesPath finds the rules file: --rules, else
+// $XDG_CONFIG_HOME/mfilter/rules.yaml, else ~/.mfilter.yaml. "" means
+// there is none (then every message goes to the default folder).
+func rulesPath(env *environ, flagValue string) (string, error) {
+	if flagValue != "" {
+		return expandHome(env, flagValue), nil
+	}
+	var candidates []string
+	xdg := env.getenv("XDG_CONFIG_HOME")
+	if xdg == "" && env.getenv("HOME") != "" {
+		xdg = filepath.Join(env.getenv("HOME"), ".config")
+	}
+	if xdg != "" {
+		candidates = append(candidates, filepath.Join(xdg, "mfilter", "rules.yaml"))
+	}
+	if home := env.getenv("HOME"); home != "" {
+		candidates = append(candidates, filepath.Join(home, ".mfilter.yaml"))
+	}
+	for _, c := range candidates {
+		if _, err := os.Stat(c); err == nil {
+			return c, nil
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return "", err
+		}
+	}
+	return "", nil
+}
+
+// loadRules loads the rules and maps failures to exit codes: 77 for an
+// insecure file, 78 for anything else wrong with it.
+func loadRules(env *environ, prog, path string) (*rules.Config, int) {
+	cfg, err := rules.Load(path)
+	if err == nil {
+		return cfg, sysexits.OK
+	}
+	var el rules.ErrorList
+	var ie *rules.InsecureError
+	switch {
+	case errors.As(err, &el):
+		for _, e := range el {
+			fmt.Fprintln(env.stderr, e)
+		}
+		fmt.Fprintf(env.stderr, "%s: %d error(s) in %s; no mail was touched\n", prog, len(el), path)
+		return nil, sysexits.Config
+	case errors.As(err, &ie):
+		fmt.Fprintf(env.stderr, "%s: %v\n", prog, err)
+		return nil, sysexits.NoPerm
+	default:
+		fmt.Fprintf(env.stderr, "%s: %v\n", prog, err)
+		return nil, sysexits.Config
+	}
+}
+
+// runCheck loads the rules and reports every problem (exit 78), an
+// insecure file (exit 77), or "ok".
+func runCheck(_ context.Context, env *environ, args []string) int {
+	fs := flag.NewFlagSet("mfilter check", flag.ContinueOnError)
+	rulesFlag := fs.String("rules", "", "rules file (default $XDG_CONFIG_HOME/mfilter/rules.yaml, then ~/.mfilter.yaml)")
+	if err := parseFlags(env, fs, args); err != nil {
+		return usageExit(err)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(env.stderr, "mfilter check: unexpected argument %q (use --rules FILE)\n", fs.Arg(0))
+		return sysexits.Usage
+	}
+	path, err := rulesPath(env, *rulesFlag)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "mfilter check: %v\n", err)
+		return sysexits.Config
+	}
+	if path == "" {
+		fmt.Fprintln(env.stderr, "mfilter check: no rules file (give --rules FILE, or create $XDG_CONFIG_HOME/mfilter/rules.yaml or ~/.mfilter.yaml)")
+		return sysexits.Config
+	}
+	cfg, code := loadRules(env, "mfilter check", path)
+	if cfg == nil {
+		return code
+	}
+	fmt.Fprintf(env.stdout, "%s: ok (%d rules)\n", path, countRules(cfg.Rules))
+	return sysexits.OK
+}
+
+func countRules(rs []*rules.Rule) int {
+	n := len(rs)
+	for _, r := range rs {
+		n += countRules(r.Rules)
+	}
+	return n
+}
+
+// runTest evaluates each message against the rules and prints what would
+// happen and why, writing nothing: no folder, no pipe, no forward, no
+// duplicate cache. Program conditions and filters do run, since the
+// outcome depends on them.
+func runTest(ctx context.Context, env *environ, args []string) int {
+	fs := flag.NewFlagSet("mfilter test", flag.ContinueOnError)
+	rulesFlag := fs.String("rules", "", "rules file")
+	sender := fs.String("f", "", "envelope sender")
+	recipient := fs.String("a", "", "envelope recipient")
+	base := fs.String("maildir", "", "base directory for relative folders (default from the rules, then $HOME)")
+	def := fs.String("default", "", "default folder (default from the rules, then Maildir/)")
+	if err := parseFlags(env, fs, args); err != nil {
+		return usageExit(err)
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprintln(env.stderr, "mfilter test: name at least one message file (- for stdin)")
+		return sysexits.Usage
+	}
+	path, err := rulesPath(env, *rulesFlag)
+	if err != nil || path == "" {
+		fmt.Fprintln(env.stderr, "mfilter test: no rules file (give --rules FILE)")
+		return sysexits.Config
+	}
+	cfg, code := loadRules(env, "mfilter test", path)
+	if cfg == nil {
+		return code
+	}
+	ff := filingFlags{base: *base, def: *def}
+	eng, baseDir, defFolder, err := newEngine(env, cfg, &ff)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "mfilter test: %v\n", err)
+		return sysexits.Config
+	}
+	status := sysexits.OK
+	for i, name := range fs.Args() {
+		if i > 0 {
+			fmt.Fprintln(env.stdout)
+		}
+		var msg []byte
+		if name == "-" {
+			msg, err = io.ReadAll(env.stdin)
+		} else {
+			msg, err = os.ReadFile(name)
+		}
+		if err != nil {
+			fmt.Fprintf(env.stderr, "mfilter test: %v\n", err)
+			status = sysexits.DataErr
+			continue
+		}
+		fmt.Fprintf(env.stdout, "== %s\n", name)
+		dec, err := eng.Evaluate(ctx, msg, rules.EvalOptions{Envelope: rules.Envelope{Sender: *sender, Recipient: *recipient}, Trace: true})
+		if err != nil {
+			fmt.Fprintf(env.stdout, "error: %v (the message would be kept for a later try: exit 75)\n", err)
+			status = sysexits.TempFail
+			continue
+		}
+		for _, l := range dec.Trace {
+			fmt.Fprintln(env.stdout, l)
+		}
+		for _, w := range dec.Warnings {
+			fmt.Fprintf(env.stdout, "warning: %s\n", w)
+		}
+		for _, l := range dec.Logs {
+			fmt.Fprintf(env.stdout, "log: %s\n", l)
+		}
+		fmt.Fprintln(env.stdout, "result:")
+		for _, s := range dec.Steps {
+			fmt.Fprintf(env.stdout, "  %s\n", describeStep(s, baseDir, defFolder))
+		}
+		dec.Abort()
+	}
+	return status
+}
+
+func describeStep(s rules.Step, base, def string) string {
+	switch s.Kind {
+	case rules.StepFolder:
+		f, err := deliver.ParseFolder(base, s.Folder)
+		kind := "?"
+		if err == nil {
+			kind = f.Kind.String() + " " + f.Path
+		}
+		verb := "deliver to"
+		if s.Copy {
+			verb = "copy to"
+		}
+		if s.Default {
+			verb = "default folder"
+		}
+		return fmt.Sprintf("%s %s (%s)", verb, s.Folder, kind)
+	case rules.StepPipe:
+		verb := "pipe to"
+		if s.Copy {
+			verb = "pipe a copy to"
+		}
+		return fmt.Sprintf("%s %s", verb, quoteArgv(s.Argv))
+	case rules.StepForward:
+		verb := "forward with"
+		if s.Copy {
+			verb = "forward a copy with"
+		}
+		return fmt.Sprintf("%s %s", verb, quoteArgv(s.Argv))
+	case rules.StepDiscard:
+		return "discard"
+	}
+	return "?"
+}
+
+func quoteArgv(argv []string) string {
+	q := make([]string, len(argv))
+	for i, a := range argv {
+		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$") {
+			a = fmt.Sprintf("%q", a)
+		}
+		q[i] = a
+	}
+	return strings.Join(q, " ")
+}
+
+// newEngine builds the rule engine from the rules and the flags; flags
+// win over the rules' settings. It returns the mail base directory and
+// the default folder it settled on.
+func newEngine(env *environ, cfg *rules.Config, ff *filingFlags) (*rules.Engine, string, string, error) {
+	base := ff.base
+	if base == "" && cfg.Maildir != nil {
+		base = cfg.Maildir.Value
+	}
+	if base == "" {
+		base = env.getenv("HOME")
+	}
+	base = expandHome(env, base)
+	if base == "" {
+		return nil, "", "", errors.New("no mail base directory: set maildir: in the rules or give --maildir")
+	}
+	if abs, err := filepath.Abs(base); err == nil {
+		base = abs
+	}
+	def := ff.def
+	if def == "" && cfg.Default != nil {
+		def = cfg.Default.Value
+	}
+	if def == "" {
+		def = "Maildir/"
+	}
+	def = expandHome(env, def)
+	host, _ := os.Hostname()
+	vars := map[string]string{
+		"HOME":    env.getenv("HOME"),
+		"USER":    firstNonEmpty(env.getenv("USER"), env.getenv("LOGNAME")),
+		"LOGNAME": firstNonEmpty(env.getenv("LOGNAME"), env.getenv("USER")),
+		"HOST":    host,
+		"MAILDIR": base,
+		"DEFAULT": def,
+	}
+	eng := rules.NewEngine(cfg, rules.Options{Default: def, Vars: vars, Berkeley: ff.berkeley})
+	return eng, base, def, nil
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, x := range s {
+		if x != "" {
+			return x
+		}
+	}
+	return ""
+}
