@@ -583,10 +583,14 @@ func (l *loader) include(v *yaml.Node) []*Rule {
 	sub := &Config{Sections: map[string]*Section{}}
 	if err := l.loadFile(sub, path, false); err != nil {
 		var ie *InsecureError
-		if errors.As(err, &ie) {
+		var pe *fs.PathError
+		switch {
+		case errors.As(err, &ie):
 			l.errorf(v, "%v", err)
-		} else {
-			l.errorf(v, "include: %v", err)
+		case errors.As(err, &pe):
+			l.errorf(v, "include %s: %v", s.Value, pe.Err)
+		default:
+			l.errorf(v, "include %s: %v", s.Value, err)
 		}
 		return nil
 	}
