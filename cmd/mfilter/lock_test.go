@@ -83,7 +83,7 @@ func TestLockInterop(t *testing.T) {
 			for n := range each {
 				cmd := l.cmd(nil)
 				cmd.Stdin = bytes.NewReader(lockTestMessage(l.name, n))
-				cmd.Env = append(os.Environ(), "HOME="+dir)
+				cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_CONFIG_HOME="+filepath.Join(dir, ".config"))
 				if out, err := cmd.CombinedOutput(); err != nil {
 					t.Errorf("%s message %d: %v\n%s", l.name, n, err, out)
 					return
