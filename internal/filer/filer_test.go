@@ -1,0 +1,311 @@
+package filer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/maillog"
+)
+
+// routeFunc adapts a function to Router.
+type routeFunc func(ctx context.Context, msg []byte) (Plan, error)
+
+func (f routeFunc) Route(ctx context.Context, msg []byte) (Plan, error) { return f(ctx, msg) }
+
+// msgs is a Source over a fixed list.
+type msgs [][]byte
+
+func (m *msgs) Next() ([]byte, error) {
+	if len(*m) == 0 {
+		return nil, io.EOF
+	}
+	msg := (*m)[0]
+	*m = (*m)[1:]
+	return msg, nil
+}
+
+func folder(t *testing.T, base, spec string) deliver.Folder {
+	t.Helper()
+	f, err := deliver.ParseFolder(base, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func newFiler(t *testing.T, base string, r Router) (*Filer, *bytes.Buffer) {
+	t.Helper()
+	var log bytes.Buffer
+	return &Filer{
+		Writer: deliver.NewWriter(deliver.Options{Hostname: "h", Lock: deliver.LockOptions{Timeout: 5 * time.Second}}),
+		Router: r,
+		Log:    maillog.New(&log),
+		Rescue: filepath.Join(base, "rescue.mbox"),
+		Warn:   func(s string) { t.Log("warning: " + s) },
+	}, &log
+}
+
+func tree(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	m := make(map[string]string)
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if info.IsDir() {
+			m[rel+"/"] = ""
+			return nil
+		}
+		b, _ := os.ReadFile(p)
+		m[rel] = string(b)
+		return nil
+	})
+	return m
+}
+
+func countIn(m map[string]string, s string) int {
+	n := 0
+	for _, v := range m {
+		n += strings.Count(v, s)
+	}
+	return n
+}
+
+// TestFileOneAllOrNothing: when one folder of a message's plan fails,
+// FileOne reports an error and the message is in none of its folders,
+// whichever kind and order; existing mail stays as it was.
+func TestFileOneAllOrNothing(t *testing.T) {
+	for _, plan := range [][]string{
+		{"md/", "box", "f/bad"},
+		{"box", "f/bad/", "mh/."},
+		{"box", "other", "f/bad"},
+		{"f/bad", "md/", "box"},
+	} {
+		t.Run(strings.Join(plan, ","), func(t *testing.T) {
+			base := t.TempDir()
+			os.WriteFile(filepath.Join(base, "f"), []byte("a file\n"), 0o600)
+			var folders []deliver.Folder
+			for _, s := range plan {
+				folders = append(folders, folder(t, base, s))
+			}
+			fl, log := newFiler(t, base, routeFunc(func(context.Context, []byte) (Plan, error) { return Plan{Folders: folders}, nil }))
+			// Folders that already hold mail.
+			good := Plan{}
+			for _, f := range folders {
+				if !strings.HasPrefix(f.Name, "f/") {
+					good.Folders = append(good.Folders, f)
+				}
+			}
+			old := fl.Router
+			fl.Router = routeFunc(func(context.Context, []byte) (Plan, error) { return good, nil })
+			if err := fl.FileOne(context.Background(), []byte("From a@b  Tue Jan  2 03:04:05 2024\nSubject: old\n\nold\n")); err != nil {
+				t.Fatal(err)
+			}
+			fl.Router = old
+			before := tree(t, base)
+
+			err := fl.FileOne(context.Background(), []byte("From a@b  Tue Jan  2 03:04:05 2024\nSubject: new\n\nnew\n"))
+			if err == nil || !strings.Contains(err.Error(), "not a directory") {
+				t.Fatalf("FileOne = %v, want the failure", err)
+			}
+			after := tree(t, base)
+			if n := countIn(after, "Subject: new"); n != 0 {
+				t.Errorf("the failed message is in %d places", n)
+			}
+			for k, v := range before {
+				if after[k] != v {
+					t.Errorf("%s changed", k)
+				}
+			}
+			for k := range after {
+				if _, ok := before[k]; !ok && !strings.HasSuffix(k, "/") {
+					t.Errorf("%s left behind", k)
+				}
+			}
+			if !strings.Contains(log.String(), "**Requeued**") {
+				t.Errorf("log does not record the requeue:\n%s", log.String())
+			}
+		})
+	}
+}
+
+var subjectRE = regexp.MustCompile(`(?m)^Subject: (\S+)`)
+
+// TestFileAllRescue: in a batch, messages whose routing or delivery fails
+// go to the rescue mbox, unchanged and once; the others are delivered
+// once; the error is a *RescueError naming the rescue mbox; and filing
+// the rescue mbox gives back exactly the failed messages.
+func TestFileAllRescue(t *testing.T) {
+	base := t.TempDir()
+	os.WriteFile(filepath.Join(base, "f"), nil, 0o600)
+	md, box, bad := folder(t, base, "md/"), folder(t, base, "box"), folder(t, base, "f/bad")
+	route := routeFunc(func(_ context.Context, msg []byte) (Plan, error) {
+		s := string(subjectRE.FindSubmatch(msg)[1])
+		switch {
+		case strings.HasPrefix(s, "route-error"):
+			return Plan{}, errors.New("no route")
+		case strings.HasPrefix(s, "bad"):
+			return Plan{Folders: []deliver.Folder{md, bad, box}}, nil
+		}
+		return Plan{Folders: []deliver.Folder{md, box}}, nil
+	})
+	fl, _ := newFiler(t, base, route)
+	fl.BatchSize = 4
+	var in msgs
+	var failed [][]byte
+	for i := range 20 {
+		kind := "ok"
+		switch i % 5 {
+		case 1:
+			kind = "bad"
+		case 3:
+			kind = "route-error"
+		}
+		m := fmt.Appendf(nil, "From a@b  Tue Jan  2 03:04:05 2024\nSubject: %s-%d\n\nbody %d\n\n", kind, i, i)
+		in = append(in, m)
+		if kind != "ok" {
+			failed = append(failed, m)
+		}
+	}
+	sum, err := fl.FileAll(context.Background(), &in)
+	var re *RescueError
+	if !errors.As(err, &re) || re.Path != fl.Rescue || !strings.Contains(err.Error(), fl.Rescue) {
+		t.Fatalf("FileAll = %v, want a RescueError naming %s", err, fl.Rescue)
+	}
+	want := Summary{Messages: 20, Delivered: 12, Rescued: 8}
+	if sum != want || re.Summary != want {
+		t.Errorf("Summary = %+v, want %+v", sum, want)
+	}
+	all := tree(t, base)
+	for i := range 20 {
+		for _, kind := range []string{"ok", "bad", "route-error"} {
+			s := fmt.Sprintf("Subject: %s-%d\n", kind, i)
+			n := countIn(all, s)
+			switch {
+			case n == 0:
+			case kind == "ok" && n != 2, kind != "ok" && n != 1:
+				t.Errorf("%q is in %d places", s, n)
+			}
+		}
+	}
+	rescued, _ := os.ReadFile(fl.Rescue)
+	if !bytes.Equal(rescued, bytes.Join(failed, nil)) {
+		t.Errorf("rescue mbox does not hold exactly the failed messages, in order")
+	}
+	// Filing the rescue mbox again, now that the folders work, gives them back.
+	fl2, _ := newFiler(t, base, DefaultRouter{Folder: folder(t, base, "again/")})
+	fl2.Rescue = filepath.Join(base, "rescue2.mbox")
+	rf, _ := os.Open(fl.Rescue)
+	defer rf.Close()
+	sum, err = fl2.FileAll(context.Background(), deliver.NewSplitter(rf, deliver.SplitOptions{}))
+	if err != nil || sum.Delivered != len(failed) {
+		t.Fatalf("refiling the rescue mbox: %+v, %v", sum, err)
+	}
+}
+
+// TestFileAllCancel: a cancelled run stops filing, and the messages it
+// still reads are moved to the rescue mbox unfiled: every message ends up
+// in exactly one place.
+func TestFileAllCancel(t *testing.T) {
+	base := t.TempDir()
+	md := folder(t, base, "md/")
+	ctx, cancel := context.WithCancel(context.Background())
+	n := 0
+	route := routeFunc(func(context.Context, []byte) (Plan, error) {
+		if n++; n == 7 {
+			cancel() // a SIGTERM arrives while message 7 is routed
+		}
+		return Plan{Folders: []deliver.Folder{md}}, nil
+	})
+	fl, _ := newFiler(t, base, route)
+	fl.BatchSize = 3
+	var in msgs
+	for i := range 15 {
+		in = append(in, fmt.Appendf(nil, "From a@b  Tue Jan  2 03:04:05 2024\nSubject: m%d\n\n", i))
+	}
+	sum, err := fl.FileAll(ctx, &in)
+	var re *RescueError
+	if !errors.As(err, &re) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("FileAll = %v, want a RescueError caused by the cancellation", err)
+	}
+	if sum.Messages != 15 || sum.Delivered+sum.Rescued != 15 || sum.Lost != 0 || sum.Rescued < 8 {
+		t.Errorf("Summary %+v: want all 15 read, each delivered or rescued", sum)
+	}
+	all := tree(t, base)
+	for i := range 15 {
+		if c := countIn(all, fmt.Sprintf("Subject: m%d\n", i)); c != 1 {
+			t.Errorf("message %d is in %d places", i, c)
+		}
+	}
+}
+
+// TestFileAllNoRescue: without a rescue mbox, failed messages are counted
+// as lost (still in the input) and the error says so.
+func TestFileAllNoRescue(t *testing.T) {
+	base := t.TempDir()
+	os.WriteFile(filepath.Join(base, "f"), nil, 0o600)
+	fl, _ := newFiler(t, base, DefaultRouter{Folder: folder(t, base, "f/md/")})
+	fl.Rescue = ""
+	in := msgs{[]byte("Subject: a\n\n"), []byte("Subject: b\n\n")}
+	sum, err := fl.FileAll(context.Background(), &in)
+	if sum.Lost != 2 || err == nil || !strings.Contains(err.Error(), "the input still holds them") {
+		t.Errorf("FileAll = %+v, %v", sum, err)
+	}
+}
+
+// TestFileAllCommitFailure: a message whose delivery fails only at
+// Commit (here: its maildir's new/ vanished before the link) is taken
+// back from its other folders, mbox included, and rescued; the other
+// messages of the batch are delivered.
+func TestFileAllCommitFailure(t *testing.T) {
+	base := t.TempDir()
+	mdA, mdB, box := folder(t, base, "mdA/"), folder(t, base, "mdB/"), folder(t, base, "box")
+	n := 0
+	route := routeFunc(func(context.Context, []byte) (Plan, error) {
+		n++
+		switch n {
+		case 1:
+			return Plan{Folders: []deliver.Folder{mdA, box}}, nil
+		case 3:
+			// Message 1 is written but not committed yet.
+			if err := os.RemoveAll(filepath.Join(mdA.Path, "new")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return Plan{Folders: []deliver.Folder{mdB}}, nil
+	})
+	fl, _ := newFiler(t, base, route)
+	fl.BatchSize = 4
+	var in msgs
+	for i := range 4 {
+		in = append(in, fmt.Appendf(nil, "From a@b  Tue Jan  2 03:04:05 2024\nSubject: m%d\n\n", i))
+	}
+	first := in[0]
+	sum, err := fl.FileAll(context.Background(), &in)
+	if want := (Summary{Messages: 4, Delivered: 3, Rescued: 1}); sum != want || err == nil {
+		t.Fatalf("FileAll = %+v, %v; want %+v and a RescueError", sum, err, want)
+	}
+	if b, _ := os.ReadFile(box.Path); len(b) != 0 {
+		t.Errorf("the failed message stayed in the mbox: %q", b)
+	}
+	if r, _ := os.ReadFile(fl.Rescue); !bytes.Equal(r, first) {
+		t.Errorf("rescue mbox holds %q", r)
+	}
+	all := tree(t, base)
+	for i := range 4 {
+		if c := countIn(all, fmt.Sprintf("Subject: m%d\n", i)); c != 1 {
+			t.Errorf("message %d is in %d places", i, c)
+		}
+	}
+}
