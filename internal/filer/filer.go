@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 
 	"github.com/mfilter/mfilter/deliver"
@@ -61,15 +62,20 @@ func (f *Filer) warn(format string, args ...any) {
 
 // FileOne delivers exactly one message to every folder of its plan, or
 // (as far as the file system allows) to none: maildir, MH and directory
-// files become visible only after every write succeeded. An error means
-// the message must be retried later (exit 75).
+// files become visible only after every write succeeded, and mbox appends
+// are taken back. An error means the message must be retried later
+// (exit 75).
 func (f *Filer) FileOne(ctx context.Context, msg []byte) error {
-	plan, err := f.Router.Route(ctx, msg)
-	if err != nil {
-		return err
-	}
 	txn := f.Writer.Begin(ctx)
-	ds, err := f.deliverPlan(txn, plan, msg)
+	var ds []*deliver.Delivery
+	err := safely("filing the message", func() error {
+		plan, err := f.Router.Route(ctx, msg)
+		if err != nil {
+			return err
+		}
+		ds, err = f.deliverPlan(txn, plan, msg)
+		return err
+	})
 	if err != nil {
 		if aerr := txn.Abort(); aerr != nil {
 			f.warn("%v", aerr)
@@ -83,6 +89,18 @@ func (f *Filer) FileOne(ctx context.Context, msg []byte) error {
 	}
 	f.logDeliveries(msg, ds)
 	return nil
+}
+
+// safely runs fn and turns a panic (a bug in the code below, tripped by
+// some message) into an error: the message is then retried or rescued,
+// where a crash's exit status 2 would make the MTA bounce it.
+func safely(what string, fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("internal error while %s (a bug; please report it): %v\n%s", what, r, debug.Stack())
+		}
+	}()
+	return fn()
 }
 
 // deliverPlan writes msg to each folder of plan, as one group of the
@@ -221,7 +239,11 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 	}
 	var readErr error
 	for {
-		msg, err := src.Next()
+		var msg []byte
+		err := safely("reading the input", func() (err error) {
+			msg, err = src.Next()
+			return err
+		})
 		if err == io.EOF {
 			break
 		}
@@ -235,17 +257,25 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 			r.save(msg)
 			continue
 		}
-		plan, err := f.Router.Route(ctx, msg)
-		if err == nil {
-			var ds []*deliver.Delivery
-			ds, err = f.deliverPlan(txn, plan, msg)
-			if err == nil {
-				pending = append(pending, pendingMsg{msg, ds})
-				if len(pending) >= batch {
-					flush()
-				}
-				continue
+		sp := txn.Savepoint()
+		var ds []*deliver.Delivery
+		err = safely("filing a message", func() error {
+			plan, err := f.Router.Route(ctx, msg)
+			if err != nil {
+				return err
 			}
+			ds, err = f.deliverPlan(txn, plan, msg)
+			return err
+		})
+		if err == nil {
+			pending = append(pending, pendingMsg{msg, ds})
+			if len(pending) >= batch {
+				flush()
+			}
+			continue
+		}
+		if rerr := txn.RollbackTo(sp); rerr != nil { // after a panic
+			f.warn("%v", rerr)
 		}
 		fail(err)
 		r.save(msg)

@@ -309,3 +309,42 @@ func TestFileAllCommitFailure(t *testing.T) {
 		}
 	}
 }
+
+// TestPanicIsAnError: a bug that panics on some message (in the router,
+// the writer or the splitter) must not crash mfilter, whose exit status
+// 2 would make the MTA bounce the message: the message is retried (exit
+// 75) or rescued, and nothing of it stays in a folder.
+func TestPanicIsAnError(t *testing.T) {
+	base := t.TempDir()
+	md, box := folder(t, base, "md/"), folder(t, base, "box")
+	panicky := routeFunc(func(ctx context.Context, msg []byte) (Plan, error) {
+		if bytes.Contains(msg, []byte("boom")) {
+			var m map[string]int
+			m["x"]++ // nil map write: a runtime panic, like an index out of range
+		}
+		return Plan{Folders: []deliver.Folder{md, box}}, nil
+	})
+	fl, _ := newFiler(t, base, panicky)
+	err := fl.FileOne(context.Background(), []byte("Subject: boom\n\n"))
+	if err == nil || !strings.Contains(err.Error(), "internal error") {
+		t.Fatalf("FileOne = %v, want an internal error", err)
+	}
+	in := msgs{[]byte("From a@b  Tue Jan  2 03:04:05 2024\nSubject: ok1\n\n"), []byte("From a@b  Tue Jan  2 03:04:05 2024\nSubject: boom\n\n"), []byte("From a@b  Tue Jan  2 03:04:05 2024\nSubject: ok2\n\n")}
+	sum, err := fl.FileAll(context.Background(), &in)
+	if want := (Summary{Messages: 3, Delivered: 2, Rescued: 1}); sum != want || err == nil {
+		t.Errorf("FileAll = %+v, %v; want %+v", sum, err, want)
+	}
+	if c := countIn(tree(t, base), "Subject: boom"); c != 1 {
+		t.Errorf("the panicking message is in %d places, want only the rescue mbox", c)
+	}
+
+	// A splitter that panics stops the run like a read error.
+	sum, err = fl.FileAll(context.Background(), panicSource{})
+	if err == nil || !strings.Contains(err.Error(), "internal error") {
+		t.Errorf("FileAll(panicking source) = %+v, %v", sum, err)
+	}
+}
+
+type panicSource struct{}
+
+func (panicSource) Next() ([]byte, error) { panic("splitter bug") }
