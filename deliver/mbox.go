@@ -40,9 +40,29 @@ func MboxBytes(msg []byte, now func() []byte, berkeley, mboxrd bool) []byte {
 	if mboxrd {
 		data = escapeMboxrd(data)
 	} else {
+		if l.restbody >= l.body && l.restbody-l.body != bodyCount(data, l) {
+			// The Content-Length is wrong: its number did not fit the
+			// field (procmail fills it with 9s) or the field is empty.
+			// procmail still leaves that many body bytes unescaped, so a
+			// "From " line there splits the message for every reader,
+			// which must ignore the wrong length. mfilter escapes them.
+			l.restbody = max(l.body-1, 0)
+		}
 		data = escapeFrom(data, l)
 	}
 	return forceBlank(data)
+}
+
+// bodyCount is the body length that procmail writes into Content-Length:
+// the final newline of a message that ends in a blank line is the
+// separator and does not count.
+func bodyCount(data []byte, l layout) int {
+	n := len(data)
+	c := n - l.body
+	if n > 1 && data[n-2] == '\n' {
+		c--
+	}
+	return max(c, 0)
 }
 
 // escapeMboxrd adds '>' to every line after the first that matches

@@ -158,8 +158,12 @@ var goldenKinds = []struct {
 }
 
 // TestWriterGolden pins the bytes of every writer for every golden case.
-// The files were checked against procmail 3.22 (see procmail-behaviour.md;
-// mfilter adds a From_ line where the message has none, as formail does).
+// The files were checked against procmail 3.22 -m (procmail-behaviour.md).
+// The differences are deliberate: mfilter's mbox writer adds a From_ line
+// where the message has none (as formail does; leading-blank-lines,
+// no-from-line, no-header, empty), escapes past a NUL (nul-bytes), and
+// escapes the body where the Content-Length is wrong (cl-overflow,
+// cl-empty), so that every written message reads back as one.
 func TestWriterGolden(t *testing.T) {
 	for _, c := range goldenCases {
 		for _, k := range goldenKinds {

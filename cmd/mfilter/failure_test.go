@@ -523,3 +523,25 @@ func TestOddInput(t *testing.T) {
 		})
 	}
 }
+
+// TestTruncatedSenderField: a message without a From_ line whose sender
+// field is a truncated "<address," must be filed into an mbox (which
+// needs a generated From_ line) in both modes. This failed with a crash
+// (exit 2: the MTA bounces the mail) from deliver/sender.go skipWords;
+// the filer now turns that crash into exit 75, which still is no delivery.
+func TestTruncatedSenderField(t *testing.T) {
+	msg := []byte("From: Someone <someone@example.com,\nSubject: truncated\n\nbody\n")
+	for _, args := range [][]string{{"deliver", "--default", "box"}, {"--default", "box"}} {
+		t.Run(args[0], func(t *testing.T) {
+			base := t.TempDir()
+			code, stderr := e2eRun{args: append(args, "--maildir", base), stdin: msg, home: base}.run(t)
+			if code != 0 {
+				t.Fatalf("exit %d, want 0: %.300s", code, stderr)
+			}
+			b, _ := os.ReadFile(filepath.Join(base, "box"))
+			if m := e2eSplit(t, b); len(m) != 1 || !bytes.Contains(m[0], []byte("Subject: truncated\n")) {
+				t.Errorf("mbox holds %q", b)
+			}
+		})
+	}
+}
