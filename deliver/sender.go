@@ -29,7 +29,8 @@ func GeneratedFromLine(msg []byte, t time.Time) []byte {
 // Return-Receipt-To, Path, Resent-Sender, Resent-From, Resent-Reply-To,
 // Sender, From and Reply-To, reduced to a bare address; bare user names,
 // .UUCP, dotless domains and bang paths rank lower; an empty Return-Path
-// gives "<>"; with nothing usable it is UnknownSender.
+// gives "<>"; with nothing usable it is UnknownSender. Unlike formail,
+// the CR of a CRLF line end never becomes part of the address.
 func EnvelopeSender(msg []byte) string {
 	var (
 		best   string
@@ -49,7 +50,9 @@ func EnvelopeSender(msg []byte) string {
 			continue
 		}
 		weight := idx
-		val := bytes.Clone(f.value)
+		// A CR of a CRLF line end is not part of the address (formail
+		// keeps it, writing it into the middle of the From_ line).
+		val := bytes.TrimSuffix(bytes.ReplaceAll(f.value, []byte("\r\n"), []byte("\n")), []byte("\r"))
 		if idx == top {
 			val, weight = fromLineAddress(val, weight)
 		}

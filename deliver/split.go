@@ -130,7 +130,8 @@ func (s *Splitter) Next() ([]byte, error) {
 			lr.unread(line)
 			break
 		}
-		if clValue == nil && n == len("content-length:") && bytes.EqualFold(line[:n], []byte("content-length:")) {
+		// formail ignores blanks before the colon (cleanheader).
+		if clValue == nil && bytes.EqualFold(bytes.TrimRight(line[:n-1], " \t"), []byte("content-length")) {
 			clValue = bytes.Clone(line[n:])
 		}
 		msg = append(msg, line...)
@@ -192,6 +193,13 @@ func (s *Splitter) Next() ([]byte, error) {
 	if !endsBlank(msg, lr) {
 		msg = append(msg, eol...)
 	}
+	if lr.delim == '\r' {
+		// Every format and edit downstream (procmail's too) knows only
+		// LF: a CR-only message would be one long line to them, and a
+		// maildir would keep nothing of it once the From_ line is cut.
+		msg = bytes.ReplaceAll(msg, []byte{'\r'}, []byte{'\n'})
+		eol = []byte{'\n'}
+	}
 	if !hasFrom {
 		gen := GeneratedFromLine(msg, s.opts.Now())
 		if len(eol) == 2 {
@@ -221,12 +229,9 @@ func (s *Splitter) isSeparator(line []byte, prevBlank bool) bool {
 	if len(rest) == 0 || rest[0] == '\n' || rest[0] == '\r' {
 		return false
 	}
-	next, err := s.lr.peekLine()
+	next, err := s.lr.peekPastQuoted()
 	if err != nil {
 		return false
-	}
-	if bytes.HasPrefix(next, []byte(">From ")) {
-		return true
 	}
 	n := fieldNameLen(next)
 	return n > 0 && !(n == 5 && bytes.HasPrefix(next, []byte("From ")))
@@ -248,13 +253,17 @@ func formailPostmark(line []byte) bool {
 	return len(p) > 0 && p[0] != '\n'
 }
 
-// parseContentLength reads a Content-Length value like strtol: leading
-// blanks, optional sign, digits. It returns -1 when there is none.
+// parseContentLength reads a Content-Length value like formail's strtol:
+// leading white space, an optional sign, digits. It returns -1 when there
+// is no positive number.
 func parseContentLength(v []byte) int64 {
 	if v == nil {
 		return -1
 	}
-	v = bytes.TrimLeft(v, " \t")
+	v = bytes.TrimLeft(v, " \t\n\v\f\r")
+	if len(v) > 0 && v[0] == '+' {
+		v = v[1:]
+	}
 	end := 0
 	for end < len(v) && v[end] >= '0' && v[end] <= '9' {
 		end++
@@ -276,7 +285,7 @@ type lineReader struct {
 	pos   int64  // input offset of the next byte to be read
 	delim byte   // '\n', or '\r' for a bare-CR mailbox
 	buf   []byte // the line returned by readLine
-	peek  []byte // the line returned by peekLine
+	peek  []byte // scratch buffer for look-ahead
 }
 
 func newLineReader(r io.Reader) *lineReader {
@@ -372,19 +381,29 @@ func (lr *lineReader) peekByte() byte {
 	return b[0]
 }
 
-// peekLine returns the next line without consuming it; the slice is valid
-// until the next peekLine, and readLine's slice stays intact.
-func (lr *lineReader) peekLine() ([]byte, error) {
-	saved := lr.buf
+// peekPastQuoted returns, without consuming anything, the first line
+// after the lines that start with '>': formail reads those as part of
+// a From_ line (">From" continuations) and checks the line after them.
+func (lr *lineReader) peekPastQuoted() ([]byte, error) {
+	saved := lr.buf // the caller's line must stay intact
 	lr.buf = lr.peek
-	line, err := lr.readLine()
-	lr.peek = lr.buf
-	lr.buf = saved
-	if err != nil {
-		return nil, err
+	var seen []byte
+	defer func() {
+		lr.peek, lr.buf = lr.buf, saved
+		lr.unread(seen)
+	}()
+	for {
+		line, err := lr.readLine()
+		if err != nil {
+			return nil, err
+		}
+		if len(line) == 0 || line[0] != '>' {
+			next := bytes.Clone(line)
+			seen = append(seen, line...)
+			return next, nil
+		}
+		seen = append(seen, line...)
 	}
-	lr.unread(line)
-	return line, nil
 }
 
 // unread pushes b back in front of the input.
