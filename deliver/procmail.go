@@ -64,9 +64,10 @@ func prepare(raw []byte, berkeley bool) ([]byte, layout) {
 	if cntlen < 0 {
 		cntlen = 0
 	}
-	// Fill the field with 9s (up to 25 digits, then spaces), then put
-	// the real number in if it fits, right-aligned.
-	const maxPlaces = 25
+	// Fill the field with 9s (up to 26 digits, then spaces), then put
+	// the real number in if it fits, right-aligned. 26 is the size of
+	// procmail's number buffer for a long (sizeNUM = 27) less its NUL.
+	const maxPlaces = 26
 	places, actual := 0, 0
 	end := off
 	for end < n && data[end] != '\n' && data[end] != 0 {

@@ -167,7 +167,10 @@ func fromLineAddress(val []byte, weight int) ([]byte, int) {
 // skipwords does: the first word, unless a <machine address> follows.
 // ok is false when the value holds no word at all.
 func firstAddress(val []byte) (string, bool) {
-	buf := append(bytes.Clone(val), 0) // NUL-terminated, as in C
+	// NUL-terminated as in C, plus room for the two bytes skipWords adds
+	// when it wraps an address with an embedded ',' in <> (formail
+	// writes them past its buffer).
+	buf := append(bytes.Clone(val), 0, 0, 0)
 	p := skipSpace(buf, 0)
 	for buf[p] == '\n' {
 		p = skipSpace(buf, p+1)
