@@ -57,4 +57,9 @@ elif [ "$(id -u)" -eq 0 ] && command -v mkfs.ext4 >/dev/null; then
   fi
 fi
 
-"$tmp/mbench" "$scenario" -mfilter "$tmp/mfilter" -corpus testdata/corpus/messages ${work[@]+"${work[@]}"} "$@"
+status=0
+"$tmp/mbench" "$scenario" -mfilter "$tmp/mfilter" -corpus testdata/corpus/messages ${work[@]+"${work[@]}"} "$@" || status=$?
+if [ "$status" -ne 0 ] && [ -n "$mnt" ]; then
+  echo "bench/run.sh: the folders were on a temporary file system, now removed; run again with -keep to look at them" >&2
+fi
+exit "$status"
