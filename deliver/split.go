@@ -16,6 +16,11 @@ type SplitOptions struct {
 	Now func() time.Time
 	// Berkeley ignores Content-Length (formail -Y).
 	Berkeley bool
+	// Mboxrd reads an mboxrd file, such as mfilter --mboxrd writes: one
+	// '>' is taken off every line after the From_ line that matches
+	// ^>+From , and a "From " line that does not start a message is left
+	// as it is rather than escaped.
+	Mboxrd bool
 	// MaxContentLength is the largest Content-Length trusted to skip over
 	// a body unseen; larger values are ignored. Default 1 GiB.
 	MaxContentLength int64
@@ -28,20 +33,31 @@ type SplitOptions struct {
 // "From " but do not start a message escaped as ">From ", and ending in a
 // blank line.
 //
-// Where formail splits wrongly, Splitter does not (each case has a test):
+// Where formail is wrong, Splitter deliberately differs; each case is a
+// subtest of TestSplitDeviations, which runs the real formail to show
+// what it does:
 //   - a From_ line is a separator when the next line is any header field,
 //     not only one of the names formail knows ("Recieved:" is real);
 //   - a one-word postmark ("From 1844347792267117879@xxx", Gmail Takeout)
 //     or "From -" separates messages when a header follows;
-//   - CRLF blank lines ("\r\n") separate messages in CRLF mailboxes;
+//   - CRLF: "\r\n" is a blank line (it ends a header and separates
+//     messages), the lines Splitter adds end in CRLF too, and the CR is
+//     not part of a generated From_ line's address;
 //   - a From_ line with a full ctime date and a header after it separates
 //     even without a blank line before it, which is how procmail writes a
 //     message that lacks its final newline;
 //   - a Content-Length is honoured only when it ends where the next
-//     message (or the input) begins; a wrong one is ignored instead of
-//     swallowing the following messages;
-//   - input with bare CR line ends (classic Mac OS) is split at CRs;
-//   - a UTF-8 byte order mark before the first From_ line is dropped.
+//     message (or the input) begins, give or take blank lines; a wrong
+//     one is ignored instead of swallowing or merging messages, and a
+//     right one separates even without a blank line (Netscape);
+//   - input with bare CR line ends (classic Mac OS) is split at CRs and
+//     handed out with LF line ends;
+//   - a UTF-8 byte order mark before the first From_ line is dropped;
+//   - header fields are never changed: formail deletes blanks before a
+//     field's colon.
+//
+// TestSplitterAgreesWithFormail and the corpus differential in
+// cmd/mfilter check that it agrees with formail everywhere else.
 type Splitter struct {
 	lr    *lineReader
 	opts  SplitOptions
@@ -173,7 +189,7 @@ func (s *Splitter) Next() ([]byte, error) {
 				lr.unread(line)
 				break
 			}
-			if !prevBlank || !formailPostmark(line) {
+			if !s.opts.Mboxrd && (!prevBlank || !formailPostmark(line)) {
 				msg = append(msg, '>')
 			}
 		}
@@ -200,6 +216,13 @@ func (s *Splitter) Next() ([]byte, error) {
 		msg = bytes.ReplaceAll(msg, []byte{'\r'}, []byte{'\n'})
 		eol = []byte{'\n'}
 	}
+	if s.opts.Mboxrd {
+		skip := 0
+		if hasFrom {
+			skip = bytes.IndexByte(msg, '\n') + 1
+		}
+		msg = append(msg[:skip:skip], unescapeMboxrd(msg[skip:])...)
+	}
 	if !hasFrom {
 		gen := GeneratedFromLine(msg, s.opts.Now())
 		if len(eol) == 2 {
@@ -208,6 +231,23 @@ func (s *Splitter) Next() ([]byte, error) {
 		msg = append(gen, msg...)
 	}
 	return msg, nil
+}
+
+// unescapeMboxrd takes one '>' off every line of b matching ^>+From .
+func unescapeMboxrd(b []byte) []byte {
+	out := make([]byte, 0, len(b))
+	for len(b) > 0 {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line = b[:i+1]
+		}
+		b = b[len(line):]
+		if q := bytes.TrimLeft(line, ">"); len(q) < len(line) && bytes.HasPrefix(q, []byte("From ")) {
+			line = line[1:]
+		}
+		out = append(out, line...)
+	}
+	return out
 }
 
 // endsBlank reports whether msg's last line is an empty line.
