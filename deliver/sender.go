@@ -40,8 +40,13 @@ func EnvelopeSender(msg []byte) string {
 	const top = 10 // index of the From_ entry
 	for i, f := range headerFieldsOf(msg) {
 		idx := -1
+		fname := f.name
+		if n := len(fname); n > 1 && fname[n-1] == ':' {
+			// formail deletes blanks before the colon (cleanheader).
+			fname = append(bytes.Clone(bytes.TrimRight(fname[:n-1], " \t")), ':')
+		}
 		for k, name := range senderFields {
-			if len(f.name) == len(name) && bytes.EqualFold(f.name, []byte(name)) {
+			if len(fname) == len(name) && bytes.EqualFold(fname, []byte(name)) {
 				idx = k
 				break
 			}
