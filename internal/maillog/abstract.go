@@ -78,12 +78,11 @@ func Abstract(msg []byte, folder string, size int) []byte {
 }
 
 // headerEnd is the offset of the blank line ending the header, or -1.
+// Like procmail, it looks for it after any leading blank lines.
 func headerEnd(msg []byte) int {
-	if bytes.HasPrefix(msg, []byte("\n")) {
-		return 0
-	}
-	if i := bytes.Index(msg, []byte("\n\n")); i >= 0 {
-		return i + 1
+	start := len(msg) - len(bytes.TrimLeft(msg, "\n"))
+	if i := bytes.Index(msg[start:], []byte("\n\n")); i >= 0 {
+		return start + i + 1
 	}
 	return -1
 }
