@@ -126,10 +126,11 @@ func writeRC(t testing.TB, dir, maildir, def, logfile string) string {
 
 // formailSplit runs formail -s on input and returns what formail hands
 // to each child: the messages procmail would receive.
-func formailSplit(t testing.TB, input []byte) [][]byte {
+func formailSplit(t testing.TB, input []byte, opts ...string) [][]byte {
 	t.Helper()
 	dir := t.TempDir()
-	_, err := runTool(dir, input, nil, tool(t, "formail"), "-s", "sh", "-c", `cat > "$0/$FILENO"`, dir)
+	args := append(append([]string(nil), opts...), "-s", "sh", "-c", `cat > "$0/$FILENO"`, dir)
+	_, err := runTool(dir, input, nil, tool(t, "formail"), args...)
 	if err != nil {
 		t.Fatalf("formail -s: %v", err)
 	}

@@ -54,9 +54,9 @@ type splitMsg struct {
 // are compared without their date anyway.
 func splitterNow() time.Time { return time.Date(2001, 9, 9, 1, 46, 40, 0, time.UTC) }
 
-func splitterSplit(t testing.TB, input []byte) []splitMsg {
+func splitterSplit(t testing.TB, input []byte, berkeley bool) []splitMsg {
 	t.Helper()
-	s := deliver.NewSplitter(bytes.NewReader(input), deliver.SplitOptions{Now: splitterNow})
+	s := deliver.NewSplitter(bytes.NewReader(input), deliver.SplitOptions{Now: splitterNow, Berkeley: berkeley})
 	var out []splitMsg
 	for {
 		m, err := s.Next()
@@ -248,7 +248,7 @@ type splitComparison struct {
 // for the documented deviations as described at the top of this file.
 func compareSplit(t *testing.T, name string, input []byte) splitComparison {
 	t.Helper()
-	S := splitterSplit(t, input)
+	S := splitterSplit(t, input, false)
 	res := splitComparison{splitter: S, deviations: map[string]int{}}
 	dev := func(d string) { res.deviations[d]++ }
 	var tEdits []edit                // edits to the input
@@ -467,7 +467,12 @@ func TestSplitterMatchesFormail(t *testing.T) {
 // it, had formail split as the Splitter does.
 func TestSplitDifferential(t *testing.T) {
 	mboxes := corpusMboxes(t)
-	for _, k := range []folderKind{{"mbox", "mbox", ""}, {"maildir", "md/", ""}, {"mh", "mh/.", ""}} {
+	for _, k := range []folderKind{
+		{name: "mbox", folder: "mbox"},
+		{name: "mbox-Y", folder: "mbox", berkeley: true},
+		{name: "maildir", folder: "md/"},
+		{name: "mh", folder: "mh/."},
+	} {
 		t.Run(k.name, func(t *testing.T) {
 			t.Parallel()
 			splitDifferential(t, mboxes, k)
@@ -496,13 +501,19 @@ func splitDifferential(t *testing.T, mboxes []corpusFile, k folderKind) {
 	}
 	var runs []fed
 	direct, perMessage := 0, 0
+	var yArg, mfArgs []string
+	if k.berkeley {
+		yArg = []string{"-Y"}
+	}
+	mfArgs = append(append(mfArgs, yArg...), "--maildir", mfDir, "--default", k.folder, "--log", mfLogPath)
+	pmArgs := append(append([]string(nil), yArg...), "-m", rc)
 	for _, f := range mboxes {
-		S := splitterSplit(t, f.data)
+		S := splitterSplit(t, f.data, k.berkeley)
 		var mf [][]byte
 		for _, m := range S {
 			mf = append(mf, m.data)
 		}
-		F := formailSplit(t, f.data)
+		F := formailSplit(t, f.data, yArg...)
 		same := len(F) == len(S)
 		for i := 0; same && i < len(F); i++ {
 			same = sameButDate(F[i], S[i].data)
@@ -510,20 +521,20 @@ func splitDifferential(t *testing.T, mboxes []corpusFile, k folderKind) {
 		if same {
 			// No deviation: the real pipeline, formail -s procmail.
 			direct++
-			if _, err := runTool(pmDir, f.data, nil, formail, "-s", procmail, "-m", rc); err != nil {
+			if _, err := runTool(pmDir, f.data, nil, formail, append(append(append([]string(nil), yArg...), "-s", procmail), pmArgs...)...); err != nil {
 				t.Fatalf("%s: %v", f.name, err)
 			}
 			runs = append(runs, fed{f.name, F, mf})
 		} else {
 			perMessage++
 			for _, m := range mf {
-				if _, err := runTool(pmDir, m, nil, procmail, "-m", rc); err != nil {
+				if _, err := runTool(pmDir, m, nil, procmail, pmArgs...); err != nil {
 					t.Fatalf("%s: %v", f.name, err)
 				}
 			}
 			runs = append(runs, fed{f.name, mf, mf})
 		}
-		if _, err := runTool(mfDir, f.data, nil, mfilterBin, "--maildir", mfDir, "--default", k.folder, "--log", mfLogPath); err != nil {
+		if _, err := runTool(mfDir, f.data, nil, mfilterBin, mfArgs...); err != nil {
 			t.Fatalf("%s: mfilter: %v", f.name, err)
 		}
 	}
@@ -558,8 +569,8 @@ func splitDifferential(t *testing.T, mboxes []corpusFile, k folderKind) {
 	}
 	compareLogs(t, pmLog, mfLog, cases)
 	checkMailstat(t, pmLog, mfLog, n, mfTotal)
-	t.Logf("%d mboxes, %d messages into %s: %d through formail -s procmail, %d with documented deviations through procmail -m message by message; all identical",
-		len(mboxes), n, k.folder, direct, perMessage)
+	t.Logf("%d mboxes, %d messages into %s (%s): %d compared with formail -s procmail, %d (with documented deviations) with procmail -m message by message",
+		len(mboxes), n, k.folder, k.name, direct, perMessage)
 }
 
 // loggedDeliveries reads what each logged delivery wrote, in log order:
