@@ -111,12 +111,14 @@ func TestSplitterAgreesWithFormail(t *testing.T) {
 		{">From continuation after the From_ line", pm1 + ">From relay@example.com Sun Dec 31 00:00:00 2023\nSubject: s\n\nb\n"},
 		{">quoted lines after a postmark, then a header: a split", pm1 + "Subject: s\n\ntext\n\n" + pm2 + ">quoted\nSubject: t\n\nb\n"},
 		{">quoted lines after a postmark, then no header: no split", pm1 + "Subject: s\n\ntext\n\n" + pm2 + ">quoted\n\nb\n"},
+		{"two postmarks in a row", pm1 + "Subject: s\n\ntext\n\nFrom a b\nFrom c d\nSubject: x\n"},
+		{"From line right after a header", pm1 + "Subject: s\n" + "From a b\nSubject: t\n\nb\n"},
+		{"From line right after a header, no header after it", pm1 + "Subject: s\n" + "From a b\n\nb\n"},
 		{"message ending without newline", pm1 + "Subject: s\n\nlast"},
 		{"message ending in one newline", pm1 + "Subject: s\n\nlast\n"},
 		{"message ending in blank lines", pm1 + "Subject: s\n\nlast\n\n\n\n"},
 		{"header only", pm1 + "Subject: s\n"},
 		{"continuation lines", pm1 + "Subject: a\n  b\n\tc\nX: y\n\nbody\n"},
-		{"From field with blanks is a header field", pm1 + "From x y : z\n\nb\n"},
 		{"valid Content-Length keeps From lines", pm1 + "Content-Length: 20\n\nFrom inside\nsecond\n\n" + pm2 + "Subject: s\n\nb\n"},
 		{"Content-Length without the final newline", pm1 + "Content-Length: 19\n\nFrom inside\nsecond\n\n" + pm2 + "Subject: s\n\nb\n"},
 		{"Content-Length of the last message", pm1 + "X: 1\n\n" + pm2 + "Content-Length: 12\n\nFrom inside\n"},
@@ -216,6 +218,28 @@ func TestSplitDeviations(t *testing.T) {
 				"From a@b Mon Jan  1 00:00:00 2001\nSubject: 1\n\nno final newline\n\n",
 				"From c@d Tue Jan  2 00:00:00 2001\nSubject: 2\n\nbody\n\n",
 			},
+		},
+		{
+			// The same for a header-only message written without its
+			// final newline.
+			name:    "ctime From_ line right after a header",
+			input:   "From a@b Mon Jan  1 00:00:00 2001\nSubject: 1\nFrom c@d Tue Jan  2 00:00:00 2001\nSubject: 2\n\nbody\n",
+			formail: count(1, "\n\n>From c@d Tue Jan  2"),
+			want: []string{
+				"From a@b Mon Jan  1 00:00:00 2001\nSubject: 1\n\n",
+				"From c@d Tue Jan  2 00:00:00 2001\nSubject: 2\n\nbody\n\n",
+			},
+		},
+		{
+			// When a From line ends a header, formail decides whether to
+			// escape it with a stale pointer into freed memory (the
+			// previous field's text): here it leaves it alone, after
+			// "Subject: s" it escapes it. The Splitter always escapes a
+			// From line that is not a separator.
+			name:    "From line ending a header",
+			input:   "From a@b Mon Jan  1 00:00:00 2001\nFrom x y : z\n\nb\n",
+			formail: count(1, "\n\nFrom x y : z\n"),
+			want:    []string{"From a@b Mon Jan  1 00:00:00 2001\n\n>From x y : z\n\nb\n\n"},
 		},
 		{
 			// formail trusts any Content-Length: one that is too large
