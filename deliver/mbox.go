@@ -29,7 +29,10 @@ func idOf(st os.FileInfo) (fileID, bool) {
 // (kept, or generated as formail does when msg has none), the message with
 // procmail's Content-Length rewrite and ">From " escaping, and the
 // trailing newline rule. With mboxrd, every line (after the first) that
-// matches ^>*From gets one more '>'.
+// matches ^>*From gets one more '>', and a message without a final
+// newline gets one before the blank line, so that reading it back
+// (SplitOptions.Mboxrd) gives the message with only that newline and the
+// blank line added.
 func MboxBytes(msg []byte, now func() []byte, berkeley, mboxrd bool) []byte {
 	if !HasFromLine(msg) {
 		gen := now()
@@ -39,6 +42,12 @@ func MboxBytes(msg []byte, now func() []byte, berkeley, mboxrd bool) []byte {
 	data, l := prepare(msg, berkeley)
 	if mboxrd {
 		data = escapeMboxrd(data)
+		// mboxrd is mfilter's own format, not procmail's: every message
+		// ends in a newline and a blank line, so that the next From_
+		// line always follows a blank line and a reader can split at it.
+		if len(data) > 0 && data[len(data)-1] != '\n' {
+			data = append(data, '\n')
+		}
 	} else {
 		if l.restbody >= l.body && l.restbody-l.body != bodyCount(data, l) {
 			// The Content-Length is wrong: its number did not fit the
