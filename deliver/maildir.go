@@ -10,11 +10,12 @@ import (
 	"syscall"
 )
 
-// MaildirName returns a fresh maildir base name for a message of size
-// bytes: seconds, microseconds, pid, a per-process counter, 64 random
-// bits and the host, so names cannot collide across processes or hosts
-// even with a clock step, plus the ",S=" size that IMAP servers read.
-func (w *Writer) MaildirName(size int) string {
+// MaildirName returns a fresh maildir base name: seconds, microseconds,
+// pid, a per-process counter, 64 random bits and the host, so names cannot
+// collide across processes or hosts even with a clock step. There is no
+// ",S=<size>" part: procmail's mailstat folds "new/<name>" into its folder
+// only when the name has none of its '=' (nor does procmail write one).
+func (w *Writer) MaildirName() string {
 	now := w.opts.Now()
 	n := w.counter.Add(1)
 	return strconv.FormatInt(now.Unix(), 10) +
@@ -22,7 +23,7 @@ func (w *Writer) MaildirName(size int) string {
 		"P" + strconv.Itoa(w.pid) +
 		"Q" + strconv.FormatUint(n, 10) +
 		"R" + randomHex(8) +
-		"." + w.host + ",S=" + strconv.Itoa(size)
+		"." + w.host
 }
 
 // ensureMaildir creates dir/{tmp,new,cur} (mode 0700) when missing. What
@@ -70,7 +71,7 @@ func (w *Writer) writeMaildir(d *Delivery, msg []byte) error {
 	dir := d.Folder.Path
 	data, _ := prepare(msg, w.opts.Berkeley)
 	data = skipFromLine(data)
-	name := w.MaildirName(len(data))
+	name := w.MaildirName()
 	tmp := filepath.Join(dir, "tmp", name)
 	var f file
 	for attempt := 0; ; attempt++ {
@@ -107,7 +108,7 @@ func (w *Writer) linkMaildir(d *Delivery) error {
 			return nil
 		}
 		if errors.Is(err, fs.ErrExist) && attempt < 5 {
-			d.Path = filepath.Join(d.Folder.Path, "new", w.MaildirName(d.Size))
+			d.Path = filepath.Join(d.Folder.Path, "new", w.MaildirName())
 			continue
 		}
 		return err

@@ -209,7 +209,11 @@ func TestWriterGolden(t *testing.T) {
 	}
 }
 
-var maildirNameRE = regexp.MustCompile(`^[0-9]+\.M[0-9]+P[0-9]+Q[0-9]+R[0-9a-f]{16}\.host\\057x\\072y,S=[0-9]+$`)
+var maildirNameRE = regexp.MustCompile(`^[0-9]+\.M[0-9]+P[0-9]+Q[0-9]+R[0-9a-f]{16}\.host\\057x\\072y$`)
+
+// mailstatNameRE is what procmail's mailstat folds into "folder/": a
+// maildir name outside it makes every delivery a folder of its own.
+var mailstatNameRE = regexp.MustCompile(`^[-[:alnum:]_][-[:alnum:]_.,+:%@]*$`)
 
 // TestWriterNamesAndModes checks file names, modes and directory creation
 // for every folder kind, starting from nothing.
@@ -253,6 +257,10 @@ func TestWriterNamesAndModes(t *testing.T) {
 		if !maildirNameRE.MatchString(n) {
 			t.Errorf("maildir name %q does not match %s", n, maildirNameRE)
 		}
+	}
+	w2 := NewWriter(testOptions()) // a host name without '/' or ':'
+	if n := w2.MaildirName(); !mailstatNameRE.MatchString(n) {
+		t.Errorf("maildir name %q is not one mailstat folds (%s)", n, mailstatNameRE)
 	}
 	if got := listDir(t, filepath.Join(dir, "mh/sub")); !slices.Equal(got, []string{"1", "2", "3"}) {
 		t.Errorf("MH folder holds %v, want 1 2 3", got)
