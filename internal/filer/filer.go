@@ -287,7 +287,9 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		fail(fmt.Errorf("rescue: %w", r.err))
 	}
 	if readErr != nil {
-		fail(readErr)
+		// The messages after a read error were never read: say so even
+		// when others failed too.
+		firstEr = errors.Join(firstEr, readErr)
 	}
 	if sum.Rescued+sum.Lost > 0 {
 		return sum, &RescueError{Path: f.Rescue, Summary: sum, Cause: firstEr}
