@@ -10,11 +10,9 @@ package deliver
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 )
 
 // Kind is the storage format of a folder.
@@ -91,12 +89,13 @@ func ParseFolder(base, spec string) (Folder, error) {
 	if f.Kind == Maildir || f.Kind == MH {
 		f.Name = trimmedName(spec, f.Kind)
 	}
+	// Any other stat failure (EACCES on the way there, EIO) leaves it an
+	// mbox: it is no mistake in the name, and delivering will fail with
+	// the real error as a temporary failure (exit 75) rather than a
+	// configuration error whose exit status makes MTAs bounce the mail.
 	if f.Kind == Mbox {
-		st, err := os.Stat(f.Path)
-		if err == nil && st.IsDir() {
+		if st, err := os.Stat(f.Path); err == nil && st.IsDir() {
 			f.Kind = Dir
-		} else if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
-			return Folder{}, fmt.Errorf("folder %s: %w", f.Path, err)
 		}
 	}
 	return f, nil

@@ -220,6 +220,10 @@ func TestFailureUnwritable(t *testing.T) {
 		{"mbox-missing-parent", "sub/box", nil},
 		{"mh", "mh/.", func(t *testing.T, base string) { os.Mkdir(filepath.Join(base, "mh"), 0o755) }},
 		{"dir", "plain", func(t *testing.T, base string) { os.Mkdir(filepath.Join(base, "plain"), 0o755) }},
+		// A folder that cannot even be looked at is no configuration
+		// error (78 makes MTAs bounce), just a failed delivery.
+		{"unsearchable-mbox", "priv/box", func(t *testing.T, base string) { os.Mkdir(filepath.Join(base, "priv"), 0o700) }},
+		{"unsearchable-maildir", "priv/md/", func(t *testing.T, base string) { os.Mkdir(filepath.Join(base, "priv"), 0o700) }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
