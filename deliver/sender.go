@@ -2,6 +2,7 @@ package deliver
 
 import (
 	"bytes"
+	"strings"
 	"time"
 )
 
@@ -30,7 +31,8 @@ func GeneratedFromLine(msg []byte, t time.Time) []byte {
 // Sender, From and Reply-To, reduced to a bare address; bare user names,
 // .UUCP, dotless domains and bang paths rank lower; an empty Return-Path
 // gives "<>"; with nothing usable it is UnknownSender. Unlike formail,
-// the CR of a CRLF line end never becomes part of the address.
+// the address never holds a line break: the CR of a CRLF line end is
+// dropped, and a folded quoted string is unfolded.
 func EnvelopeSender(msg []byte) string {
 	var (
 		best   string
@@ -89,7 +91,9 @@ func EnvelopeSender(msg []byte) string {
 	if !have {
 		return UnknownSender
 	}
-	return best
+	// A quoted string or domain literal may be folded; formail keeps
+	// the line break, which breaks the From_ line in two. Unfold it.
+	return strings.ReplaceAll(best, "\n", "")
 }
 
 func containsAny(s, chars string) bool {

@@ -42,7 +42,8 @@ type SplitOptions struct {
 //     or "From -" separates messages when a header follows;
 //   - CRLF: "\r\n" is a blank line (it ends a header and separates
 //     messages), the lines Splitter adds end in CRLF too, and the CR is
-//     not part of a generated From_ line's address;
+//     not part of a generated From_ line's address (nor is a line break
+//     inside a folded address: see EnvelopeSender);
 //   - a From_ line with a full ctime date and a header after it separates
 //     even without a blank line before it, which is how procmail writes a
 //     message that lacks its final newline;

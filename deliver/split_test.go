@@ -404,3 +404,43 @@ func TestSplitMboxrd(t *testing.T) {
 		t.Errorf("the writer did not write mboxrd: %q", mbox)
 	}
 }
+
+// FuzzSplitter: for any input the Splitter hands out messages that start
+// with a From_ line and end in a blank line, from input ranges that follow
+// each other without gaps or overlaps and end at the end of the input.
+func FuzzSplitter(f *testing.F) {
+	for _, s := range corpusSeeds(f) {
+		f.Add(s, false, false)
+	}
+	f.Add([]byte("From a b\r\nX: 1\r\n\r\nb\r\n\r\nFrom c d\r\nY: 2\r\n\r\n"), false, false)
+	f.Add([]byte("From a b\rX: 1\r\rb\r\rFrom c d\rY: 2\r\r"), false, false)
+	f.Add([]byte("\xef\xbb\xbfFrom a b\n>From c\n>>From d\nContent-Length: 3\n\nabc\nFrom e f\nZ: 1\n"), true, true)
+	f.Fuzz(func(t *testing.T, in []byte, berkeley, mboxrd bool) {
+		s := NewSplitter(bytes.NewReader(in), SplitOptions{Berkeley: berkeley, Mboxrd: mboxrd, Now: func() time.Time { return splitNow }})
+		var prevEnd int64 = -1
+		for {
+			m, err := s.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, b := s.Offsets()
+			if a > b || (prevEnd >= 0 && a != prevEnd) {
+				t.Fatalf("range [%d,%d) after one ending at %d", a, b, prevEnd)
+			}
+			prevEnd = b
+			if !bytes.HasPrefix(m, []byte("From ")) {
+				t.Fatalf("message does not start with a From_ line: %.60q", m)
+			}
+			// The last line is empty: "\n" or, in CRLF text, "\r\n".
+			if !bytes.HasSuffix(m, []byte("\n\n")) && !bytes.HasSuffix(m, []byte("\n\r\n")) {
+				t.Fatalf("message does not end in a blank line: %q", m[max(0, len(m)-20):])
+			}
+		}
+		if prevEnd >= 0 && prevEnd != int64(len(in)) {
+			t.Fatalf("the last message ends at %d of %d bytes", prevEnd, len(in))
+		}
+	})
+}
