@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -33,6 +35,10 @@ type e2eRun struct {
 	home   string // HOME and XDG_CONFIG_HOME, so no real rules file is read
 	nobody bool   // run as uid/gid 65534
 	fsize  uint64 // RLIMIT_FSIZE in bytes for the child; 0 = unlimited
+	limit  time.Duration
+	// stdinFile, when set, is the child's stdin instead of stdin bytes
+	// (a file, as a shell's < gives it).
+	stdinFile *os.File
 }
 
 // run executes r and returns the exit code and stderr. A panic or a
@@ -40,16 +46,28 @@ type e2eRun struct {
 // an exit code.
 func (r e2eRun) run(t *testing.T) (int, string) {
 	t.Helper()
-	cmd := exec.Command(mfilterBin, r.args...)
+	limit := r.limit
+	if limit == 0 {
+		limit = 2 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, mfilterBin, r.args...)
 	cmd.Env = append(os.Environ(), "HOME="+r.home, "XDG_CONFIG_HOME="+filepath.Join(r.home, ".config"))
 	if r.nobody {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobodyUID, Gid: nobodyUID}}
 	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
+	var stdin io.WriteCloser
+	if r.stdinFile != nil {
+		cmd.Stdin = r.stdinFile
+		stdin = nopWriteCloser{}
+	} else {
+		var err error
+		if stdin, err = cmd.StdinPipe(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -68,7 +86,10 @@ func (r e2eRun) run(t *testing.T) (int, string) {
 		stdin.Write(r.stdin)
 		stdin.Close()
 	}()
-	err = cmd.Wait()
+	err := cmd.Wait()
+	if ctx.Err() != nil {
+		t.Fatalf("mfilter %v did not end within %v", r.args, limit)
+	}
 	code := 0
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
@@ -84,6 +105,11 @@ func (r e2eRun) run(t *testing.T) (int, string) {
 	}
 	return code, stderr.String()
 }
+
+type nopWriteCloser struct{}
+
+func (nopWriteCloser) Write(p []byte) (int, error) { return len(p), nil }
+func (nopWriteCloser) Close() error                { return nil }
 
 // e2eDir is a directory that user nobody can reach (t.TempDir is 0700):
 // owned by root, mode 0755, so nobody can read but not write it.
@@ -545,6 +571,56 @@ func TestTruncatedSenderField(t *testing.T) {
 			b, _ := os.ReadFile(filepath.Join(base, "box"))
 			if m := e2eSplit(t, b); len(m) != 1 || !bytes.Contains(m[0], []byte("Subject: truncated\n")) {
 				t.Errorf("mbox holds %q", b)
+			}
+		})
+	}
+}
+
+// TestRefileRescueStillFailing: following the error's advice before the
+// folder is fixed (mfilter file RESCUE, or mfilter < RESCUE, where RESCUE
+// is also the rescue mbox) must end, leave RESCUE as it was, and save the
+// messages to a new rescue mbox that the error names. It used to append
+// to the file it was reading, without end.
+func TestRefileRescueStillFailing(t *testing.T) {
+	for _, how := range []string{"file", "stdin"} {
+		t.Run(how, func(t *testing.T) {
+			base := t.TempDir()
+			os.WriteFile(filepath.Join(base, "f"), nil, 0o600)
+			rescue := filepath.Join(base, "mfilter-rescue.mbox")
+			orig := e2eMbox(20)
+			if err := os.WriteFile(rescue, orig, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			r := e2eRun{args: []string{"--maildir", base, "--default", "f/md/"}, home: base, limit: 30 * time.Second}
+			if how == "file" {
+				r.args = append([]string{"file"}, append(r.args, rescue)...)
+			} else {
+				r.stdin = orig
+				in, err := os.Open(rescue)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer in.Close()
+				r.stdinFile = in
+			}
+			code, stderr := r.run(t)
+			if code != sysexits.TempFail {
+				t.Fatalf("exit %d, want 75: %s", code, stderr)
+			}
+			if b, _ := os.ReadFile(rescue); !bytes.Equal(b, orig) {
+				t.Errorf("the rescue mbox being filed changed (%d bytes, had %d)", len(b), len(orig))
+			}
+			var other string
+			for _, n := range e2eListDir(t, base) {
+				if strings.HasPrefix(n, "mfilter-rescue.mbox.") && !strings.HasSuffix(n, ".lock") {
+					other = filepath.Join(base, n)
+				}
+			}
+			if other == "" || !strings.Contains(stderr, other) {
+				t.Fatalf("no new rescue mbox named in the error: %s", stderr)
+			}
+			if b, _ := os.ReadFile(other); !bytes.Equal(b, orig) {
+				t.Errorf("%s does not hold the 20 messages", other)
 			}
 		})
 	}

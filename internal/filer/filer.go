@@ -10,9 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/maillog"
@@ -292,7 +295,7 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		firstEr = errors.Join(firstEr, readErr)
 	}
 	if sum.Rescued+sum.Lost > 0 {
-		return sum, &RescueError{Path: f.Rescue, Summary: sum, Cause: firstEr}
+		return sum, &RescueError{Path: r.target(), Summary: sum, Cause: firstEr}
 	}
 	return sum, readErr
 }
@@ -319,19 +322,66 @@ type rescuer struct {
 	txn     *deliver.Txn
 	batch   int
 	pending []pendingMsg
+	path    string // the rescue mbox, once decided
 	rescued int
 	lost    int
 	err     error // the first failure
 }
 
+// target is the rescue mbox, decided at the first rescue: Filer.Rescue,
+// unless that is the very file being filed (mfilter file RESCUE, as the
+// error advises, when the folder still fails): appending to it would feed
+// the reader its own output without end, so a fresh name next to it is
+// used instead.
+func (r *rescuer) target() string {
+	if r.path != "" || r.f.Rescue == "" {
+		return r.path
+	}
+	r.path = r.f.Rescue
+	if st, err := os.Stat(r.path); err == nil && openForReading(st) {
+		r.path = fmt.Sprintf("%s.%s.%d", r.f.Rescue, time.Now().Format("20060102T150405"), os.Getpid())
+		r.f.warn("%s is being filed; saving the messages that fail to %s instead", r.f.Rescue, r.path)
+	}
+	return r.path
+}
+
+// openForReading reports whether this process has the file st open
+// read-only: the input it files (stdin or a named mbox). Linux's
+// /proc/self tells; elsewhere the answer is no.
+func openForReading(st os.FileInfo) bool {
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return false
+	}
+	for _, fd := range fds {
+		fst, err := os.Stat("/proc/self/fd/" + fd.Name())
+		if err != nil || !os.SameFile(fst, st) {
+			continue
+		}
+		info, err := os.ReadFile("/proc/self/fdinfo/" + fd.Name())
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(info), "\n") {
+			if v, ok := strings.CutPrefix(line, "flags:"); ok {
+				if flags, err := strconv.ParseUint(strings.TrimSpace(v), 8, 64); err == nil && flags&uint64(os.O_WRONLY|os.O_RDWR) == 0 {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
 func (r *rescuer) save(msg []byte) {
-	if r.f.Rescue == "" {
+	path := r.target()
+	if path == "" {
 		r.lost++
 		r.setErr(errors.New("no rescue mbox configured"))
 		return
 	}
 	r.txn.BeginMessage()
-	d, err := r.txn.AppendRaw(r.f.Rescue, msg)
+	d, err := r.txn.AppendRaw(path, msg)
 	if err != nil {
 		r.lost++
 		r.setErr(err)

@@ -348,3 +348,47 @@ func TestPanicIsAnError(t *testing.T) {
 type panicSource struct{}
 
 func (panicSource) Next() ([]byte, error) { panic("splitter bug") }
+
+// TestRescueIsTheInput: filing the rescue mbox itself while the folder
+// still fails (what the error advises, a little early) must not append
+// to the file being read, which fed the reader its own output without
+// end (and SIGTERM's drain too): the messages go to a fresh rescue mbox
+// that the error names, and the input stays as it was.
+func TestRescueIsTheInput(t *testing.T) {
+	base := t.TempDir()
+	os.WriteFile(filepath.Join(base, "f"), nil, 0o600)
+	fl, _ := newFiler(t, base, DefaultRouter{Folder: folder(t, base, "f/md/")})
+	var orig []byte
+	for i := range 5 {
+		orig = fmt.Appendf(orig, "From a@b  Tue Jan  2 03:04:05 2024\nSubject: %d\n\nbody\n\n", i)
+	}
+	if err := os.WriteFile(fl.Rescue, orig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in, err := os.Open(fl.Rescue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	done := make(chan struct{})
+	var sum Summary
+	go func() {
+		defer close(done)
+		sum, err = fl.FileAll(context.Background(), deliver.NewSplitter(in, deliver.SplitOptions{}))
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("FileAll does not end: it reads what it appends")
+	}
+	var re *RescueError
+	if !errors.As(err, &re) || re.Path == fl.Rescue || sum.Rescued != 5 {
+		t.Fatalf("FileAll = %+v, %v; want 5 rescued to another file", sum, err)
+	}
+	if b, _ := os.ReadFile(fl.Rescue); !bytes.Equal(b, orig) {
+		t.Errorf("the input changed: %d bytes, had %d", len(b), len(orig))
+	}
+	if b, _ := os.ReadFile(re.Path); !bytes.Equal(b, orig) {
+		t.Errorf("the new rescue mbox %s does not hold the messages", re.Path)
+	}
+}
