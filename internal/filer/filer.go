@@ -220,6 +220,7 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 	// timeout still bounds it.
 	r := &rescuer{f: f, txn: f.Writer.Begin(context.WithoutCancel(ctx)), batch: batch}
 	txn := f.Writer.Begin(ctx)
+	inputs := make(inputCheck)
 	flush := func() {
 		if len(pending) == 0 {
 			return
@@ -265,6 +266,9 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		err = safely("filing a message", func() error {
 			plan, err := f.Router.Route(ctx, msg)
 			if err != nil {
+				return err
+			}
+			if err := inputs.check(plan); err != nil {
 				return err
 			}
 			ds, err = f.deliverPlan(txn, plan, msg)
@@ -343,6 +347,31 @@ func (r *rescuer) target() string {
 		r.f.warn("%s is being filed; saving the messages that fail to %s instead", r.f.Rescue, r.path)
 	}
 	return r.path
+}
+
+// inputCheck remembers, per mbox folder path, whether it is the input
+// being filed: appending to it would feed the reader its own output.
+type inputCheck map[string]bool
+
+func (c inputCheck) check(plan Plan) error {
+	for _, f := range plan.Folders {
+		if f.Kind != deliver.Mbox {
+			continue
+		}
+		is, ok := c[f.Path]
+		if !ok {
+			st, err := os.Stat(f.Path)
+			if err != nil {
+				continue // not there yet, so not the input; ask again later
+			}
+			is = openForReading(st)
+			c[f.Path] = is
+		}
+		if is {
+			return fmt.Errorf("folder %s is the mbox being filed: appending to it would be read again", f.Path)
+		}
+	}
+	return nil
 }
 
 // openForReading reports whether this process has the file st open

@@ -392,3 +392,39 @@ func TestRescueIsTheInput(t *testing.T) {
 		t.Errorf("the new rescue mbox %s does not hold the messages", re.Path)
 	}
 }
+
+// TestFolderIsTheInput: filing an mbox into itself (a rule or --default
+// naming the mbox being read) must end, with the messages rescued rather
+// than appended to the input, where they would be read again.
+func TestFolderIsTheInput(t *testing.T) {
+	base := t.TempDir()
+	box := folder(t, base, "box")
+	fl, _ := newFiler(t, base, DefaultRouter{Folder: box})
+	var orig []byte
+	for i := range 5 {
+		orig = fmt.Appendf(orig, "From a@b  Tue Jan  2 03:04:05 2024\nSubject: %d\n\nbody\n\n", i)
+	}
+	os.WriteFile(box.Path, orig, 0o600)
+	in, err := os.Open(box.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	done := make(chan struct{})
+	var sum Summary
+	go func() {
+		defer close(done)
+		sum, err = fl.FileAll(context.Background(), deliver.NewSplitter(in, deliver.SplitOptions{}))
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("FileAll does not end: it reads what it appends")
+	}
+	if sum.Rescued != 5 || err == nil || !strings.Contains(err.Error(), "is the mbox being filed") {
+		t.Errorf("FileAll = %+v, %v", sum, err)
+	}
+	if b, _ := os.ReadFile(box.Path); !bytes.Equal(b, orig) {
+		t.Errorf("the input changed")
+	}
+}
