@@ -1,0 +1,365 @@
+package remote
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Spool is a mail spool that can be claimed, read and removed, on the
+// server over SSH or on this machine.
+type Spool interface {
+	// Claimed lists files claimed earlier (by any client) and not removed:
+	// name, then size.
+	Claimed(ctx context.Context) ([]ClaimedFile, error)
+	// Claim takes the spool's dotlock, renames the spool to claimName in
+	// its own directory, and releases the lock. nil means there was no
+	// mail (no spool, or an empty one).
+	Claim(ctx context.Context, claimName string) (*ClaimedFile, error)
+	// Open streams a claimed file from offset on. Close reports transfer
+	// errors; Codec names the compression used.
+	Open(ctx context.Context, f ClaimedFile, offset int64) (*Stream, error)
+	// Size returns the current size of a claimed file.
+	Size(ctx context.Context, name string) (int64, bool, error)
+	// Remove deletes a claimed file if its size is still size; otherwise
+	// it reports the new size and keeps the file.
+	Remove(ctx context.Context, name string, size int64) (grown int64, err error)
+	// Describe names the spool for journals and messages (user@host:path).
+	Describe() string
+	// Path is the spool file.
+	Path() string
+}
+
+// ClaimedFile is a spool renamed for fetching.
+type ClaimedFile struct {
+	Name string // full path on the spool's machine
+	Size int64
+}
+
+// Stream is the byte stream of a claimed file, decompressed.
+type Stream struct {
+	io.Reader
+	Codec string
+	// Wire counts the bytes that crossed the connection.
+	Wire  func() int64
+	close func() error
+}
+
+// Close waits for the transfer to end and reports how it ended.
+func (s *Stream) Close() error { return s.close() }
+
+// ClaimMarker separates the spool name from the claim part in claimed
+// file names: "<spool>.mfilter-<client>-<time>-<random>".
+const ClaimMarker = ".mfilter-"
+
+// NewClaimName returns a claim file name for the spool at spoolPath, in
+// the same directory (rename(2) is atomic only within a file system),
+// carrying the client id so that clients sharing a spool keep apart.
+func NewClaimName(spoolPath, client string) string {
+	var b [6]byte
+	rand.Read(b[:])
+	return spoolPath + ClaimMarker + sanitizeID(client) + "-" + strconv.FormatInt(time.Now().Unix(), 10) + "-" + hex.EncodeToString(b[:])
+}
+
+// ClaimClient returns the client id inside a claim name, or "".
+func ClaimClient(spoolPath, name string) string {
+	rest, ok := strings.CutPrefix(name, spoolPath+ClaimMarker)
+	if !ok {
+		return ""
+	}
+	parts := strings.Split(rest, "-")
+	if len(parts) < 3 {
+		return ""
+	}
+	return strings.Join(parts[:len(parts)-2], "-")
+}
+
+func sanitizeID(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' {
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// spoolScript is the server side of the protocol, a POSIX sh script given
+// on stdin to `sh -s -- OP ARGS...` (on stdin, not in the command line,
+// so that a csh or fish login shell does not have to parse it). It uses
+// only POSIX tools (ln, mv, rm, tail, wc, date, sleep) plus zstd or gzip
+// when present. The dotlock is taken the way procmail and the MTAs take
+// it: a unique file hard-linked to SPOOL.lock, which fails if the lock
+// exists; a lock older than the stale time is removed.
+const spoolScript = `set -u
+op=$1; shift
+size() { if [ -e "$1" ]; then s=$(wc -c < "$1") || return 1; echo $s; else echo missing; fi; }
+now() { date +%s; }
+mtime() { stat -c %Y -- "$1" 2>/dev/null || date -r "$1" +%s 2>/dev/null || now; }
+lock() {
+  lf=$1; timeout=$2; stale=$3
+  tmp=$(dirname -- "$lf")/.mfilter-lock.$$.$(now)
+  ( umask 222; printf 0 > "$tmp" ) 2>/dev/null || { echo "cannot create a lock file in $(dirname -- "$lf"): permission denied or read-only" >&2; return 3; }
+  end=$(( $(now) + timeout ))
+  while ! ln "$tmp" "$lf" 2>/dev/null; do
+    t=$(now)
+    if [ -e "$lf" ] && [ $(( t - $(mtime "$lf") )) -gt "$stale" ]; then
+      rm -f -- "$lf"; sleep 1; continue
+    fi
+    if [ "$t" -ge "$end" ]; then rm -f -- "$tmp"; echo "lock $lf is still held after ${timeout}s" >&2; return 4; fi
+    sleep 1
+  done
+  rm -f -- "$tmp"
+}
+case $op in
+probe)
+  for c in zstd gzip; do command -v "$c" >/dev/null 2>&1 && echo "$c"; done; echo end ;;
+claimed)
+  spool=$1
+  for f in "$spool"` + ClaimMarker + `*; do [ -f "$f" ] && printf '%s %s\n' "$(size "$f")" "$f"; done; echo end ;;
+claim)
+  spool=$1; claim=$2; timeout=$3; stale=$4
+  if [ ! -s "$spool" ]; then echo empty; exit 0; fi
+  lock "$spool.lock" "$timeout" "$stale" || exit $?
+  if [ ! -s "$spool" ]; then rm -f -- "$spool.lock"; echo empty; exit 0; fi
+  mv -- "$spool" "$claim" || { rm -f -- "$spool.lock"; exit 5; }
+  rm -f -- "$spool.lock"
+  echo "claimed $(size "$claim")" ;;
+size)
+  size "$1" ;;
+cat)
+  f=$1; off=$2; codec=$3
+  [ -f "$f" ] || { echo "no such file: $f" >&2; exit 6; }
+  case $codec in
+  zstd) tail -c +$((off + 1)) -- "$f" | zstd -q -3 -T1 -c ;;
+  gzip) tail -c +$((off + 1)) -- "$f" | gzip -1 -c ;;
+  *) tail -c +$((off + 1)) -- "$f" ;;
+  esac ;;
+remove)
+  f=$1; want=$2
+  s=$(size "$f")
+  if [ "$s" = missing ]; then echo removed; exit 0; fi
+  if [ "$s" != "$want" ]; then echo "grown $s"; exit 0; fi
+  rm -f -- "$f" && echo removed ;;
+*) echo "unknown operation $op" >&2; exit 2 ;;
+esac
+`
+
+// SSHSpool is a spool on the server, reached through an SSH Client.
+type SSHSpool struct {
+	C          *Client
+	SpoolPath  string
+	Who        string // user@host, for Describe
+	Compress   string // auto, zstd, gzip, none
+	LockWait   time.Duration
+	StaleAfter time.Duration
+
+	codec string // chosen by probing
+}
+
+// Describe implements Spool.
+func (s *SSHSpool) Describe() string { return s.Who + ":" + s.SpoolPath }
+
+// Path implements Spool.
+func (s *SSHSpool) Path() string { return s.SpoolPath }
+
+func (s *SSHSpool) run(ctx context.Context, args ...string) (string, error) {
+	cmd := "sh -s --"
+	for _, a := range args {
+		cmd += " " + shellQuote(a)
+	}
+	var out, errb strings.Builder
+	err := s.C.Run(ctx, cmd, strings.NewReader(spoolScript), &out, &limitWriter{w: &errb, n: 4096})
+	if err != nil {
+		if msg := strings.TrimSpace(errb.String()); msg != "" {
+			return out.String(), fmt.Errorf("%s on the server: %s", args[0], msg)
+		}
+		return out.String(), fmt.Errorf("%s on the server: %w", args[0], err)
+	}
+	return out.String(), nil
+}
+
+// Claimed implements Spool.
+func (s *SSHSpool) Claimed(ctx context.Context) ([]ClaimedFile, error) {
+	out, err := s.run(ctx, "claimed", s.SpoolPath)
+	if err != nil {
+		return nil, err
+	}
+	if !strings.HasSuffix(out, "end\n") {
+		return nil, fmt.Errorf("listing claimed files: truncated answer %q", out)
+	}
+	var files []ClaimedFile
+	for _, line := range strings.Split(strings.TrimSuffix(out, "end\n"), "\n") {
+		if line == "" {
+			continue
+		}
+		sz, name, ok := strings.Cut(line, " ")
+		n, err := strconv.ParseInt(strings.TrimSpace(sz), 10, 64)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("listing claimed files: bad line %q", line)
+		}
+		files = append(files, ClaimedFile{Name: name, Size: n})
+	}
+	return files, nil
+}
+
+// Claim implements Spool.
+func (s *SSHSpool) Claim(ctx context.Context, claimName string) (*ClaimedFile, error) {
+	if path.Dir(claimName) != path.Dir(s.SpoolPath) {
+		return nil, fmt.Errorf("claim name %s is not in the spool's directory", claimName)
+	}
+	out, err := s.run(ctx, "claim", s.SpoolPath, claimName, secs(s.LockWait, 300), secs(s.StaleAfter, 1024))
+	if err != nil {
+		return nil, err
+	}
+	out = strings.TrimSpace(out)
+	if out == "empty" {
+		return nil, nil
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimPrefix(out, "claimed ")), 10, 64)
+	if !strings.HasPrefix(out, "claimed ") || err != nil {
+		return nil, fmt.Errorf("claim: unexpected answer %q", out)
+	}
+	return &ClaimedFile{Name: claimName, Size: n}, nil
+}
+
+func secs(d, def time.Duration) string {
+	if d <= 0 {
+		d = def * time.Second
+	}
+	return strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10)
+}
+
+// Size implements Spool.
+func (s *SSHSpool) Size(ctx context.Context, name string) (int64, bool, error) {
+	out, err := s.run(ctx, "size", name)
+	if err != nil {
+		return 0, false, err
+	}
+	out = strings.TrimSpace(out)
+	if out == "missing" {
+		return 0, false, nil
+	}
+	n, err := strconv.ParseInt(out, 10, 64)
+	if err != nil {
+		return 0, false, fmt.Errorf("size: unexpected answer %q", out)
+	}
+	return n, true, nil
+}
+
+// Remove implements Spool.
+func (s *SSHSpool) Remove(ctx context.Context, name string, size int64) (int64, error) {
+	out, err := s.run(ctx, "remove", name, strconv.FormatInt(size, 10))
+	if err != nil {
+		return 0, err
+	}
+	out = strings.TrimSpace(out)
+	if out == "removed" {
+		return 0, nil
+	}
+	if g, ok := strings.CutPrefix(out, "grown "); ok {
+		n, err := strconv.ParseInt(g, 10, 64)
+		if err == nil {
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("remove: unexpected answer %q", out)
+}
+
+// Codec picks the compression: zstd, else gzip, else none, as far as the
+// server has them and the user allows.
+func (s *SSHSpool) Codec(ctx context.Context) (string, error) {
+	if s.codec != "" {
+		return s.codec, nil
+	}
+	want := s.Compress
+	if want == "" {
+		want = "auto"
+	}
+	if want == "none" {
+		s.codec = "none"
+		return s.codec, nil
+	}
+	out, err := s.run(ctx, "probe")
+	if err != nil {
+		return "", err
+	}
+	have := map[string]bool{}
+	for _, l := range strings.Fields(out) {
+		have[l] = true
+	}
+	switch want {
+	case "auto":
+		s.codec = "none"
+		if have["gzip"] {
+			s.codec = "gzip"
+		}
+		if have["zstd"] {
+			s.codec = "zstd"
+		}
+	case "zstd", "gzip":
+		if !have[want] {
+			return "", fmt.Errorf("--compress %s: the server has no %s", want, want)
+		}
+		s.codec = want
+	default:
+		return "", fmt.Errorf("unknown compression %q (auto, zstd, gzip, none)", want)
+	}
+	return s.codec, nil
+}
+
+// Open implements Spool.
+func (s *SSHSpool) Open(ctx context.Context, f ClaimedFile, offset int64) (*Stream, error) {
+	codec, err := s.Codec(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cmd := "sh -s -- cat " + shellQuote(f.Name) + " " + strconv.FormatInt(offset, 10) + " " + codec
+	out, wait, err := s.C.Stream(ctx, cmd, strings.NewReader(spoolScript))
+	if err != nil {
+		return nil, err
+	}
+	counted := &countReader{r: out}
+	dec, closeDec, err := decompress(codec, counted)
+	if err != nil {
+		io.Copy(io.Discard, out)
+		wait()
+		return nil, err
+	}
+	st := &Stream{Reader: dec, Codec: codec, Wire: func() int64 { return counted.n }}
+	st.close = func() error {
+		closeDec()
+		io.Copy(io.Discard, out)
+		if err := wait(); err != nil {
+			return fmt.Errorf("transfer of %s: %w", f.Name, err)
+		}
+		return nil
+	}
+	return st, nil
+}
+
+type countReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// ErrShortTransfer is returned when a stream ends before the bytes the
+// spool holds: the connection dropped or the server side failed.
+var ErrShortTransfer = errors.New("transfer ended early")
