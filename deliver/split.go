@@ -112,7 +112,8 @@ func (s *Splitter) Next() ([]byte, error) {
 	}
 	var msg []byte
 	eol := lr.eolOf(first)
-	hasFrom := bytes.HasPrefix(first, []byte("From "))
+	// "From :x" is a From: field with a blank before its colon.
+	hasFrom := bytes.HasPrefix(first, []byte("From ")) && fieldNameLen(first) == 5
 	if hasFrom {
 		msg = append(msg, first...)
 		for lr.peekByte() == '>' {
@@ -170,14 +171,14 @@ func (s *Splitter) Next() ([]byte, error) {
 	// A trustworthy Content-Length body is taken verbatim.
 	forceSplit := false
 	if cl := parseContentLength(clValue); cl > 0 && !s.opts.Berkeley && cl <= s.opts.MaxContentLength {
-		body, ok, err := lr.readContentLength(cl)
+		body, ok, err := s.readContentLength(cl)
 		if err != nil {
 			return nil, err
 		}
 		if ok {
 			msg = append(msg, body...)
 			forceSplit = true
-			prevBlank = len(body) > 0 && body[len(body)-1] == lr.delim
+			prevBlank = lr.endsWithBlankLine(body)
 		} else {
 			lr.unread(body)
 		}
@@ -192,7 +193,9 @@ func (s *Splitter) Next() ([]byte, error) {
 			return nil, err
 		}
 		if bytes.HasPrefix(line, []byte("From ")) {
-			if forceSplit || s.isSeparator(line, prevBlank) {
+			// Right after a trusted Content-Length body, a postmark
+			// separates even without a blank line (Netscape).
+			if s.isSeparator(line, prevBlank || forceSplit) {
 				lr.unread(line)
 				break
 			}
@@ -209,11 +212,11 @@ func (s *Splitter) Next() ([]byte, error) {
 	}
 	s.end = lr.pos
 
-	// formail ends every message with a blank line.
+	// formail ends every message with a blank line. A last line without
+	// its line end has text, whatever its bytes: it gets both.
 	if len(msg) == 0 || msg[len(msg)-1] != lr.delim {
-		msg = append(msg, eol...)
-	}
-	if !endsBlank(msg, lr) {
+		msg = append(append(msg, eol...), eol...)
+	} else if !endsBlank(msg, lr) {
 		msg = append(msg, eol...)
 	}
 	if lr.delim == '\r' {
@@ -273,7 +276,7 @@ func (s *Splitter) isSeparator(line []byte, prevBlank bool) bool {
 		return false
 	}
 	rest := bytes.TrimLeft(line[len("From "):], " \t")
-	if len(rest) == 0 || rest[0] == '\n' || rest[0] == '\r' {
+	if len(rest) == 0 || rest[0] < 0x20 || rest[0] == 0x7f { // no word: a line end, a NUL
 		return false
 	}
 	next, err := s.lr.peekPastQuoted()
@@ -291,13 +294,24 @@ var ctimePostmark = regexp.MustCompile(`^From \S+\s+(Mon|Tue|Wed|Thu|Fri|Sat|Sun
 // formailPostmark is formail's test for a line that could be a postmark:
 // "From", a word, blanks, and at least one more character.
 func formailPostmark(line []byte) bool {
-	p := bytes.TrimLeft(line[len("From "):], " \t")
+	// formail tests a C string: a NUL ends it, and is not a newline.
+	p, nul := line[len("From "):], false
+	if i := bytes.IndexByte(p, 0); i >= 0 {
+		p, nul = p[:i], true
+	}
+	p = bytes.TrimLeft(p, " \t")
 	k := bytes.IndexAny(p, " \t\n")
-	if k <= 0 {
+	if k < 0 {
+		k = len(p)
+	}
+	if k == 0 {
 		return false
 	}
 	p = bytes.TrimLeft(p[k:], " \t")
-	return len(p) > 0 && p[0] != '\n'
+	if len(p) == 0 {
+		return nul
+	}
+	return p[0] != '\n'
 }
 
 // parseContentLength reads a Content-Length value like formail's strtol:
@@ -368,6 +382,17 @@ func (lr *lineReader) isBlank(line []byte) bool {
 		return lr.delim == '\n' && line[0] == '\r' && line[1] == '\n'
 	}
 	return false
+}
+
+// endsWithBlankLine reports whether the last line of b (which follows
+// a header's blank line) is blank, as formail's check after a
+// Content-Length body does.
+func (lr *lineReader) endsWithBlankLine(b []byte) bool {
+	if len(b) == 0 || b[len(b)-1] != lr.delim {
+		return false
+	}
+	i := bytes.LastIndexByte(b[:len(b)-1], lr.delim)
+	return lr.isBlank(b[i+1:])
 }
 
 func (lr *lineReader) eolOf(line []byte) []byte {
@@ -465,10 +490,11 @@ func (lr *lineReader) unread(b []byte) {
 
 // readContentLength reads n body bytes and reports whether they end where
 // the next message or the input begins: after them come only blank lines
-// and then a "From " line or the end (a final line end left outside the
-// count, as some writers do, is allowed too). The bytes are returned
-// either way so that the caller can push them back.
-func (lr *lineReader) readContentLength(n int64) ([]byte, bool, error) {
+// and then a separating From_ line or the end (a final line end left
+// outside the count, as some writers do, is allowed too). The bytes are
+// returned either way so that the caller can push them back.
+func (s *Splitter) readContentLength(n int64) ([]byte, bool, error) {
+	lr := s.lr
 	body := make([]byte, 0, min(n, 1<<20))
 	for int64(len(body)) < n {
 		line, err := lr.readLine()
@@ -485,7 +511,7 @@ func (lr *lineReader) readContentLength(n int64) ([]byte, bool, error) {
 		}
 		body = append(body, line...)
 	}
-	// Look ahead: blank lines, then "From " or EOF.
+	// Look ahead: blank lines, then a separator or EOF.
 	var seen []byte
 	ok := false
 	loose := len(body) > 0 && body[len(body)-1] != lr.delim
@@ -503,7 +529,7 @@ func (lr *lineReader) readContentLength(n int64) ([]byte, bool, error) {
 			loose = false
 			continue
 		}
-		ok = !loose && bytes.HasPrefix(line, []byte("From "))
+		ok = !loose && bytes.HasPrefix(line, []byte("From ")) && s.isSeparator(line, true)
 		break
 	}
 	lr.unread(seen)

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -170,7 +171,7 @@ func readNumbered(t testing.TB, dir string) [][]byte {
 
 // generatedFrom matches a From_ line as formail and mfilter generate it:
 // an address, two blanks and a ctime(3) date.
-var generatedFrom = regexp.MustCompile(`^From (\S*)  (Mon|Tue|Wed|Thu|Fri|Sat|Sun) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ 1-3][0-9] [0-2][0-9]:[0-5][0-9]:[0-6][0-9] [0-9]{4}\r?\n`)
+var generatedFrom = regexp.MustCompile(`^From ([^\n]*)  (Mon|Tue|Wed|Thu|Fri|Sat|Sun) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ 1-3][0-9] [0-2][0-9]:[0-5][0-9]:[0-6][0-9] [0-9]{4}\r?\n`)
 
 // sameButDate reports whether a and b are equal once a generated From_
 // line's date is ignored: both first lines must be generated From_ lines
@@ -187,6 +188,15 @@ func sameButDate(a, b []byte) bool {
 		return false
 	}
 	return bytes.Equal(a[ma[1]:], b[mb[1]:])
+}
+
+// dateless replaces the date of a generated From_ line, for failure
+// messages.
+func dateless(b []byte) []byte {
+	if m := generatedFrom.FindSubmatchIndex(b); m != nil {
+		return slices.Concat(b[:m[3]], []byte("  DATE"), b[m[1]-len(eolOf(b[:m[1]])):])
+	}
+	return b
 }
 
 // firstDiff describes where a and b first differ, for failure messages.
