@@ -344,9 +344,6 @@ func compareSplit(t *testing.T, name string, input []byte) splitComparison {
 				uEdits[i] = append(uEdits[i], edit{at: q, ins: []byte("X-")})
 			}
 		}
-		// Content-Length: formail trusts any; the Splitter only one that
-		// ends at a message boundary. Where it did not, neither may
-		// formail: the field is renamed in both.
 		body, clAt, clName, blanks := parseHeader(chunk)
 		if body > 0 && body < len(chunk) && bytes.HasPrefix(chunk[body:], []byte("From ")) && !isBlankLine(lineBefore(chunk, body)) {
 			// A From line ends the header. formail then tests a stale
@@ -366,6 +363,9 @@ func compareSplit(t *testing.T, name string, input []byte) splitComparison {
 			tEdits = append(tEdits, edit{at: int(m.start) + e.at, del: e.del})
 			uEdits[i] = append(uEdits[i], edit{at: shift + e.at, del: e.del})
 		}
+		// Content-Length: formail trusts any; the Splitter only one that
+		// ends at a message boundary. Where it did not, neither may
+		// formail: the field is renamed in both.
 		if clAt >= 0 {
 			line := lineAt(chunk, clAt)
 			n := contentLength(line[clName:])
