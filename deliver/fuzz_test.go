@@ -67,7 +67,7 @@ func FuzzMboxBytes(f *testing.F) {
 	f.Add([]byte("From: <a@b,\n\nbody\n"), false, false)
 	f.Fuzz(func(t *testing.T, msg []byte, berkeley, mboxrd bool) {
 		orig := bytes.Clone(msg)
-		out := MboxBytes(msg, func() []byte { return GeneratedFromLine(msg, fixedNow) }, berkeley, mboxrd)
+		out := MboxBytes(msg, func() []byte { return mboxFromLine(msg, fixedNow) }, berkeley, mboxrd)
 		if !bytes.Equal(msg, orig) {
 			t.Fatalf("MboxBytes changed its input")
 		}
@@ -142,7 +142,10 @@ func fuzzMessage(raw []byte) []byte {
 			i = len(raw)
 		}
 		from = bytes.ReplaceAll(raw[:i], []byte("\r"), nil)
-		if len(bytes.TrimSpace(from[5:])) > 0 {
+		// A From_ line as MTAs write them: no control characters, and
+		// not a "From :" header field (formail reads blanks before the
+		// colon as part of a field name).
+		if len(bytes.TrimSpace(from[5:])) > 0 && fieldNameLen(from) == 5 && !hasControl(from) {
 			from = append(from, '\n')
 		} else {
 			from = nil
@@ -193,7 +196,7 @@ func FuzzMboxrdRoundTrip(f *testing.F) {
 				continue
 			}
 			msg := fuzzMessage(raw)
-			gen := GeneratedFromLine(msg, fixedNow)
+			gen := mboxFromLine(msg, fixedNow)
 			mbox = append(mbox, MboxBytes(msg, func() []byte { return gen }, berkeley, true)...)
 			full := msg
 			if !HasFromLine(msg) {
@@ -215,4 +218,13 @@ func FuzzMboxrdRoundTrip(f *testing.F) {
 			}
 		}
 	})
+}
+
+func hasControl(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 && c != '\t' || c == 0x7f {
+			return true
+		}
+	}
+	return false
 }

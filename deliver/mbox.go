@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -49,17 +50,47 @@ func MboxBytes(msg []byte, now func() []byte, berkeley, mboxrd bool) []byte {
 			data = append(data, '\n')
 		}
 	} else {
-		if l.restbody >= l.body && l.restbody-l.body != bodyCount(data, l) {
-			// The Content-Length is wrong: its number did not fit the
-			// field (procmail fills it with 9s) or the field is empty.
-			// procmail still leaves that many body bytes unescaped, so a
-			// "From " line there splits the message for every reader,
-			// which must ignore the wrong length. mfilter escapes them.
+		if l.restbody >= l.body && (l.restbody-l.body != bodyCount(data, l) || !plainHeader(data[:l.body])) {
+			// procmail leaves Content-Length body bytes unescaped even
+			// where readers cannot use the length: when it is wrong (the
+			// number did not fit the field, which procmail fills with 9s,
+			// or the field is empty), or when the header holds a line
+			// that is no field, where formail and the Splitter end the
+			// header and so count the body from elsewhere. A "From "
+			// line there would split the message; mfilter escapes it.
 			l.restbody = max(l.body-1, 0)
 		}
 		data = escapeFrom(data, l)
 	}
 	return forceBlank(data)
+}
+
+// plainHeader reports whether header (up to and including its blank
+// line) is what a reader takes for a header: after the From_ line and its
+// '>' lines, only fields and their continuation lines.
+func plainHeader(header []byte) bool {
+	lines := bytes.SplitAfter(header, []byte("\n"))
+	i := 0
+	if len(lines) > 0 && HasFromLine(lines[0]) {
+		for i = 1; i < len(lines) && bytes.HasPrefix(lines[i], []byte(">")); i++ {
+		}
+	}
+	for ; i < len(lines); i++ {
+		line := lines[i]
+		if len(line) == 0 || line[0] == '\n' {
+			return i >= len(lines)-2 // the blank line ends the header
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			if i == 0 {
+				return false
+			}
+			continue
+		}
+		if n := fieldNameLen(line); n <= 0 || n == len("From ") && bytes.HasPrefix(line, []byte("From ")) {
+			return false
+		}
+	}
+	return true
 }
 
 // bodyCount is the body length that procmail writes into Content-Length:
@@ -109,8 +140,28 @@ func escapeMboxrd(data []byte) []byte {
 // writeMbox appends msg to an mbox folder in procmail's format.
 func (t *Txn) writeMbox(d *Delivery, msg []byte) error {
 	w := t.w
-	data := MboxBytes(msg, func() []byte { return GeneratedFromLine(msg, w.opts.Now()) }, w.opts.Berkeley, w.opts.Mboxrd)
+	data := MboxBytes(msg, func() []byte { return mboxFromLine(msg, w.opts.Now()) }, w.opts.Berkeley, w.opts.Mboxrd)
 	return t.appendLocked(d, data)
+}
+
+// mboxFromLine is the From_ line written for a message that has none:
+// GeneratedFromLine, unless the sender it finds would not read back as a
+// From_ line: empty, with blanks or control characters in it, or one that
+// makes the line look like a header field ("From :  Tue Jan ..." from a
+// "From: :" field; formail and the Splitter take blanks before a colon as
+// part of a field name). Then the sender is UnknownSender, as formail
+// writes when it finds none.
+func mboxFromLine(msg []byte, now time.Time) []byte {
+	addr := EnvelopeSender(msg)
+	line := FromLine(addr, now)
+	ok := addr != "" && fieldNameLen(line) == len("From ")
+	for i := 0; ok && i < len(addr); i++ {
+		ok = addr[i] > ' ' && addr[i] != 0x7f
+	}
+	if !ok {
+		line = FromLine(UnknownSender, now)
+	}
+	return line
 }
 
 // AppendRaw appends data unchanged to the mbox at path, under the same
