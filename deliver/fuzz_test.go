@@ -228,3 +228,17 @@ func hasControl(b []byte) bool {
 	}
 	return false
 }
+
+// TestMboxFromLineSanitised: a generated From_ line must read back as a
+// From_ line (FuzzMboxrdRoundTrip found these senders).
+func TestMboxFromLineSanitised(t *testing.T) {
+	for _, c := range []struct{ msg, want string }{
+		{"From: :\n\n", "From foo@bar  Tue Jan  2 03:04:05 2024\n"},
+		{"From:\v\n\n", "From foo@bar  Tue Jan  2 03:04:05 2024\n"},
+		{"From: Alice <alice@example.com>\n\n", "From alice@example.com  Tue Jan  2 03:04:05 2024\n"},
+	} {
+		if got := string(mboxFromLine([]byte(c.msg), fixedNow)); got != c.want {
+			t.Errorf("mboxFromLine(%q) = %q, want %q", c.msg, got, c.want)
+		}
+	}
+}
