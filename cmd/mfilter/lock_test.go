@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -51,18 +52,22 @@ func TestLockInterop(t *testing.T) {
 		t.Fatal(err)
 	}
 	const each = 300
+	// A delivery stuck on a lock (procmail waits for ever) must fail
+	// the test, not hang it.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
 	type loop struct {
 		name string
 		cmd  func(msg []byte) *exec.Cmd
 	}
 	loops := []loop{
 		{"mfA", func([]byte) *exec.Cmd {
-			return exec.Command(mfilterBin, "deliver", "--maildir", dir, "--default", "box")
+			return exec.CommandContext(ctx, mfilterBin, "deliver", "--maildir", dir, "--default", "box")
 		}},
 		{"mfB", func([]byte) *exec.Cmd {
-			return exec.Command(mfilterBin, "deliver", "--maildir", dir, "--default", "box")
+			return exec.CommandContext(ctx, mfilterBin, "deliver", "--maildir", dir, "--default", "box")
 		}},
-		{"pm", func([]byte) *exec.Cmd { return exec.Command(procmail, "-m", rc) }},
+		{"pm", func([]byte) *exec.Cmd { return exec.CommandContext(ctx, procmail, "-m", rc) }},
 	}
 	want := make(map[string][]byte)
 	for _, l := range loops {
