@@ -7,15 +7,21 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
-// MaildirName returns a fresh maildir base name: seconds, microseconds,
-// pid, a per-process counter, 64 random bits and the host, so names cannot
-// collide across processes or hosts even with a clock step. There is no
-// ",S=<size>" part: procmail's mailstat folds "new/<name>" into its folder
-// only when the name has none of its '=' (nor does procmail write one).
-func (w *Writer) MaildirName() string {
+// MaildirName returns a fresh maildir base name for a message of size
+// bytes: seconds, microseconds, pid, a per-process counter, 64 random bits
+// and the host, so names cannot collide across processes or hosts even
+// with a clock step, then the ",S=<size>" that Dovecot and Courier read
+// instead of stat(2). Logs show the name without it (see MaildirUnique),
+// so that procmail's mailstat still folds deliveries into their folder.
+func (w *Writer) MaildirName(size int) string {
+	return w.maildirUnique() + ",S=" + strconv.Itoa(size)
+}
+
+func (w *Writer) maildirUnique() string {
 	now := w.opts.Now()
 	n := w.counter.Add(1)
 	return strconv.FormatInt(now.Unix(), 10) +
@@ -24,6 +30,15 @@ func (w *Writer) MaildirName() string {
 		"Q" + strconv.FormatUint(n, 10) +
 		"R" + randomHex(8) +
 		"." + w.host
+}
+
+// MaildirUnique is the unique part of a maildir file name: the name
+// without its ",S=" (and any ":2," flags) info.
+func MaildirUnique(name string) string {
+	if i := strings.IndexAny(name, ",:"); i > 0 {
+		return name[:i]
+	}
+	return name
 }
 
 // ensureMaildir creates dir/{tmp,new,cur} (mode 0700) when missing. What
@@ -71,7 +86,7 @@ func (w *Writer) writeMaildir(d *Delivery, msg []byte) error {
 	dir := d.Folder.Path
 	data, _ := prepare(msg, w.opts.Berkeley)
 	data = skipFromLine(data)
-	name := w.MaildirName()
+	name := w.MaildirName(len(data))
 	tmp := filepath.Join(dir, "tmp", name)
 	var f file
 	for attempt := 0; ; attempt++ {
@@ -108,7 +123,7 @@ func (w *Writer) linkMaildir(d *Delivery) error {
 			return nil
 		}
 		if errors.Is(err, fs.ErrExist) && attempt < 5 {
-			d.Path = filepath.Join(d.Folder.Path, "new", w.MaildirName())
+			d.Path = filepath.Join(d.Folder.Path, "new", w.MaildirName(d.Size))
 			continue
 		}
 		return err

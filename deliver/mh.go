@@ -22,7 +22,7 @@ func (w *Writer) writeNumbered(d *Delivery, msg []byte) error {
 	data, _ := prepare(msg, w.opts.Berkeley)
 	data = forceBlank(data)
 	// A dot name: MH tools and mail readers ignore it if a crash leaves it.
-	tmp := filepath.Join(dir, ".mfilter-tmp."+w.MaildirName())
+	tmp := filepath.Join(dir, ".mfilter-tmp."+w.maildirUnique())
 	f, err := d.fsys.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err

@@ -209,7 +209,7 @@ func TestWriterGolden(t *testing.T) {
 	}
 }
 
-var maildirNameRE = regexp.MustCompile(`^[0-9]+\.M[0-9]+P[0-9]+Q[0-9]+R[0-9a-f]{16}\.host\\057x\\072y$`)
+var maildirNameRE = regexp.MustCompile(`^[0-9]+\.M[0-9]+P[0-9]+Q[0-9]+R[0-9a-f]{16}\.host\\057x\\072y,S=[0-9]+$`)
 
 // mailstatNameRE is what procmail's mailstat folds into "folder/": a
 // maildir name outside it makes every delivery a folder of its own.
@@ -259,8 +259,8 @@ func TestWriterNamesAndModes(t *testing.T) {
 		}
 	}
 	w2 := NewWriter(testOptions()) // a host name without '/' or ':'
-	if n := w2.MaildirName(); !mailstatNameRE.MatchString(n) {
-		t.Errorf("maildir name %q is not one mailstat folds (%s)", n, mailstatNameRE)
+	if n := MaildirUnique(w2.MaildirName(42)); !mailstatNameRE.MatchString(n) {
+		t.Errorf("logged maildir name %q is not one mailstat folds (%s)", n, mailstatNameRE)
 	}
 	if got := listDir(t, filepath.Join(dir, "mh/sub")); !slices.Equal(got, []string{"1", "2", "3"}) {
 		t.Errorf("MH folder holds %v, want 1 2 3", got)

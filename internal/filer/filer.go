@@ -154,7 +154,9 @@ func (f *Filer) logFailure(msg []byte, what string) {
 func LogName(d *deliver.Delivery) string {
 	switch d.Folder.Kind {
 	case deliver.Maildir:
-		return d.Folder.Name + "/new/" + filepath.Base(d.Path)
+		// Without the ",S=" info, as procmail's names are, so that
+		// mailstat folds the deliveries into their folder.
+		return d.Folder.Name + "/new/" + deliver.MaildirUnique(filepath.Base(d.Path))
 	case deliver.MH, deliver.Dir:
 		return strings.TrimSuffix(d.Folder.Name, "/") + "/" + filepath.Base(d.Path)
 	}

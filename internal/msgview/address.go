@@ -9,8 +9,8 @@ import (
 
 // Address is one mailbox of an address header.
 type Address struct {
-	Name  string // display name, decoded
-	Local string // local part
+	Name   string // display name, decoded
+	Local  string // local part
 	Domain string
 }
 
