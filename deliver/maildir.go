@@ -35,8 +35,12 @@ func (w *Writer) maildirUnique() string {
 // MaildirUnique is the unique part of a maildir file name: the name
 // without its ",S=" (and any ":2," flags) info.
 func MaildirUnique(name string) string {
-	if i := strings.IndexAny(name, ",:"); i > 0 {
-		return name[:i]
+	base := name
+	if i := strings.LastIndexByte(name, '/'); i >= 0 {
+		base = name[i+1:]
+	}
+	if i := strings.IndexAny(base, ",:"); i > 0 {
+		return name[:len(name)-len(base)+i]
 	}
 	return name
 }

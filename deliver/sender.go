@@ -354,16 +354,26 @@ type field struct {
 	value []byte
 }
 
-// headerFieldsOf splits the header of msg into fields with formail's rules
+// HeaderField is one header field as formail reads it. Name includes the
+// colon ("From " for a From_ line); Value runs to the end of the field,
+// continuation lines included, without the final newline; Start and End
+// are the offsets of the field's text in the message.
+type HeaderField struct {
+	Name, Value []byte
+	Start, End  int
+}
+
+// HeaderFields splits the header of msg into fields with formail's rules
 // (fields.c readhead, formail.c breakfield): a From_ line only as the first
 // field, with '>' continuation lines; a field name is free of control
 // characters and may have blanks before its colon; the header ends at the
-// first line that is not a field.
-func headerFieldsOf(msg []byte) []field {
-	var out []field
-	rest := msg
-	for len(rest) > 0 {
-		line, next := cutLine(rest)
+// first line that is not a field (for a CRLF message that is the "\r\n"
+// line, whose CR is a control character).
+func HeaderFields(msg []byte) []HeaderField {
+	var out []HeaderField
+	off := 0
+	for off < len(msg) {
+		line, next := cutLine(msg[off:])
 		n := fieldNameLen(line)
 		if n <= 0 {
 			break
@@ -372,19 +382,33 @@ func headerFieldsOf(msg []byte) []field {
 		if isFrom && len(out) > 0 {
 			break
 		}
-		end := len(line)
+		end := off + len(line)
 		for len(next) > 0 && ((isFrom && next[0] == '>') || (!isFrom && (next[0] == ' ' || next[0] == '\t'))) {
 			l2, n2 := cutLine(next)
 			end += len(l2)
 			next = n2
 		}
-		text := rest[:end]
+		text := msg[off:end]
 		val := text[n:]
 		if len(val) > 0 && val[len(val)-1] == '\n' {
 			val = val[:len(val)-1]
 		}
-		out = append(out, field{name: text[:n], value: val})
-		rest = next
+		out = append(out, HeaderField{Name: text[:n], Value: val, Start: off, End: end})
+		off = end
+	}
+	return out
+}
+
+// FieldNameLen is formail's breakfield: the length of the field name of
+// line including its colon (5 for a From_ line), or <= 0 if line does not
+// start a header field.
+func FieldNameLen(line []byte) int { return fieldNameLen(line) }
+
+func headerFieldsOf(msg []byte) []field {
+	hf := HeaderFields(msg)
+	out := make([]field, len(hf))
+	for i, f := range hf {
+		out[i] = field{name: f.Name, value: f.Value}
 	}
 	return out
 }

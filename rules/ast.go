@@ -64,7 +64,7 @@ type Config struct {
 	Maildir   *Str // base of relative folders
 	Default   *Str // folder for mail no rule delivers
 	Log       *Str
-	LogFormat *Str // "procmail" (default) or "json"
+	LogFormat *Str        // "procmail" (default) or "json"
 	Sendmail  []*Template // may use the environment built-ins
 	// TrustedAuthServIDs are the authserv-ids whose Authentication-Results
 	// fields auth-results conditions believe.

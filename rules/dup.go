@@ -38,12 +38,14 @@ func NewDupStore() *DupStore {
 // leading blanks removed, exactly as written. Without one, and when
 // bodyHash is on, it is a hash of the body with line ends normalised.
 func dupKey(m *msgview.Message, bodyHash bool) string {
-	fs := m.Get("message-id")
-	if len(fs) > 0 {
-		v := bytes.TrimLeft(fs[len(fs)-1].Raw, " ")
-		if len(v) > 0 {
-			return string(v)
+	var id []byte
+	for _, f := range deliver.HeaderFields(m.Raw()) {
+		if bytes.EqualFold(bytes.TrimRight(bytes.TrimSuffix(f.Name, []byte(":")), " \t"), []byte("message-id")) {
+			id = f.Value // the last one wins, as in formail
 		}
+	}
+	if v := bytes.TrimLeft(id, " "); len(v) > 0 {
+		return string(v) // a CRLF line keeps its CR, as in formail
 	}
 	if !bodyHash {
 		return ""

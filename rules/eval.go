@@ -320,7 +320,8 @@ func (s *state) cond(c Cond) (bool, string, error) {
 	case *BodyCond:
 		var ok bool
 		if c.Pattern.Raw {
-			ok = s.matchBytes(c.Pattern, s.view.Body())
+			_, body := procmailAreas(s.msg)
+			ok = s.matchBytes(c.Pattern, body)
 		} else {
 			ok = s.match(c.Pattern, s.view.BodyText())
 		}
@@ -485,6 +486,32 @@ func (s *state) whyBool(what, src string, ok bool) string {
 	return fmt.Sprintf("%s %q did not match", what, src)
 }
 
+// procmailAreas splits msg where procmail does: the header runs to the
+// first empty line, and only "\n\n" makes one, so that in a message with
+// CRLF line ends ("\r\n\r\n") procmail reads the body as header too.
+// The procmail-style conditions (headers, raw body) keep that view, so
+// that a ported rule files every message where procmail would; the other
+// conditions parse the message properly.
+func procmailAreas(msg []byte) (header, body []byte) {
+	p := 0
+	for p < len(msg) && msg[p] == '\n' {
+		p++
+	}
+	if p < len(msg) {
+		p++
+	}
+	for q := p; ; {
+		i := bytes.IndexByte(msg[q:], '\n')
+		if i < 0 {
+			return msg, msg[len(msg):]
+		}
+		q += i + 1
+		if q < len(msg) && msg[q] == '\n' {
+			return msg[:q+1], msg[q+1:]
+		}
+	}
+}
+
 // headerText is procmail's header search area: the From_ line, the fields
 // and the blank line, with the newline before a continuation line read as
 // a space. decoded replaces each field's value by its decoded form.
@@ -494,7 +521,7 @@ func (s *state) headerText(decoded bool) []byte {
 	}
 	var t []byte
 	if !decoded {
-		h := s.view.Header()
+		h, _ := procmailAreas(s.msg)
 		t = make([]byte, len(h))
 		copy(t, h)
 		for i := 0; i+1 < len(t); i++ {
@@ -649,7 +676,7 @@ func (s *state) count(c Cond, repeat bool) (int, error) {
 		case *BodyCond:
 			p = c.Pattern
 			if c.Pattern.Raw {
-				text = s.view.Body()
+				_, text = procmailAreas(s.msg)
 			} else {
 				texts = []string{s.view.BodyText()}
 			}

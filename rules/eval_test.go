@@ -363,3 +363,53 @@ rules:
 		t.Errorf("got %s: a forged result from an untrusted server was believed, or a comment with ';' broke parsing", got)
 	}
 }
+
+func TestNegatedClassesStayOnTheirLine(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{`^From:[^>]*x`, `^From:[^\n>]*x`},
+		{`[^]a]`, `[^]\na]`},
+		{`[^-a-z0-9_.]`, `[^-\na-z0-9_.]`},
+		{`[^[:alpha:]]+`, `[^\n[:alpha:]]+`},
+		{`\[^x]`, `\[^x]`},
+		{`[a^b]`, `[a^b]`},
+		{`[^\]]`, `[^\n\]]`},
+	} {
+		if got := negatedClassesSkipNewline(tt.in); got != tt.want {
+			t.Errorf("%s: got %s, want %s", tt.in, got, tt.want)
+		}
+	}
+	e := NewEngine(mustParse(t, `rules: [{if: {headers: '^Subject:[^>]*xyz'}, then: {folder: hit/}}]`), Options{Default: "inbox/"})
+	d, _ := e.Evaluate(context.Background(), []byte("Subject: abc\nX-Foo: xyz\n\nbody\n"), EvalOptions{})
+	if got := summary(d); got != "default:inbox/" {
+		t.Errorf("[^>]* crossed a line end, which procmail's does not: %s", got)
+	}
+}
+
+func TestHeaderEditFormailShape(t *testing.T) {
+	for _, tt := range []struct{ name, in, want string }{
+		{"ends at a non-field line: blank line added",
+			"From: a\nSubject: s\nnot a field\nbody\n",
+			"From: a\nSubject: s\nX-A: 1\n\nnot a field\nbody\n"},
+		{"blanks before a colon removed",
+			"Fro :x\nSubject: s\n\nbody\n",
+			"Fro:x\nSubject: s\nX-A: 1\n\nbody\n"},
+		{"header only, no blank line",
+			"Subject: s\n",
+			"Subject: s\nX-A: 1\n\n"},
+		{"last field without newline",
+			"Subject: s",
+			"Subject: s\nX-A: 1\n\n"},
+		{"CRLF keeps CRLF",
+			"Subject: s\r\n\r\nbody\r\n",
+			"Subject: s\r\nX-A: 1\r\n\r\nbody\r\n"},
+	} {
+		if got := string(editHeader([]byte(tt.in), "add", "X-A", "X-A: 1", "")); got != tt.want {
+			t.Errorf("%s:\n got %q\nwant %q", tt.name, got, tt.want)
+		}
+	}
+	in := []byte("Fro :x\n\nb\n")
+	editHeader(in, "add", "X", "X: 1", "")
+	if string(in) != "Fro :x\n\nb\n" {
+		t.Errorf("the input was modified: %q", in)
+	}
+}

@@ -3,6 +3,8 @@ package rules
 import (
 	"bytes"
 	"strings"
+
+	"github.com/mfilter/mfilter/deliver"
 )
 
 // editHeader applies one header edit to a raw message the way formail's
@@ -16,49 +18,19 @@ import (
 //	rename          formail -R F: G:   rename every F field to G in place
 //
 // Field names match case-insensitively; a name ending in '*' matches
-// every field starting with the rest (formail's prefix match).
+// every field starting with the rest (formail's prefix match). The header
+// is what formail reads as one: the fields from the top up to the first
+// line that is not a field; like formail, the result always has a blank
+// line after it (one is added when the header ended at a non-field line),
+// and no blanks between a field name and its colon ("Name :" becomes
+// "Name:", formail's cleanheader).
+// Unlike formail, a CRLF message gets CRLF lines and keeps its own blank
+// line "\r\n" instead of getting a bare "\n" added.
 func editHeader(msg []byte, op, name, field, to string) []byte {
-	hdrStart := 0
-	if bytes.HasPrefix(msg, []byte("From ")) {
-		if i := bytes.IndexByte(msg, '\n'); i >= 0 {
-			hdrStart = i + 1
-		} else {
-			hdrStart = len(msg)
-		}
-	}
+	fields := deliver.HeaderFields(msg)
 	eol := "\n"
 	if i := bytes.IndexByte(msg, '\n'); i > 0 && msg[i-1] == '\r' {
 		eol = "\r\n"
-	}
-	// Split the header into fields (with continuation lines) up to the
-	// blank line; anything that is not a field is kept as it is.
-	type span struct {
-		start, end int
-		name       string
-	}
-	var fields []span
-	p := hdrStart
-	bodyAt := len(msg)
-	blank := false
-	for p < len(msg) {
-		line := lineAt(msg, p)
-		if len(bytes.TrimRight(line, "\r\n")) == 0 {
-			bodyAt, blank = p, true
-			break
-		}
-		end := p + len(line)
-		for end < len(msg) && (msg[end] == ' ' || msg[end] == '\t') {
-			end += len(lineAt(msg, end))
-		}
-		n := ""
-		if c := bytes.IndexByte(line, ':'); c > 0 {
-			n = strings.TrimRight(string(line[:c]), " \t")
-		}
-		fields = append(fields, span{p, end, n})
-		p = end
-	}
-	if !blank {
-		bodyAt = len(msg)
 	}
 	match := func(n string) bool {
 		if strings.HasSuffix(name, "*") {
@@ -67,21 +39,34 @@ func editHeader(msg []byte, op, name, field, to string) []byte {
 		}
 		return strings.EqualFold(n, name)
 	}
-	exists := false
-	for _, f := range fields {
-		if f.name != "" && match(f.name) {
-			exists = true
+	fieldName := func(f deliver.HeaderField) string {
+		if bytes.HasPrefix(f.Name, []byte("From ")) && len(f.Name) == 5 {
+			return "" // the From_ line is not a field
+		}
+		return strings.TrimRight(strings.TrimSuffix(string(f.Name), ":"), " \t")
+	}
+	if op == "add-if-missing" {
+		for _, f := range fields {
+			if n := fieldName(f); n != "" && match(n) {
+				return msg
+			}
 		}
 	}
-	if op == "add-if-missing" && exists {
-		return msg
+	hdrEnd := 0
+	if len(fields) > 0 {
+		hdrEnd = fields[len(fields)-1].End
 	}
 	var out bytes.Buffer
 	out.Grow(len(msg) + len(field) + 16)
-	out.Write(msg[:hdrStart])
 	for _, f := range fields {
-		text := msg[f.start:f.end]
-		if f.name == "" || !match(f.name) {
+		text := msg[f.Start:f.End]
+		if bytes.HasSuffix(f.Name, []byte(":")) && bytes.ContainsAny(f.Name, " \t") {
+			// formail's cleanheader: no blanks between name and colon.
+			clean := append([]byte(nil), bytes.TrimRight(f.Name[:len(f.Name)-1], " \t")...)
+			text = append(append(clean, ':'), text[len(f.Name):]...)
+		}
+		n := fieldName(f)
+		if n == "" || !match(n) {
 			out.Write(text)
 			continue
 		}
@@ -93,30 +78,22 @@ func editHeader(msg []byte, op, name, field, to string) []byte {
 			out.Write(text)
 		case "rename":
 			out.WriteString(to)
-			out.Write(text[len(f.name):])
+			out.Write(text[len(n):])
 		default:
 			out.Write(text)
 		}
 	}
-	tail := msg[bodyAt:]
+	if out.Len() > 0 && out.Bytes()[out.Len()-1] != '\n' {
+		out.WriteString(eol) // the last field lacked its newline
+	}
 	if op != "remove" && op != "rename" {
-		if last := out.Bytes(); len(last) > hdrStart && last[len(last)-1] != '\n' {
-			out.WriteString(eol) // the header's last line lacked its newline
-		}
 		out.WriteString(field)
 		out.WriteString(eol)
-		if !blank && len(tail) == 0 {
-			// formail always ends a header with a blank line.
-			out.WriteString(eol)
-		}
 	}
-	out.Write(tail)
+	rest := msg[hdrEnd:]
+	if !bytes.HasPrefix(rest, []byte("\n")) && !bytes.HasPrefix(rest, []byte("\r\n")) {
+		out.WriteString(eol)
+	}
+	out.Write(rest)
 	return out.Bytes()
-}
-
-func lineAt(b []byte, p int) []byte {
-	if i := bytes.IndexByte(b[p:], '\n'); i >= 0 {
-		return b[p : p+i+1]
-	}
-	return b[p:]
 }

@@ -311,6 +311,9 @@ func (l *loader) pattern(n *yaml.Node, what string, o patternOpts) *Pattern {
 	if o.headers {
 		expr = expandProcmailMacros(expr)
 	}
+	if o.headers || o.multiline {
+		expr = negatedClassesSkipNewline(expr)
+	}
 	flags := ""
 	if !cs {
 		flags += "i"
@@ -357,16 +360,77 @@ func procmailEscape(s string) string {
 	return ""
 }
 
+// negatedClassesSkipNewline makes every negated class [^...] also refuse
+// a newline, as procmail's do, so that in multi-line text (the whole
+// header, the body) "^From:[^>]*x" stays on its line as it does there.
+func negatedClassesSkipNewline(expr string) string {
+	var b strings.Builder
+	for i := 0; i < len(expr); i++ {
+		c := expr[i]
+		if c == '\\' && i+1 < len(expr) {
+			b.WriteString(expr[i : i+2])
+			i++
+			continue
+		}
+		if c != '[' {
+			b.WriteByte(c)
+			continue
+		}
+		// A class: copy it to its closing bracket, adding \n after [^.
+		j := i + 1
+		neg := j < len(expr) && expr[j] == '^'
+		if neg {
+			j++
+		}
+		if j < len(expr) && expr[j] == ']' {
+			j++ // a ] right after [ or [^ is a literal
+		}
+		for j < len(expr) && expr[j] != ']' {
+			switch {
+			case expr[j] == '\\' && j+1 < len(expr):
+				j += 2
+			case expr[j] == '[' && j+1 < len(expr) && expr[j+1] == ':':
+				if k := strings.Index(expr[j+2:], ":]"); k >= 0 {
+					j += k + 4
+				} else {
+					j++
+				}
+			default:
+				j++
+			}
+		}
+		if j >= len(expr) { // unterminated: let the compiler report it
+			b.WriteString(expr[i:])
+			break
+		}
+		if neg {
+			// After a leading literal ] or -, so that the \n cannot
+			// become one end of a range.
+			k := i + 2
+			if expr[k] == ']' || expr[k] == '-' {
+				k++
+			}
+			b.WriteString(expr[i:k])
+			b.WriteString("\\n")
+			b.WriteString(expr[k : j+1])
+		} else {
+			b.WriteString(expr[i : j+1])
+		}
+		i = j
+	}
+	return b.String()
+}
+
 // procmail's header macros, expanded exactly as procmail 3.22 does
 // (procmailrc(5); procmail-behaviour.md §7).
 const (
 	macroTO_ = `(^((Original-)?(Resent-)?(To|Cc|Bcc)|(X-Envelope|Apparently(-Resent)?)-To):(.*[^-a-zA-Z0-9_.])?)`
 	macroTO  = `(^((Original-)?(Resent-)?(To|Cc|Bcc)|(X-Envelope|Apparently(-Resent)?)-To):(.*[^a-zA-Z])?)`
 	// The two FROM_ macros end in procmail's "$([^>]|$)"; procmail's $
-	// consumes the newline, which RE2's (?m)$ does not, so that tail is
-	// written as a newline or the end of the text.
-	macroFROM_DAEMON = `(^(Mailing-List:|Precedence:.*(junk|bulk|list)|To: Multiple recipients of |(((Resent-)?(From|Sender)|X-Envelope-From):|>?From )([^>]*[^(.%@a-z0-9])?(Post(ma?(st(e?r)?|n)|office)|(send)?Mail(er)?|daemon|m(mdf|ajordomo)|n?uucp|LIST(SERV|proc)|NETSERV|o(wner|ps)|r(e(quest|sponse)|oot)|b(ounce|bs\.smtp)|echo|mirror|s(erv(ices?|er)|mtp(error)?|ystem)|A(dmin(istrator)?|MMGR|utoanswer))(([^).!:a-z0-9][-_a-z0-9]*)?[%@>\t ][^<)]*(\(.*\).*)?)?(\n([^>]|\z)|\z)))`
-	macroFROM_MAILER = `(^(((Resent-)?(From|Sender)|X-Envelope-From):|>?From )([^>]*[^(.%@a-z0-9])?(Post(ma(st(er)?|n)|office)|(send)?Mail(er)?|daemon|mmdf|n?uucp|ops|r(esponse|oot)|(bbs\.)?smtp(error)?|s(erv(ices?|er)|ystem)|A(dmin(istrator)?|MMGR))(([^).!:a-z0-9][-_a-z0-9]*)?[%@>\t ][^<)]*(\(.*\).*)?)?(\n([^>]|\z)|\z))`
+	// matches (and consumes) a newline or the end of the text, which RE2's
+	// (?m)$ does not, so that tail is written out as such.
+	macroFROM_DAEMON = `(^(Mailing-List:|Precedence:.*(junk|bulk|list)|To: Multiple recipients of |(((Resent-)?(From|Sender)|X-Envelope-From):|>?From )([^>]*[^(.%@a-z0-9])?(Post(ma?(st(e?r)?|n)|office)|(send)?Mail(er)?|daemon|m(mdf|ajordomo)|n?uucp|LIST(SERV|proc)|NETSERV|o(wner|ps)|r(e(quest|sponse)|oot)|b(ounce|bs\.smtp)|echo|mirror|s(erv(ices?|er)|mtp(error)?|ystem)|A(dmin(istrator)?|MMGR|utoanswer))(([^).!:a-z0-9][-_a-z0-9]*)?[%@>\t ][^<)]*(\(.*\).*)?)?(\n([^>]|\n|\z)|\z)))`
+	macroFROM_MAILER = `(^(((Resent-)?(From|Sender)|X-Envelope-From):|>?From )([^>]*[^(.%@a-z0-9])?(Post(ma(st(er)?|n)|office)|(send)?Mail(er)?|daemon|mmdf|n?uucp|ops|r(esponse|oot)|(bbs\.)?smtp(error)?|s(erv(ices?|er)|ystem)|A(dmin(istrator)?|MMGR))(([^).!:a-z0-9][-_a-z0-9]*)?[%@>\t ][^<)]*(\(.*\).*)?)?(\n([^>]|\n|\z)|\z))`
 )
 
 // expandProcmailMacros replaces ^TO_, ^TO, ^FROM_DAEMON and ^FROM_MAILER

@@ -15,22 +15,28 @@ import (
 	"github.com/mfilter/mfilter/internal/filer"
 	"github.com/mfilter/mfilter/internal/maillog"
 	"github.com/mfilter/mfilter/internal/sysexits"
+	"github.com/mfilter/mfilter/rules"
 )
 
 // filingFlags are the options every filing mode shares.
 type filingFlags struct {
+	rules       string
 	base        string
 	def         string
 	logFile     string
 	berkeley    bool
 	mboxrd      bool
+	readMboxrd  bool
 	lockTimeout time.Duration
 	rescue      string
+	sender      string
+	recipient   string
 }
 
 func (ff *filingFlags) register(fs *flag.FlagSet, batch bool) {
-	fs.StringVar(&ff.base, "maildir", "", "base directory for relative folders (default $HOME)")
-	fs.StringVar(&ff.def, "default", "Maildir/", "folder for messages no rule files")
+	fs.StringVar(&ff.rules, "rules", "", "rules file (default $XDG_CONFIG_HOME/mfilter/rules.yaml, then ~/.mfilter.yaml)")
+	fs.StringVar(&ff.base, "maildir", "", "base directory for relative folders (default from the rules, then $HOME)")
+	fs.StringVar(&ff.def, "default", "", "folder for messages no rule delivers (default from the rules, then Maildir/)")
 	fs.StringVar(&ff.logFile, "log", "", "append procmail's log abstract to this file")
 	fs.BoolVar(&ff.berkeley, "berkeley", false, "ignore Content-Length fields")
 	fs.BoolVar(&ff.berkeley, "Y", false, "same as --berkeley")
@@ -38,6 +44,7 @@ func (ff *filingFlags) register(fs *flag.FlagSet, batch bool) {
 	fs.DurationVar(&ff.lockTimeout, "lock-timeout", deliver.DefaultLockOptions.Timeout, "how long to wait for a folder lock")
 	if batch {
 		fs.StringVar(&ff.rescue, "rescue", "", "mbox for messages that could not be filed")
+		fs.BoolVar(&ff.readMboxrd, "read-mboxrd", false, "the input is mboxrd: strip one > from >From lines")
 	}
 }
 
@@ -45,52 +52,107 @@ func (ff *filingFlags) register(fs *flag.FlagSet, batch bool) {
 type setup struct {
 	filer   *filer.Filer
 	logFile *os.File
+	root    *os.Root
+	router  *filer.RulesRouter // nil without rules
+	base    string
 }
 
 func (s *setup) close() {
 	if s.logFile != nil {
 		s.logFile.Close()
 	}
+	if s.root != nil {
+		s.root.Close()
+	}
 }
 
-// newSetup turns the flags into a Filer. Errors are configuration errors.
-func newSetup(env *environ, ff *filingFlags) (*setup, error) {
-	base := ff.base
+// setupError carries the exit status of a failed setup: 78 for a mistake
+// in the rules or flags, 77 for an insecure rules file, 75 for trouble in
+// the environment (a log file that cannot be opened) that a retry may
+// not meet again.
+type setupError struct {
+	code int
+	err  error
+}
+
+func (e *setupError) Error() string { return e.err.Error() }
+
+// newSetup loads the rules (if there are any) and turns them and the flags
+// into a Filer; flags win over the rules' settings. prog prefixes the
+// messages.
+func newSetup(env *environ, prog string, ff *filingFlags) (*setup, *setupError) {
+	path, err := rulesPath(env, ff.rules)
+	if err != nil {
+		return nil, &setupError{sysexits.Config, err}
+	}
+	var cfg *rules.Config
+	if path != "" {
+		var code int
+		cfg, code = loadRules(env, prog, path)
+		if cfg == nil {
+			return nil, &setupError{code, nil}
+		}
+	}
+	pick := func(flagValue string, setting *rules.Str, def string) string {
+		if flagValue != "" {
+			return flagValue
+		}
+		if setting != nil {
+			return setting.Value
+		}
+		return def
+	}
+	var base, defSpec, logSpec string
+	logFormat := maillog.Procmail
+	if cfg != nil {
+		base = pick(ff.base, cfg.Maildir, "")
+		defSpec = pick(ff.def, cfg.Default, "Maildir/")
+		logSpec = pick(ff.logFile, cfg.Log, "")
+		if cfg.LogFormat != nil && cfg.LogFormat.Value == "json" {
+			logFormat = maillog.JSON
+		}
+	} else {
+		base, defSpec, logSpec = ff.base, pick(ff.def, nil, "Maildir/"), ff.logFile
+	}
 	if base == "" {
 		base = env.getenv("HOME")
 		if base == "" {
-			return nil, errors.New("--maildir not given and $HOME is not set")
+			return nil, &setupError{sysexits.Config, errors.New("no mail directory: give --maildir or set maildir: in the rules ($HOME is not set either)")}
 		}
 	}
 	base = expandHome(env, base)
 	if !filepath.IsAbs(base) {
 		abs, err := filepath.Abs(base)
 		if err != nil {
-			return nil, err
+			return nil, &setupError{sysexits.Config, err}
 		}
 		base = abs
 	}
-	def, err := deliver.ParseFolder(base, expandHome(env, ff.def))
+	defSpec = expandHome(env, defSpec)
+	def, err := deliver.ParseFolder(base, defSpec)
 	if err != nil {
-		return nil, fmt.Errorf("--default: %w", err)
+		return nil, &setupError{sysexits.Config, fmt.Errorf("default folder: %w", err)}
 	}
-	warn := func(msg string) { fmt.Fprintf(env.stderr, "mfilter: warning: %s\n", msg) }
+	warn := func(msg string) { fmt.Fprintf(env.stderr, "%s: warning: %s\n", prog, msg) }
 	w := deliver.NewWriter(deliver.Options{
 		Berkeley: ff.berkeley,
 		Mboxrd:   ff.mboxrd,
 		Lock:     deliver.LockOptions{Timeout: ff.lockTimeout},
 		Warn:     warn,
 	})
-	s := &setup{}
+	s := &setup{base: base}
 	var logw io.Writer
-	if ff.logFile != "" {
-		path := expandHome(env, ff.logFile)
-		if !filepath.IsAbs(path) {
-			path = filepath.Join(base, path)
+	if logSpec != "" {
+		lp := expandHome(env, logSpec)
+		if !filepath.IsAbs(lp) {
+			lp = filepath.Join(base, lp)
 		}
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err := os.MkdirAll(filepath.Dir(lp), 0o700); err != nil {
+			return nil, &setupError{sysexits.TempFail, fmt.Errorf("log file: %w", err)}
+		}
+		f, err := os.OpenFile(lp, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
-			return nil, fmt.Errorf("--log: %w", err)
+			return nil, &setupError{sysexits.TempFail, fmt.Errorf("log file: %w", err)}
 		}
 		s.logFile, logw = f, f
 	}
@@ -103,14 +165,45 @@ func newSetup(env *environ, ff *filingFlags) (*setup, error) {
 			rescue = filepath.Join(base, rescue)
 		}
 	}
+	var router filer.Router = filer.DefaultRouter{Folder: def}
+	if cfg != nil {
+		eng, _, _, err := newEngine(env, cfg, &filingFlags{base: base, def: defSpec, berkeley: ff.berkeley})
+		if err != nil {
+			s.close()
+			return nil, &setupError{sysexits.Config, err}
+		}
+		// Folders built from message data are opened below the mail
+		// root through an os.Root, which needs the root to exist.
+		if err := os.MkdirAll(base, 0o700); err != nil {
+			s.close()
+			return nil, &setupError{sysexits.TempFail, fmt.Errorf("mail directory: %w", err)}
+		}
+		root, err := os.OpenRoot(base)
+		if err != nil {
+			s.close()
+			return nil, &setupError{sysexits.TempFail, fmt.Errorf("mail directory: %w", err)}
+		}
+		s.root = root
+		s.router = &filer.RulesRouter{Engine: eng, Base: base, Root: root, Envelope: rules.Envelope{Sender: ff.sender, Recipient: ff.recipient}}
+		router = s.router
+	}
 	s.filer = &filer.Filer{
-		Writer: w,
-		Router: filer.DefaultRouter{Folder: def},
-		Log:    maillog.New(logw),
-		Rescue: rescue,
-		Warn:   warn,
+		Writer:   w,
+		Router:   router,
+		Log:      maillog.NewFormat(logw, logFormat),
+		Rescue:   rescue,
+		Berkeley: ff.berkeley,
+		Warn:     warn,
 	}
 	return s, nil
+}
+
+// reportSetup prints a setup failure and returns its exit status.
+func reportSetup(env *environ, prog string, e *setupError) int {
+	if e.err != nil {
+		fmt.Fprintf(env.stderr, "%s: %v\n", prog, e.err)
+	}
+	return e.code
 }
 
 func expandHome(env *environ, p string) string {
@@ -145,7 +238,8 @@ func runDeliver(ctx context.Context, env *environ, args []string) int {
 	fs := flag.NewFlagSet("mfilter deliver", flag.ContinueOnError)
 	var ff filingFlags
 	ff.register(fs, false)
-	sender := fs.String("f", "", "envelope sender: replace or create the From_ line (procmail -f)")
+	fs.StringVar(&ff.sender, "f", "", "envelope sender: replace or create the From_ line (procmail -f)")
+	fs.StringVar(&ff.recipient, "a", "", "envelope recipient, for envelope-to: conditions")
 	if err := parseFlags(env, fs, args); err != nil {
 		return usageExit(err)
 	}
@@ -153,10 +247,9 @@ func runDeliver(ctx context.Context, env *environ, args []string) int {
 		fmt.Fprintf(env.stderr, "mfilter deliver: unexpected argument %q (the message comes on stdin)\n", fs.Arg(0))
 		return sysexits.Usage
 	}
-	s, err := newSetup(env, &ff)
-	if err != nil {
-		fmt.Fprintf(env.stderr, "mfilter deliver: %v\n", err)
-		return sysexits.Config
+	s, serr := newSetup(env, "mfilter deliver", &ff)
+	if serr != nil {
+		return reportSetup(env, "mfilter deliver", serr)
 	}
 	defer s.close()
 	msg, err := io.ReadAll(env.stdin)
@@ -166,8 +259,8 @@ func runDeliver(ctx context.Context, env *environ, args []string) int {
 	}
 	// As procmail -d does, blank lines before the message are dropped.
 	msg = bytes.TrimLeft(msg, "\n")
-	if *sender != "" {
-		msg = deliver.SetEnvelopeSender(msg, *sender, time.Now())
+	if ff.sender != "" {
+		msg = deliver.SetEnvelopeSender(msg, ff.sender, time.Now())
 	}
 	if err := s.filer.FileOne(ctx, msg); err != nil {
 		fmt.Fprintf(env.stderr, "mfilter deliver: not delivered, try again later: %v\n", err)
@@ -188,10 +281,9 @@ func runSplit(ctx context.Context, env *environ, args []string) int {
 		fmt.Fprintf(env.stderr, "mfilter: unexpected argument %q (use mfilter file PATH to read files)\n", fs.Arg(0))
 		return sysexits.Usage
 	}
-	s, err := newSetup(env, &ff)
-	if err != nil {
-		fmt.Fprintf(env.stderr, "mfilter: %v\n", err)
-		return sysexits.Config
+	s, serr := newSetup(env, "mfilter", &ff)
+	if serr != nil {
+		return reportSetup(env, "mfilter", serr)
 	}
 	defer s.close()
 	return fileMbox(ctx, env, s, "stdin", env.stdin, &ff)
@@ -209,10 +301,9 @@ func runFile(ctx context.Context, env *environ, args []string) int {
 		fmt.Fprintln(env.stderr, "mfilter file: name at least one mbox file")
 		return sysexits.Usage
 	}
-	s, err := newSetup(env, &ff)
-	if err != nil {
-		fmt.Fprintf(env.stderr, "mfilter file: %v\n", err)
-		return sysexits.Config
+	s, serr := newSetup(env, "mfilter file", &ff)
+	if serr != nil {
+		return reportSetup(env, "mfilter file", serr)
 	}
 	defer s.close()
 	code := sysexits.OK
@@ -238,7 +329,7 @@ func worse(a, b int) int {
 }
 
 func fileMbox(ctx context.Context, env *environ, s *setup, name string, r io.Reader, ff *filingFlags) int {
-	src := deliver.NewSplitter(r, deliver.SplitOptions{Berkeley: ff.berkeley})
+	src := deliver.NewSplitter(r, deliver.SplitOptions{Berkeley: ff.berkeley, Mboxrd: ff.readMboxrd})
 	sum, err := s.filer.FileAll(ctx, src)
 	if err != nil {
 		fmt.Fprintf(env.stderr, "mfilter: %s: %v\n", name, err)

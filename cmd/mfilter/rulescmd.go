@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/sysexits"
@@ -154,6 +156,11 @@ func runTest(ctx context.Context, env *environ, args []string) int {
 			fmt.Fprintf(env.stderr, "mfilter test: %v\n", err)
 			status = sysexits.DataErr
 			continue
+		}
+		msg = bytes.TrimLeft(msg, "\n")
+		if *sender != "" {
+			// As mfilter deliver -f does: the rules see the From_ line.
+			msg = deliver.SetEnvelopeSender(msg, *sender, time.Now())
 		}
 		fmt.Fprintf(env.stdout, "== %s\n", name)
 		dec, err := eng.Evaluate(ctx, msg, rules.EvalOptions{Envelope: rules.Envelope{Sender: *sender, Recipient: *recipient}, Trace: true})

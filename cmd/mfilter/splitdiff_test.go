@@ -634,7 +634,8 @@ func loggedDeliveries(t *testing.T, dir string, k folderKind, entries []logEntry
 			// The log shows the file's path, cut to 60 bytes.
 			var match []string
 			for _, f := range ents {
-				if p := sub + "/" + f.Name(); cut(p) == e.folder {
+				// (a maildir file by its unique part, without ",S=").
+				if p := sub + "/" + f.Name(); cut(p) == e.folder || cut(deliver.MaildirUnique(p)) == e.folder {
 					match = append(match, f.Name())
 				}
 			}

@@ -19,13 +19,58 @@ import (
 
 	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/maillog"
+	"github.com/mfilter/mfilter/internal/runprog"
 )
 
-// Plan is where one message goes.
+// Plan is what to do with one message.
 type Plan struct {
-	// Folders receive the message, in order; the rule engine adds pipes,
-	// forwards and edits on top of this.
+	// Folders receive the message as read, in order (what DefaultRouter
+	// plans); Steps may add folders, pipes, forwards and discards, each
+	// with its own version of the message.
 	Folders []deliver.Folder
+	Steps   []Step
+	// Logs are lines for the log (the rules' log actions).
+	Logs []string
+	// Warnings are problems that did not stop filing.
+	Warnings []string
+	// OnDelivered runs once the message is durably delivered everywhere;
+	// OnFailed when it was not (the rules record and forget duplicate
+	// keys with them).
+	OnDelivered func(context.Context) error
+	OnFailed    func()
+}
+
+// StepKind says what a Step does.
+type StepKind int
+
+const (
+	StepFolder  StepKind = iota // deliver to Folder
+	StepPipe                    // run Argv with the message on stdin
+	StepForward                 // run the sendmail command Argv
+	StepDiscard                 // drop the message (it counts as delivered)
+)
+
+// Step is one thing to do with the message.
+type Step struct {
+	Kind       StepKind
+	Folder     deliver.Folder
+	Argv       []string
+	Timeout    time.Duration
+	IgnoreExit bool
+	// Msg is the message for this step; nil means the message as read.
+	Msg []byte
+}
+
+// steps lists everything the plan does, Folders first.
+func (p Plan) steps() []Step {
+	if len(p.Folders) == 0 {
+		return p.Steps
+	}
+	out := make([]Step, 0, len(p.Folders)+len(p.Steps))
+	for _, f := range p.Folders {
+		out = append(out, Step{Kind: StepFolder, Folder: f})
+	}
+	return append(out, p.Steps...)
 }
 
 // Router decides where a message goes. It must not write anything.
@@ -47,6 +92,10 @@ type Filer struct {
 	Writer *deliver.Writer
 	Router Router
 	Log    *maillog.Logger
+	// Runner runs pipes and forwards (default runprog.Exec).
+	Runner runprog.Runner
+	// Berkeley ignores Content-Length when preparing program input.
+	Berkeley bool
 	// Rescue is the mbox that batch modes append undeliverable messages
 	// to; the error returned names it.
 	Rescue string
@@ -70,13 +119,13 @@ func (f *Filer) warn(format string, args ...any) {
 // (exit 75).
 func (f *Filer) FileOne(ctx context.Context, msg []byte) error {
 	txn := f.Writer.Begin(ctx)
-	var ds []*deliver.Delivery
+	var out *outcome
 	err := safely("filing the message", func() error {
 		plan, err := f.Router.Route(ctx, msg)
 		if err != nil {
 			return err
 		}
-		ds, err = f.deliverPlan(txn, plan, msg)
+		out, err = f.deliverPlan(ctx, txn, plan, msg)
 		return err
 	})
 	if err != nil {
@@ -87,10 +136,11 @@ func (f *Filer) FileOne(ctx context.Context, msg []byte) error {
 		return err
 	}
 	if err := txn.Commit(); err != nil {
+		out.failed()
 		f.logFailure(msg, "**Requeued**")
 		return err
 	}
-	f.logDeliveries(msg, ds)
+	f.delivered(ctx, msg, out)
 	return nil
 }
 
@@ -106,33 +156,140 @@ func safely(what string, fn func() error) (err error) {
 	return fn()
 }
 
-// deliverPlan writes msg to each folder of plan, as one group of the
-// Txn. mbox appends are visible at once and can be taken back only while
-// nobody appended after them, so they come last: a failure before them
-// leaves no trace.
-func (f *Filer) deliverPlan(txn *deliver.Txn, plan Plan, msg []byte) ([]*deliver.Delivery, error) {
-	if len(plan.Folders) == 0 {
+// outcome is what deliverPlan did for one message.
+type outcome struct {
+	plan Plan
+	ds   []*deliver.Delivery
+	runs []programRun // pipes and forwards that ran
+}
+
+type programRun struct {
+	argv []string
+	size int
+}
+
+func (o *outcome) failed() {
+	if o != nil && o.plan.OnFailed != nil {
+		o.plan.OnFailed()
+	}
+}
+
+// deliverPlan carries out the plan for msg as one group of the Txn:
+// folder files first (visible only at Commit), then mbox appends (visible
+// at once, but taken back while nobody appended after them), then pipes
+// and forwards, which cannot be taken back: any failure before them leaves
+// no trace, and a failing program takes the folder deliveries back.
+func (f *Filer) deliverPlan(ctx context.Context, txn *deliver.Txn, plan Plan, msg []byte) (*outcome, error) {
+	steps := plan.steps()
+	if len(steps) == 0 {
+		plan.failedHook()
 		return nil, errors.New("no folder to deliver to")
 	}
+	out := &outcome{plan: plan}
 	txn.BeginMessage()
 	sp := txn.Savepoint()
-	var ds []*deliver.Delivery
-	for pass := 0; pass < 2; pass++ {
-		for _, folder := range plan.Folders {
-			if (folder.Kind == deliver.Mbox) != (pass == 1) {
-				continue
+	fail := func(err error) (*outcome, error) {
+		if rerr := txn.RollbackTo(sp); rerr != nil {
+			f.warn("%v", rerr)
+		}
+		plan.failedHook()
+		return nil, err
+	}
+	for pass := 0; pass < 3; pass++ {
+		for _, st := range steps {
+			m := st.Msg
+			if m == nil {
+				m = msg
 			}
-			d, err := txn.Deliver(folder, msg)
-			if err != nil {
-				if rerr := txn.RollbackTo(sp); rerr != nil {
-					f.warn("%v", rerr)
+			switch {
+			case st.Kind == StepFolder && (st.Folder.Kind == deliver.Mbox) == (pass == 1) && pass < 2:
+				d, err := txn.Deliver(st.Folder, m)
+				if err != nil {
+					return fail(err)
 				}
-				return nil, err
+				out.ds = append(out.ds, d)
+			case (st.Kind == StepPipe || st.Kind == StepForward) && pass == 2:
+				run, err := f.runProgram(ctx, st, m)
+				if err != nil {
+					return fail(err)
+				}
+				out.runs = append(out.runs, run)
 			}
-			ds = append(ds, d)
 		}
 	}
-	return ds, nil
+	return out, nil
+}
+
+func (p Plan) failedHook() {
+	if p.OnFailed != nil {
+		p.OnFailed()
+	}
+}
+
+// runProgram runs a pipe or forward and waits for it. A pipe that exits
+// non-zero failed (unless IgnoreExit), and so does a forward: the message
+// then waits for a later try, as procmail's w flag makes it.
+func (f *Filer) runProgram(ctx context.Context, st Step, msg []byte) (programRun, error) {
+	var input []byte
+	what := "pipe"
+	if st.Kind == StepForward {
+		input = deliver.ForwardBytes(msg, f.Berkeley)
+		what = "forward"
+	} else {
+		input = deliver.PipeBytes(msg, f.Berkeley)
+	}
+	runner := f.Runner
+	if runner == nil {
+		runner = runprog.Exec{}
+	}
+	timeout := st.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Minute
+	}
+	res, err := runner.Run(ctx, st.Argv, input, runprog.Options{Timeout: timeout})
+	if err != nil {
+		return programRun{}, fmt.Errorf("%s: %w", what, err)
+	}
+	if res.Exit != 0 && (st.Kind == StepForward || !st.IgnoreExit) {
+		return programRun{}, fmt.Errorf("%s: %s", what, runprog.Describe(st.Argv, res))
+	}
+	return programRun{argv: st.Argv, size: len(input)}, nil
+}
+
+// delivered finishes a message that is durably delivered: the plan's
+// hook (duplicate keys), then the log.
+func (f *Filer) delivered(ctx context.Context, msg []byte, out *outcome) {
+	if out.plan.OnDelivered != nil {
+		if err := out.plan.OnDelivered(ctx); err != nil {
+			f.warn("%v", err)
+		}
+	}
+	for _, w := range out.plan.Warnings {
+		f.warn("%s", w)
+	}
+	for _, l := range out.plan.Logs {
+		if err := f.Log.Note(l); err != nil {
+			f.warn("log: %v", err)
+		}
+	}
+	f.logDeliveries(msg, out.ds)
+	for _, r := range out.runs {
+		// procmail logs a program as the text after its | or !.
+		if err := f.Log.Log(msg, " "+strings.Join(r.argv, " "), r.size); err != nil {
+			f.warn("log: %v", err)
+		}
+	}
+	for _, st := range out.plan.steps() {
+		if st.Kind == StepDiscard {
+			m := st.Msg
+			if m == nil {
+				m = msg
+			}
+			if err := f.Log.Log(msg, "/dev/null", len(m)); err != nil {
+				f.warn("log: %v", err)
+			}
+		}
+	}
 }
 
 func (f *Filer) logDeliveries(msg []byte, ds []*deliver.Delivery) {
@@ -229,13 +386,14 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		}
 		err := txn.Commit()
 		for _, p := range pending {
-			if perr := deliveryErr(p.ds); perr != nil {
+			if perr := deliveryErr(p.out.ds); perr != nil {
+				p.out.failed()
 				fail(perr)
 				r.save(p.msg)
 				continue
 			}
 			sum.Delivered++
-			f.logDeliveries(p.msg, p.ds)
+			f.delivered(ctx, p.msg, p.out)
 		}
 		if err != nil {
 			fail(err)
@@ -264,20 +422,21 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 			continue
 		}
 		sp := txn.Savepoint()
-		var ds []*deliver.Delivery
+		var out *outcome
 		err = safely("filing a message", func() error {
 			plan, err := f.Router.Route(ctx, msg)
 			if err != nil {
 				return err
 			}
 			if err := inputs.check(plan); err != nil {
+				plan.failedHook()
 				return err
 			}
-			ds, err = f.deliverPlan(txn, plan, msg)
+			out, err = f.deliverPlan(ctx, txn, plan, msg)
 			return err
 		})
 		if err == nil {
-			pending = append(pending, pendingMsg{msg, ds})
+			pending = append(pending, pendingMsg{msg: msg, out: out})
 			if len(pending) >= batch {
 				flush()
 			}
@@ -317,7 +476,8 @@ func deliveryErr(ds []*deliver.Delivery) error {
 
 type pendingMsg struct {
 	msg []byte
-	ds  []*deliver.Delivery
+	out *outcome            // deliveries
+	ds  []*deliver.Delivery // rescue appends
 }
 
 // rescuer appends messages, unchanged, to the rescue mbox so that filing
@@ -356,8 +516,9 @@ func (r *rescuer) target() string {
 type inputCheck map[string]bool
 
 func (c inputCheck) check(plan Plan) error {
-	for _, f := range plan.Folders {
-		if f.Kind != deliver.Mbox {
+	for _, st := range plan.steps() {
+		f := st.Folder
+		if st.Kind != StepFolder || f.Kind != deliver.Mbox {
 			continue
 		}
 		is, ok := c[f.Path]
@@ -418,7 +579,7 @@ func (r *rescuer) save(msg []byte) {
 		r.setErr(err)
 		return
 	}
-	r.pending = append(r.pending, pendingMsg{msg, []*deliver.Delivery{d}})
+	r.pending = append(r.pending, pendingMsg{msg: msg, ds: []*deliver.Delivery{d}})
 	if len(r.pending) >= r.batch {
 		r.commit()
 	}

@@ -4,9 +4,7 @@ package maillog
 
 import (
 	"bytes"
-	"io"
 	"strconv"
-	"sync"
 )
 
 // Abstract formats procmail's per-delivery abstract (mailfold.c
@@ -113,25 +111,4 @@ func detab(b []byte) []byte {
 		}
 	}
 	return out
-}
-
-// Logger appends abstracts to a log file; each abstract is one write, so
-// concurrent mfilter and procmail processes do not interleave lines.
-type Logger struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-// New returns a Logger writing to w (nil: log nothing).
-func New(w io.Writer) *Logger { return &Logger{w: w} }
-
-// Log writes the abstract of one delivery.
-func (l *Logger) Log(msg []byte, folder string, size int) error {
-	if l == nil || l.w == nil {
-		return nil
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	_, err := l.w.Write(Abstract(msg, folder, size))
-	return err
 }

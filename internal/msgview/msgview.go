@@ -20,7 +20,8 @@ import (
 type Field struct {
 	Name  string // as written, without the colon
 	Lower string // lower-case name, for lookups
-	Raw   []byte // value as written: after the colon, continuation lines included, final newline excluded
+	Raw   []byte // value as written: after the colon, continuation lines included, final newline (and CR) excluded
+	CR    bool   // the field's last line ended in CR LF
 }
 
 // Message is a view of raw message bytes, which it never modifies.
@@ -111,8 +112,9 @@ func (m *Message) parseFields() {
 		}
 		val := text[colon+1:]
 		val = bytes.TrimSuffix(val, []byte("\n"))
+		cr := bytes.HasSuffix(val, []byte("\r"))
 		val = bytes.TrimSuffix(val, []byte("\r"))
-		m.fields = append(m.fields, Field{Name: string(name), Lower: strings.ToLower(string(name)), Raw: val})
+		m.fields = append(m.fields, Field{Name: string(name), Lower: strings.ToLower(string(name)), Raw: val, CR: cr})
 	}
 }
 

@@ -1,0 +1,62 @@
+package filer
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/rules"
+)
+
+// RulesRouter routes messages by the rules.
+type RulesRouter struct {
+	Engine   *rules.Engine
+	Base     string   // the mail root: relative folders are below it
+	Root     *os.Root // opened on Base, for folders built from message data
+	Envelope rules.Envelope
+}
+
+// Route implements Router: it evaluates the rules and turns their
+// decision into steps.
+func (r *RulesRouter) Route(ctx context.Context, msg []byte) (Plan, error) {
+	dec, err := r.Engine.Evaluate(ctx, msg, rules.EvalOptions{Envelope: r.Envelope})
+	if err != nil {
+		return Plan{}, err
+	}
+	plan := Plan{
+		Logs:        dec.Logs,
+		Warnings:    dec.Warnings,
+		OnDelivered: dec.Commit,
+		OnFailed:    dec.Abort,
+	}
+	for _, s := range dec.Steps {
+		st := Step{Msg: s.Msg, Argv: s.Argv, Timeout: s.Timeout, IgnoreExit: s.IgnoreExit}
+		switch s.Kind {
+		case rules.StepFolder:
+			var f deliver.Folder
+			if s.Confined {
+				if r.Root == nil {
+					dec.Abort()
+					return Plan{}, fmt.Errorf("folder %q is built from message data, but the mail root %s cannot be opened", s.Folder, r.Base)
+				}
+				f, err = deliver.ParseConfinedFolder(r.Root, r.Base, s.Folder)
+			} else {
+				f, err = deliver.ParseFolder(r.Base, s.Folder)
+			}
+			if err != nil {
+				dec.Abort()
+				return Plan{}, fmt.Errorf("rule %s: %w", s.Rule, err)
+			}
+			st.Kind, st.Folder = StepFolder, f
+		case rules.StepPipe:
+			st.Kind = StepPipe
+		case rules.StepForward:
+			st.Kind = StepForward
+		case rules.StepDiscard:
+			st.Kind = StepDiscard
+		}
+		plan.Steps = append(plan.Steps, st)
+	}
+	return plan, nil
+}
