@@ -107,6 +107,9 @@ type Pattern struct {
 	CaseSensitive bool
 	re            *regexp.Regexp
 	names         []string // named capture groups
+	// Where an empty match is possible, as procmail's scoring sees it
+	// (see emptyMatches).
+	emptyAtStart, emptyInside, emptyAtEnd bool
 }
 
 // Cond is a condition.

@@ -107,7 +107,7 @@ func procmailMatches(t *testing.T, regex string, msg []byte) bool {
 	if err != nil {
 		t.Fatalf("procmail is required (test.sh installs it): %v", err)
 	}
-	dir := t.TempDir()
+	dir := procmailDir(t)
 	rc := filepath.Join(dir, "rc")
 	text := fmt.Sprintf("MAILDIR=%s\nDEFAULT=/dev/null\nSHELL=/bin/sh\n:0\n* %s\nhit/\n", dir, regex)
 	if err := os.WriteFile(rc, []byte(text), 0o600); err != nil {
@@ -124,4 +124,17 @@ func procmailMatches(t *testing.T, regex string, msg []byte) bool {
 		t.Fatal(err)
 	}
 	return len(ents) > 0
+}
+
+// procmailDir is a fresh directory for a procmail run whose name holds
+// nothing procmail would expand in an rcfile (t.TempDir uses the test
+// name, which may hold a '$').
+func procmailDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "procmail-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }

@@ -612,8 +612,12 @@ func containsFold(list []string, s string) bool {
 
 // scoreCond adds each term's weight the way procmail's w^x does: the first
 // match adds w, the k-th adds w*x^(k-1); conditions that are not regexes
-// count once.
+// count once. As in procmail, an empty match with x >= 1 (infinitely many
+// matches) adds ±2^31, and the total saturates at ±2147483647: once there,
+// the remaining terms are not evaluated. ${score} is the total
+// truncated toward zero, except that a total between 0 and 1 gives 1.
 func (s *state) scoreCond(c *ScoreCond) (bool, string, error) {
+	const limit = math.MaxInt32
 	total := 0.0
 	var parts []string
 	for _, t := range c.Terms {
@@ -627,9 +631,13 @@ func (s *state) scoreCond(c *ScoreCond) (bool, string, error) {
 		add := t.Weight
 		if t.Repeat != 0 {
 			switch {
+			case t.Weight == 0:
+				add = 0
 			case k < 0: // an empty match repeats forever
 				if t.Repeat >= 1 {
-					add = math.Copysign(math.MaxInt32, t.Weight)
+					// procmail adds 2^31: the total saturates unless
+					// earlier terms pulled it the other way.
+					add = math.Copysign(limit+1, t.Weight)
 				} else {
 					add = t.Weight / (1 - t.Repeat)
 				}
@@ -639,13 +647,27 @@ func (s *state) scoreCond(c *ScoreCond) (bool, string, error) {
 				add = t.Weight * (1 - math.Pow(t.Repeat, float64(k))) / (1 - t.Repeat)
 			}
 		}
+		if math.IsNaN(add) {
+			add = 0
+		}
 		total += add
 		if s.trace {
-			parts = append(parts, fmt.Sprintf("%+g (line %d, %d×)", add, t.Line, max(k, 1)))
+			times := strconv.Itoa(max(k, 1))
+			if k < 0 {
+				times = "∞"
+			}
+			parts = append(parts, fmt.Sprintf("%+g (line %d, %s×)", add, t.Line, times))
+		}
+		if total >= limit || total <= -limit {
+			total = math.Copysign(limit, total)
+			break
 		}
 	}
-	total = math.Max(math.Min(total, math.MaxInt32), math.MinInt32)
-	s.vars["score"] = variable{strconv.FormatInt(int64(total), 10), false}
+	n := int64(total)
+	if total > 0 && total < 1 {
+		n = 1
+	}
+	s.vars["score"] = variable{strconv.FormatInt(n, 10), false}
 	ok := total > c.Above
 	why := ""
 	if s.trace {
@@ -684,9 +706,15 @@ func (s *state) count(c Cond, repeat bool) (int, error) {
 		if p != nil {
 			n := 0
 			if text != nil {
+				if p.emptyMatch(len(text)) {
+					return -1, nil
+				}
 				n = len(p.re.FindAllIndex(text, -1))
 			}
 			for _, t := range texts {
+				if p.emptyMatch(len(t)) {
+					return -1, nil
+				}
 				n += len(p.re.FindAllStringIndex(t, -1))
 			}
 			return n, nil
@@ -697,6 +725,12 @@ func (s *state) count(c Cond, repeat bool) (int, error) {
 		return 0, err
 	}
 	return 1, nil
+}
+
+// emptyMatch reports whether procmail's scoring loop finds an empty match
+// of p in a search area of n bytes (and so scores it as infinite).
+func (p *Pattern) emptyMatch(n int) bool {
+	return p.emptyAtStart || p.emptyAtEnd || n >= 2 && p.emptyInside
 }
 
 func (s *state) programCond(c *ProgramCond) (bool, string, error) {

@@ -333,6 +333,7 @@ func (l *loader) pattern(n *yaml.Node, what string, o patternOpts) *Pattern {
 		return nil
 	}
 	p.re = re
+	p.emptyAtStart, p.emptyInside, p.emptyAtEnd = emptyMatches(expr)
 	for _, name := range re.SubexpNames() {
 		if name != "" {
 			p.names = append(p.names, name)
@@ -377,29 +378,9 @@ func negatedClassesSkipNewline(expr string) string {
 			continue
 		}
 		// A class: copy it to its closing bracket, adding \n after [^.
-		j := i + 1
-		neg := j < len(expr) && expr[j] == '^'
-		if neg {
-			j++
-		}
-		if j < len(expr) && expr[j] == ']' {
-			j++ // a ] right after [ or [^ is a literal
-		}
-		for j < len(expr) && expr[j] != ']' {
-			switch {
-			case expr[j] == '\\' && j+1 < len(expr):
-				j += 2
-			case expr[j] == '[' && j+1 < len(expr) && expr[j+1] == ':':
-				if k := strings.Index(expr[j+2:], ":]"); k >= 0 {
-					j += k + 4
-				} else {
-					j++
-				}
-			default:
-				j++
-			}
-		}
-		if j >= len(expr) { // unterminated: let the compiler report it
+		neg := i+1 < len(expr) && expr[i+1] == '^'
+		j := classEnd(expr, i)
+		if j < 0 { // unterminated: let the compiler report it
 			b.WriteString(expr[i:])
 			break
 		}
@@ -417,6 +398,81 @@ func negatedClassesSkipNewline(expr string) string {
 			b.WriteString(expr[i : j+1])
 		}
 		i = j
+	}
+	return b.String()
+}
+
+// classEnd returns the index of the ']' that closes the character class
+// opened at expr[i] ('['), or -1 if it is not closed.
+func classEnd(expr string, i int) int {
+	j := i + 1
+	if j < len(expr) && expr[j] == '^' {
+		j++
+	}
+	if j < len(expr) && expr[j] == ']' {
+		j++ // a ] right after [ or [^ is a literal
+	}
+	for j < len(expr) && expr[j] != ']' {
+		switch {
+		case expr[j] == '\\' && j+1 < len(expr):
+			j += 2
+		case expr[j] == '[' && j+1 < len(expr) && expr[j+1] == ':':
+			if k := strings.Index(expr[j+2:], ":]"); k >= 0 {
+				j += k + 4
+			} else {
+				j++
+			}
+		default:
+			j++
+		}
+	}
+	if j >= len(expr) {
+		return -1
+	}
+	return j
+}
+
+// emptyMatches reports where procmail's scoring loop would find an empty
+// match of expr: at the start of the search area, inside it, or at its
+// end. procmail's ^ and $ consume the newline they match, so they are
+// zero-width only at the start and at the end of the area; a pattern that
+// can match the empty string there (^, $, x*, .*$) scores infinity with
+// repeat, while ^.*$ or ^$, which always consume a newline inside the
+// area, count lines. RE2's multi-line ^ and $ are zero-width everywhere,
+// so this is decided on variants of expr with ^ and $ true or never true.
+func emptyMatches(expr string) (atStart, inside, atEnd bool) {
+	const always, never = `(?:)`, `(?:\b\B)`
+	try := func(caret, dollar string) bool {
+		re, err := regexp.Compile(replaceAnchors(expr, caret, dollar))
+		return err == nil && re.MatchString("")
+	}
+	return try(always, never), try(never, never), try(never, always)
+}
+
+// replaceAnchors replaces the ^ and $ of expr that are neither escaped nor
+// inside a character class.
+func replaceAnchors(expr, caret, dollar string) string {
+	var b strings.Builder
+	for i := 0; i < len(expr); i++ {
+		switch c := expr[i]; {
+		case c == '\\' && i+1 < len(expr):
+			b.WriteString(expr[i : i+2])
+			i++
+		case c == '[':
+			j := classEnd(expr, i)
+			if j < 0 {
+				b.WriteString(expr[i:])
+				return b.String()
+			}
+			b.WriteString(expr[i : j+1])
+			i = j
+		case c == '^':
+			b.WriteString(caret)
+		case c == '$':
+			b.WriteString(dollar)
+		default:
+			b.WriteByte(c)
+		}
 	}
 	return b.String()
 }
