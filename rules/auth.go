@@ -2,6 +2,7 @@ package rules
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 
 	"github.com/emersion/go-msgauth/authres"
@@ -16,6 +17,11 @@ type dkimResult struct {
 	err  error // the verification could not run (e.g. temporary DNS trouble)
 }
 
+// verifyDKIM verifies every signature of the message (at most 10). The
+// From_ line is not part of the message; a message without a blank line
+// after its header (only a header, or nothing) has an empty body, which
+// go-msgauth wants to see written as a blank line. err is set only when
+// the verification could not run at all.
 func verifyDKIM(m *msgview.Message, lookup func(string) ([]string, error)) dkimResult {
 	raw := m.Raw()
 	if bytes.HasPrefix(raw, []byte("From ")) {
@@ -25,6 +31,14 @@ func verifyDKIM(m *msgview.Message, lookup func(string) ([]string, error)) dkimR
 			raw = nil
 		}
 	}
+	if len(m.Body()) == 0 && !hasHeaderEnd(raw) {
+		fixed := make([]byte, 0, len(raw)+2)
+		fixed = append(fixed, raw...)
+		if len(fixed) > 0 && fixed[len(fixed)-1] != '\n' {
+			fixed = append(fixed, '\n')
+		}
+		raw = append(fixed, '\n')
+	}
 	sigs, err := dkim.VerifyWithOptions(bytes.NewReader(raw), &dkim.VerifyOptions{LookupTXT: lookup, MaxVerifications: 10})
 	if err == dkim.ErrTooManySignatures {
 		err = nil
@@ -32,12 +46,32 @@ func verifyDKIM(m *msgview.Message, lookup func(string) ([]string, error)) dkimR
 	return dkimResult{sigs: sigs, err: err}
 }
 
+// hasHeaderEnd reports whether msg has the empty line that ends a header.
+func hasHeaderEnd(msg []byte) bool {
+	for len(msg) > 0 {
+		line := msg
+		i := bytes.IndexByte(msg, '\n')
+		if i < 0 {
+			return false
+		}
+		line, msg = msg[:i], msg[i+1:]
+		if len(bytes.TrimRight(line, "\r")) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // dkimMatches evaluates a dkim condition: pass holds when a signature (of
 // domain, if given) verifies; fail when there are such signatures and none
-// verifies; none when there are none.
-func dkimMatches(r dkimResult, want, domain string) (bool, string) {
+// verifies; none when there are none. When no signature verifies and one
+// could not be checked for now (a temporary DNS failure fetching its key),
+// pass and fail cannot be decided: temp is that failure, and the message
+// must wait for a later try.
+func dkimMatches(r dkimResult, want, domain string) (bool, string, error) {
 	var n, pass int
 	var why []string
+	var temp error
 	for _, v := range r.sigs {
 		d := strings.ToLower(v.Domain)
 		if domain != "" && d != domain {
@@ -49,7 +83,13 @@ func dkimMatches(r dkimResult, want, domain string) (bool, string) {
 			why = append(why, "d="+d+" pass")
 		} else {
 			why = append(why, "d="+d+" "+v.Err.Error())
+			if dkim.IsTempFail(v.Err) && temp == nil {
+				temp = fmt.Errorf("d=%s: %w", d, v.Err)
+			}
 		}
+	}
+	if pass > 0 {
+		temp = nil
 	}
 	desc := "no DKIM signature"
 	if domain != "" {
@@ -60,11 +100,11 @@ func dkimMatches(r dkimResult, want, domain string) (bool, string) {
 	}
 	switch want {
 	case "pass":
-		return pass > 0, desc
+		return pass > 0, desc, temp
 	case "fail":
-		return n > 0 && pass == 0, desc
+		return n > 0 && pass == 0, desc, temp
 	default: // none
-		return n == 0, desc
+		return n == 0, desc, nil
 	}
 }
 

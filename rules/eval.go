@@ -362,7 +362,10 @@ func (s *state) cond(c Cond) (bool, string, error) {
 		if s.dkim.err != nil {
 			return false, "", fmt.Errorf("dkim: %w", s.dkim.err)
 		}
-		ok, why := dkimMatches(*s.dkim, c.Result, c.Domain)
+		ok, why, temp := dkimMatches(*s.dkim, c.Result, c.Domain)
+		if temp != nil {
+			return false, "", fmt.Errorf("dkim: %w", temp)
+		}
 		return ok, fmt.Sprintf("dkim %s: %v (%s)", c.Result, ok, why), nil
 	case *AuthResultsCond:
 		got := authResults(s.view, s.e.trusted, c.Method)
