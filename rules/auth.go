@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/emersion/go-msgauth/authres"
 	"github.com/emersion/go-msgauth/dkim"
 
 	"github.com/mfilter/mfilter/internal/msgview"
@@ -111,45 +110,64 @@ func dkimMatches(r dkimResult, want, domain string) (bool, string, error) {
 // authResults returns the results of method found in Authentication-Results
 // fields whose authserv-id is trusted. Fields from other hosts are ignored:
 // anyone can write an Authentication-Results field into a message.
+//
+// The field is read by RFC 8601's grammar here rather than with
+// go-msgauth's authres.Parse, which splits on every ';' (also in quoted
+// strings), gives up on the first result it cannot read (dropping the
+// ones after it), and refuses blanks around '=' and method versions.
 func authResults(m *msgview.Message, trusted []string, method string) []string {
 	var out []string
 	for _, f := range m.Get("authentication-results") {
-		v := stripComments(msgview.Unfold(f.Raw))
-		id, results, err := authres.Parse(v)
-		if err != nil && id == "" {
-			continue
+		parts := splitUnquoted(stripComments(msgview.Unfold(f.Raw)), ';')
+		id := strings.Fields(parts[0])
+		if len(id) == 0 || len(id) > 2 || len(id) == 2 && id[1] != "1" {
+			continue // no authserv-id, or a version this reader does not know
 		}
 		ok := false
 		for _, t := range trusted {
-			if strings.EqualFold(strings.TrimSpace(id), t) {
-				ok = true
-			}
+			ok = ok || strings.EqualFold(id[0], t)
 		}
 		if !ok {
 			continue
 		}
-		for _, r := range results {
-			switch r := r.(type) {
-			case *authres.DKIMResult:
-				if method == "dkim" {
-					out = append(out, string(r.Value))
-				}
-			case *authres.SPFResult:
-				if method == "spf" {
-					out = append(out, string(r.Value))
-				}
-			case *authres.DMARCResult:
-				if method == "dmarc" {
-					out = append(out, string(r.Value))
-				}
+		for _, p := range parts[1:] {
+			name, value, found := strings.Cut(p, "=")
+			if !found {
+				continue // "none", or garbage
+			}
+			name, _, _ = strings.Cut(name, "/") // method-version
+			if !strings.EqualFold(strings.TrimSpace(name), method) {
+				continue
+			}
+			if r := strings.Fields(value); len(r) > 0 {
+				out = append(out, strings.ToLower(r[0]))
 			}
 		}
 	}
 	return out
 }
 
-// stripComments removes RFC 5322 comments, which go-msgauth's parser
-// cannot read when they hold a ';' (go-msgauth#74).
+// splitUnquoted splits s at every sep outside double-quoted strings.
+func splitUnquoted(s string, sep byte) []string {
+	var out []string
+	inQuote := false
+	start := 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\\' && inQuote:
+			i++
+		case c == '"':
+			inQuote = !inQuote
+		case c == sep && !inQuote:
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
+}
+
+// stripComments removes RFC 5322 comments, which may hold ';' and
+// '=' (go-msgauth#74 is the same trap in authres.Parse).
 func stripComments(s string) string {
 	var b strings.Builder
 	depth := 0
