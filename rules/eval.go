@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/msgview"
@@ -788,10 +789,11 @@ func (s *state) argv(ts []*Template) []string {
 }
 
 // cleanFolderPart makes message data safe inside a folder name: no path
-// separators, no "." or ".." components, no control characters.
+// separators, no "." or ".." components, no control characters (C0, DEL
+// and C1: U+0085 and U+009B are line and escape controls too).
 func cleanFolderPart(v string) string {
 	v = strings.Map(func(r rune) rune {
-		if r == '/' || r < 0x20 || r == 0x7f {
+		if r == '/' || unicode.IsControl(r) {
 			return '_'
 		}
 		return r
