@@ -55,8 +55,12 @@ func (l *loader) action(n *yaml.Node) Action {
 		l.errorf(n, "%s; to deliver to a folder write {folder: %s}", msg, n.Value)
 		return nil
 	}
-	if n.Kind != yaml.MappingNode || len(n.Content) == 0 {
+	if n.Kind != yaml.MappingNode {
 		l.errorf(n, "an action must be a mapping like {folder: inbox/}, found %s", kindName(n))
+		return nil
+	}
+	if len(n.Content) == 0 {
+		l.errorf(n, "an empty action: write one like {folder: inbox/}")
 		return nil
 	}
 	// Find the action key first, so that modifiers can be checked against it.
@@ -94,6 +98,12 @@ func (l *loader) action(n *yaml.Node) Action {
 		fs := l.templates(val, key.Value)
 		if len(fs) == 0 {
 			return nil
+		}
+		for _, f := range fs {
+			if f.Literal() && strings.TrimSpace(f.Source) == "" {
+				l.errs = append(l.errs, &Error{f.Pos, "the folder name is empty (write inbox/ for a maildir, inbox for an mbox)"})
+				return nil
+			}
 		}
 		return &FolderAction{Pos: p, Folders: fs, Copy: key.Value == "copy"}
 	case "pipe":

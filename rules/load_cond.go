@@ -81,7 +81,9 @@ func (l *loader) condKey(k, v *yaml.Node) Cond {
 	key := k.Value
 	switch key {
 	case "from", "to", "cc", "to-or-cc", "sender", "reply-to", "subject":
-		if v.Kind == yaml.MappingNode && addressFields[key] && hasAnyKey(v, addressParts) {
+		// A mapping is an address test unless it has pattern options
+		// only, so that a misspelt address part gets a suggestion.
+		if v.Kind == yaml.MappingNode && addressFields[key] && (hasAnyKey(v, addressParts) || !hasAnyKey(v, patternKeys)) {
 			return l.addressCond(p, headerShortcuts[key], v)
 		}
 		pat := l.pattern(v, key, patternOpts{raw: true})
@@ -211,9 +213,16 @@ func hasAnyKey(n *yaml.Node, keys []string) bool {
 	return false
 }
 
-var addressParts = []string{"address", "domain", "local-part", "name"}
+var (
+	addressParts = []string{"address", "domain", "local-part", "name"}
+	patternKeys  = []string{"regex", "raw", "case-sensitive"}
+)
 
 func (l *loader) addressCond(p Pos, fields []string, v *yaml.Node) Cond {
+	if len(v.Content) == 0 {
+		l.errorf(v, "an empty mapping: write a regex, or an address test like {address: a@example.org}")
+		return nil
+	}
 	var conds []Cond
 	for i := 0; i+1 < len(v.Content); i += 2 {
 		k, val := v.Content[i], v.Content[i+1]
@@ -236,7 +245,10 @@ func (l *loader) addressCond(p Pos, fields []string, v *yaml.Node) Cond {
 		}
 		conds = append(conds, c)
 	}
-	if len(conds) == 1 {
+	switch len(conds) {
+	case 0:
+		return nil // the errors are reported
+	case 1:
 		return conds[0]
 	}
 	return &AllCond{Pos: p, Conds: conds}
@@ -555,6 +567,7 @@ func (l *loader) scoreCond(p Pos, v *yaml.Node) Cond {
 		return nil
 	}
 	c := &ScoreCond{Pos: p}
+	sawTerms := false
 	for i := 0; i+1 < len(v.Content); i += 2 {
 		k, val := v.Content[i], v.Content[i+1]
 		if !l.known(k, []string{"terms", "above"}, "score option") {
@@ -564,6 +577,7 @@ func (l *loader) scoreCond(p Pos, v *yaml.Node) Cond {
 			c.Above = l.number(val, "above")
 			continue
 		}
+		sawTerms = true
 		if val.Kind != yaml.SequenceNode || len(val.Content) == 0 {
 			l.errorf(val, "terms takes a non-empty list of {weight: W, <condition>}")
 			continue
@@ -574,8 +588,10 @@ func (l *loader) scoreCond(p Pos, v *yaml.Node) Cond {
 			}
 		}
 	}
+	if !sawTerms {
+		l.errorf(v, "score has no terms: (write {terms: [{weight: W, <condition>}], above: N})")
+	}
 	if len(c.Terms) == 0 {
-		l.errorf(v, "score has no terms")
 		return nil
 	}
 	return c

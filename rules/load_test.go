@@ -2,6 +2,7 @@ package rules
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -115,5 +116,166 @@ func TestInclude(t *testing.T) {
 	_, err = Load(filepath.Join(dir, "bad.yaml"))
 	if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "broken.yaml")+":2:12: unknown action") {
 		t.Fatalf("errors in an included file must name that file, got %v", err)
+	}
+}
+
+// TestLoadErrorsPerKind gives each condition and action a mistake and
+// checks the exact error line.
+func TestLoadErrorsPerKind(t *testing.T) {
+	// Each mistake is on line 3 (if:) or line 4 (then:).
+	tests := []struct {
+		cond, then, want string // cond: the if: value; then: the action
+	}{
+		{`{from: {adress: a@b}}`, "", `3:17: unknown address part "adress" (did you mean "address"?)`},
+		{`{to: {}}`, "", `3:14: an empty mapping: write a regex, or an address test like {address: a@example.org}`},
+		{`{cc: {address: []}}`, "", `3:24: address is an empty list`},
+		{`{subject: {raw: true}}`, "", `3:19: subject needs a regex: key`},
+		{`{subject: {regex: x, decoded: true}}`, "", `3:30: unknown subject option "decoded" (known: regex, case-sensitive, raw)`},
+		{`{reply-to: {regex: x, raw: maybe}}`, "", `3:36: raw must be true or false, found "maybe"`},
+		{`{list-id: {regex: x, raw: true}}`, "", `3:30: unknown list-id option "raw" (known: regex, case-sensitive)`},
+		{`{header: [X-Spam]}`, "", `3:18: header must map field names to regexes, like {X-Spam-Flag: '^YES'}`},
+		{`{header: {'X Spam': x}}`, "", `3:19: bad header field name "X Spam"`},
+		{`{headers: {regex: x, raw: true}}`, "", `3:30: unknown headers option "raw" (known: regex, case-sensitive, decoded)`},
+		{`{body: {regex: x, decoded: true}}`, "", `3:27: unknown body option "decoded" (known: regex, case-sensitive, raw)`},
+		{`{size: '>'}`, "", `3:16: size must be like '> 100k' or '< 2M' (units k, M, G of 1024), found ">"`},
+		{`{exists: []}`, "", `3:18: exists is an empty list`},
+		{`{envelope-from: '('}`, "", "3:25: bad regex \"(\": missing closing ): `(`"},
+		{`{envelope-to: '\>'}`, "", `3:23: bad regex "\\>": procmail's \> is not a word boundary here: write \b`},
+		{`{var: {a: x, b: y}}`, "", `3:15: var takes one variable and a regex, like {var: {list: '^golang'}}`},
+		{`{var: {lst: x}}`, "", `3:16: unknown variable "lst" (did you mean "list"?)`},
+		{`{all: []}`, "", `3:15: all takes a non-empty list of conditions`},
+		{`{any: {subject: x}}`, "", `3:15: any takes a non-empty list of conditions`},
+		{`{not: []}`, "", `3:15: empty condition list`},
+		{`{score: [1]}`, "", `3:17: score takes {terms: [...], above: N}`},
+		{`{score: {above: 1}}`, "", `3:17: score has no terms: (write {terms: [{weight: W, <condition>}], above: N})`},
+		{`{score: {terms: []}}`, "", `3:25: terms takes a non-empty list of {weight: W, <condition>}`},
+		{`{score: {terms: [{subject: x}]}}`, "", `3:26: score term needs a weight`},
+		{`{score: {terms: [{weight: 1}]}}`, "", `3:26: score term needs a condition`},
+		{`{score: {terms: [{weight: x, subject: y}]}}`, "", `3:35: weight must be a number, found "x"`},
+		{`{score: {above: high, terms: [{weight: 1, subject: y}]}}`, "", `3:25: above must be a number, found "high"`},
+		{`{program: 'spamc -c'}`, "", `3:19: program must be a list of arguments like [spamc, -c]; mfilter runs no shell, so "spamc -c" cannot be split for you`},
+		{`{program: {command: [x], timeout: -1s}}`, "", `3:43: timeout must be a positive duration like 30s or 2m, found "-1s"`},
+		{`{program: {cmd: [x]}}`, "", `3:20: unknown program option "cmd" (known: command, timeout)`},
+		{`{duplicate: false}`, "", `3:21: duplicate: false never holds; remove the condition instead`},
+		{`{duplicate: {size: 10}}`, "", `3:28: size must be at least 64 bytes`},
+		{`{duplicate: {chache: x}}`, "", `3:22: unknown duplicate option "chache" (did you mean "cache"?)`},
+		{`{dkim: maybe}`, "", `3:16: dkim result must be pass, fail or none, not "maybe"`},
+		{`{dkim: {result: pass, domian: x}}`, "", `3:31: unknown dkim option "domian" (did you mean "domain"?)`},
+		{`{auth-results: {dkim: good}}`, "", `3:31: unknown result "good" (known: pass, fail, none, neutral, softfail, temperror, permerror, policy)`},
+		{`{auth-results: pass}`, "", `3:24: auth-results takes {dkim: pass}, {spf: pass} or {dmarc: pass}`},
+		{`duplicat`, "", `3:9: a condition must be a mapping like {subject: regex}, found "duplicat"`},
+		{`{}`, "", `3:9: empty condition`},
+		{"", `{folder: []}`, `4:20: folder is an empty list`},
+		{"", `{copy: ''}`, `4:19: the folder name is empty (write inbox/ for a maildir, inbox for an mbox)`},
+		{"", `{pipe: [x], timeout: soon}`, `4:32: timeout must be a positive duration like 30s or 2m, found "soon"`},
+		{"", `{pipe: [x], continue: perhaps}`, `4:33: continue must be true or false, found "perhaps"`},
+		{"", `{pipe: [x], header-only: true}`, `4:23: unknown pipe option "header-only" (known: pipe, timeout, continue, ignore-exit)`},
+		{"", `{forward: a@b, sendmail: []}`, `4:36: sendmail is an empty list`},
+		{"", `{discard: false}`, `4:21: discard: false does nothing; remove it`},
+		{"", `{stop: no}`, `4:18: stop: false does nothing; remove it`},
+		{"", `dicsard`, `4:11: unknown action "dicsard" (did you mean "discard"?); to deliver to a folder write {folder: dicsard}`},
+		{"", `{add-header: 'no colon'}`, `4:24: add-header takes a whole field like 'X-Label: work', found "no colon"`},
+		{"", `{set-header: 'X Bad: x'}`, `4:24: bad header field name "X Bad"`},
+		{"", `{supersede-header: '${list}: y'}`, `4:30: bad header field name "${list}"`},
+		{"", `{add-header-if-missing: ': y'}`, `4:35: add-header-if-missing takes a whole field like 'X-Label: work', found ": y"`},
+		{"", `{remove-header: 'X Bad'}`, `4:27: bad header field name "X Bad"`},
+		{"", `{rename-header: X-A}`, `4:27: rename-header takes {from: Old-Name, to: New-Name}`},
+		{"", `{rename-header: {from: X-A}}`, `4:27: rename-header needs both from: and to:`},
+		{"", `{filter: [x], on-failure: drop}`, `4:37: on-failure must be keep (go on with the unfiltered message) or retry (exit 75), not "drop"`},
+		{"", `{filter: [x], continue: true}`, `4:25: unknown filter option "continue" (known: filter, timeout, header-only, on-failure)`},
+		{"", `{set: {HOME: x}}`, `4:18: HOME is a built-in variable and cannot be redefined`},
+		{"", `{set: {'a b': x}}`, `4:18: bad variable name "a b" (letters, digits, _, - and .)`},
+		{"", `{log: [a]}`, `4:17: log must be a string, found a list`},
+		{"", `{log: '${lst}'}`, `4:18: unknown variable "lst" (did you mean "list"?)`},
+		{"", `[{}]`, `4:12: an empty action: write one like {folder: inbox/}`},
+		{"", `{folder: a/, timeout: 5s}`, `4:24: unknown folder option "timeout" (known: folder)`},
+	}
+	for _, tt := range tests {
+		cond, then := tt.cond, tt.then
+		if cond == "" {
+			cond = "{subject: x}"
+		}
+		if then == "" {
+			then = "discard"
+		}
+		src := "vars: {list: l}\nrules:\n  - if: " + cond + "\n    then: " + then + "\n"
+		_, err := Parse("rules.yaml", []byte(src))
+		if err == nil || err.Error() != "rules.yaml:"+tt.want {
+			t.Errorf("%s\ngot  %v\nwant rules.yaml:%s", src, err, tt.want)
+		}
+	}
+}
+
+// TestExampleUsesEveryKind loads rules.example.yaml, which claims to use
+// every feature, and checks that every condition and action is in it and
+// that the loader built each from its YAML.
+func TestExampleUsesEveryKind(t *testing.T) {
+	path := filepath.Join("..", "rules.example.yaml")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parse(path, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	var cond func(Cond)
+	cond = func(c Cond) {
+		seen[fmt.Sprintf("%T", c)] = true
+		switch c := c.(type) {
+		case *AllCond:
+			for _, cc := range c.Conds {
+				cond(cc)
+			}
+		case *AnyCond:
+			for _, cc := range c.Conds {
+				cond(cc)
+			}
+		case *NotCond:
+			cond(c.Cond)
+		case *ScoreCond:
+			for _, t := range c.Terms {
+				cond(t.Cond)
+			}
+		case *AddressCond:
+			seen["address:"+c.Part] = true
+		}
+	}
+	var walk func([]*Rule)
+	walk = func(rs []*Rule) {
+		for _, r := range rs {
+			if r.If != nil {
+				cond(r.If)
+			}
+			for _, a := range r.Then {
+				seen[fmt.Sprintf("%T", a)] = true
+				switch a := a.(type) {
+				case *HeaderAction:
+					seen["header:"+a.Op] = true
+				case *FolderAction:
+					seen[fmt.Sprintf("folder copy=%v", a.Copy)] = true
+				}
+			}
+			walk(r.Rules)
+		}
+	}
+	walk(cfg.Rules)
+	for _, want := range []string{
+		"*rules.HeaderCond", "*rules.AddressCond", "*rules.ListIDCond", "*rules.HeadersCond", "*rules.BodyCond",
+		"*rules.SizeCond", "*rules.ExistsCond", "*rules.EnvelopeCond", "*rules.VarCond", "*rules.AllCond",
+		"*rules.AnyCond", "*rules.NotCond", "*rules.ScoreCond", "*rules.ProgramCond", "*rules.DuplicateCond",
+		"*rules.DKIMCond", "*rules.AuthResultsCond",
+		"address:address", "address:domain",
+		"*rules.FolderAction", "folder copy=true", "folder copy=false", "*rules.PipeAction", "*rules.ForwardAction",
+		"*rules.DiscardAction", "*rules.StopAction", "*rules.HeaderAction", "*rules.FilterAction", "*rules.SetAction", "*rules.LogAction",
+		"header:add", "header:add-if-missing", "header:set", "header:supersede", "header:remove", "header:rename",
+	} {
+		if !seen[want] {
+			t.Errorf("rules.example.yaml has no %s", want)
+		}
+	}
+	if cfg.LogFormat == nil || len(cfg.TrustedAuthServIDs) == 0 || len(cfg.Sendmail) == 0 || len(cfg.Vars) == 0 {
+		t.Errorf("settings missing from the example: %+v", cfg)
 	}
 }
