@@ -62,11 +62,10 @@ func (l *Logger) Note(text string) error {
 	}
 	var entry []byte
 	if l.format == JSON {
-		entry, _ = json.Marshal(struct {
+		entry = jsonLine(struct {
 			Time string `json:"time"`
 			Log  string `json:"log"`
 		}{l.now().UTC().Format(time.RFC3339), text})
-		entry = append(entry, '\n')
 	} else {
 		entry = []byte(strings.TrimSuffix(text, "\n") + "\n")
 	}
@@ -102,9 +101,15 @@ func jsonEntry(t time.Time, msg []byte, folder string, size int) []byte {
 		Folder    string `json:"folder"`
 		Size      int    `json:"size"`
 	}{t.UTC().Format(time.RFC3339), envelope, field("from"), field("subject"), strings.TrimSpace(field("message-id")), strings.TrimSpace(folder), size}
+	return jsonLine(e)
+}
+
+// jsonLine encodes v as one line of JSON, without HTML escapes (so that
+// "<id@host>" stays greppable). Invalid UTF-8 becomes U+FFFD.
+func jsonLine(v any) []byte {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
-	enc.Encode(e)
+	enc.Encode(v) // strings and ints only: cannot fail
 	return b.Bytes()
 }
