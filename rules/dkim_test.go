@@ -15,7 +15,7 @@ import (
 
 // dkimKeys reads every testdata/corpus/dkim/*/keys.txt into a map from
 // the DNS name to its TXT record.
-func dkimKeys(t *testing.T) map[string]string {
+func dkimKeys(t testing.TB) map[string]string {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join(corpusDir, "dkim", "*", "keys.txt"))
 	if err != nil || len(files) == 0 {

@@ -31,6 +31,9 @@ func Load(path string) (*Config, error) {
 	if err := l.loadFile(cfg, path, true); err != nil {
 		return nil, err
 	}
+	if l.insecure != nil {
+		return nil, l.insecure
+	}
 	if len(l.errs) == 0 {
 		check(cfg, &l.errs)
 	}
@@ -74,6 +77,7 @@ func sortErrors(errs ErrorList) {
 
 type loader struct {
 	errs         ErrorList
+	insecure     *InsecureError // an included file others may write
 	seen         map[string]bool // files being loaded, against include loops
 	skipSecurity bool
 	file         string
@@ -580,13 +584,23 @@ func (l *loader) include(v *yaml.Node) []*Rule {
 		l.errorf(v, "include loop: %s includes itself", path)
 		return nil
 	}
+	// Only a regular file: an include of /dev/stdin would eat the
+	// message being filed, one of /dev/zero would never end.
+	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
+		l.errorf(v, "include %s: not a regular file", s.Value)
+		return nil
+	}
 	sub := &Config{Sections: map[string]*Section{}}
 	if err := l.loadFile(sub, path, false); err != nil {
 		var ie *InsecureError
 		var pe *fs.PathError
 		switch {
 		case errors.As(err, &ie):
-			l.errorf(v, "%v", err)
+			// Refused like the top file (exit 77), not a mistake in
+			// the rules (78).
+			if l.insecure == nil {
+				l.insecure = ie
+			}
 		case errors.As(err, &pe):
 			l.errorf(v, "include %s: %v", s.Value, pe.Err)
 		default:

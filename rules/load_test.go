@@ -279,3 +279,49 @@ func TestExampleUsesEveryKind(t *testing.T) {
 		t.Errorf("settings missing from the example: %+v", cfg)
 	}
 }
+
+// TestIncludeNotRegular: an include must be a regular file; /dev/stdin
+// would read the message being filed, /dev/zero would never end.
+func TestIncludeNotRegular(t *testing.T) {
+	dir := t.TempDir()
+	for _, inc := range []string{"/dev/zero", "/dev/stdin", dir} {
+		_, err := Parse("rules.yaml", []byte("rules:\n  - include: "+inc+"\n"))
+		want := "rules.yaml:2:14: include " + inc + ": not a regular file"
+		if err == nil || err.Error() != want {
+			t.Errorf("got %v, want %s", err, want)
+		}
+	}
+}
+
+// TestIncludeSecurity: an included file that others could change is
+// refused as the top file is (an InsecureError, exit 77), not reported as
+// a mistake in the rules.
+func TestIncludeSecurity(t *testing.T) {
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	top := filepath.Join(dir, "rules.yaml")
+	inc := filepath.Join(dir, "sub", "lists.yaml")
+	os.MkdirAll(filepath.Dir(inc), 0o755)
+	os.WriteFile(top, []byte("rules:\n  - include: sub/lists.yaml\n  - then: {folder: inbox/}\n"), 0o644)
+	os.WriteFile(inc, []byte("rules:\n  - if: {list-id: x}\n    then: {folder: x/}\n"), 0o644)
+	if _, err := Load(top); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		path string
+		mode os.FileMode
+		want string
+	}{
+		{inc, 0o664, inc + ": refusing insecure rules file: it is writable by group or others (mode 0664); run chmod go-w " + inc},
+		{filepath.Dir(inc), 0o777, inc + ": refusing insecure rules file: its directory " + filepath.Dir(inc) + " is writable by group or others (mode 0777)"},
+	} {
+		os.Chmod(tt.path, tt.mode)
+		_, err := Load(top)
+		var ie *InsecureError
+		if !errors.As(err, &ie) || err.Error() != tt.want {
+			t.Errorf("mode %04o: got %T %v\nwant InsecureError %s", tt.mode, err, err, tt.want)
+		}
+		os.Chmod(tt.path, 0o755)
+		os.Chmod(inc, 0o644)
+	}
+}
