@@ -19,7 +19,8 @@ type dkimResult struct {
 // verifyDKIM verifies every signature of the message (at most 10). The
 // From_ line is not part of the message; a message without a blank line
 // after its header (only a header, or nothing) has an empty body, which
-// go-msgauth wants to see written as a blank line. err is set only when
+// go-msgauth wants to see written as a blank line (else it fails with
+// "failed to read header: EOF", and the message would wait forever). err is set only when
 // the verification could not run at all.
 func verifyDKIM(m *msgview.Message, lookup func(string) ([]string, error)) dkimResult {
 	raw := m.Raw()
@@ -30,7 +31,7 @@ func verifyDKIM(m *msgview.Message, lookup func(string) ([]string, error)) dkimR
 			raw = nil
 		}
 	}
-	if len(m.Body()) == 0 && !hasHeaderEnd(raw) {
+	if !hasHeaderEnd(raw) {
 		fixed := make([]byte, 0, len(raw)+2)
 		fixed = append(fixed, raw...)
 		if len(fixed) > 0 && fixed[len(fixed)-1] != '\n' {
@@ -45,18 +46,19 @@ func verifyDKIM(m *msgview.Message, lookup func(string) ([]string, error)) dkimR
 	return dkimResult{sigs: sigs, err: err}
 }
 
-// hasHeaderEnd reports whether msg has the empty line that ends a header.
+// hasHeaderEnd reports whether msg has the empty line that ends a header
+// as go-msgauth reads lines (net/textproto): "\n" or "\r\n" alone; a line
+// "\r\r\n" is not empty there.
 func hasHeaderEnd(msg []byte) bool {
 	for len(msg) > 0 {
-		line := msg
 		i := bytes.IndexByte(msg, '\n')
 		if i < 0 {
 			return false
 		}
-		line, msg = msg[:i], msg[i+1:]
-		if len(bytes.TrimRight(line, "\r")) == 0 {
+		if i == 0 || i == 1 && msg[0] == '\r' {
 			return true
 		}
+		msg = msg[i+1:]
 	}
 	return false
 }

@@ -181,6 +181,7 @@ func TestDKIMUnsigned(t *testing.T) {
 		plainMsg,
 		"Subject: header only, no body\n",
 		"Subject: no newline at all",
+		"Subject: a line of two CRs is not empty to go-msgauth\n\r\r\n",
 		"From someone@example.com  Mon Jan  1 00:00:00 2024\nSubject: s\n\nbody\n",
 		"",
 	} {

@@ -77,7 +77,7 @@ func sortErrors(errs ErrorList) {
 
 type loader struct {
 	errs         ErrorList
-	insecure     *InsecureError // an included file others may write
+	insecure     *InsecureError  // an included file others may write
 	seen         map[string]bool // files being loaded, against include loops
 	skipSecurity bool
 	file         string
