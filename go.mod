@@ -14,6 +14,7 @@ require (
 	github.com/klauspost/compress v1.20.4 // indirect
 	github.com/skeema/knownhosts v1.3.3 // indirect
 	golang.org/x/crypto v0.59.0 // indirect
+	golang.org/x/term v0.48.0 // indirect
 	golang.org/x/text v0.44.0 // indirect
 	golang.org/x/tools v0.52.0 // indirect
 )

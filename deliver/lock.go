@@ -1,6 +1,7 @@
 package deliver
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -62,11 +63,20 @@ func (o LockOptions) withDefaults() LockOptions {
 var ErrLockTimeout = errors.New("timed out waiting for lock")
 
 // Dotlock is a held lock file, created the way procmail, mutt and the MTAs
-// create NAME.lock: a unique temporary file holding "0" is hard-linked to
-// the lock name, which succeeds for exactly one process even over NFS.
+// create NAME.lock: a unique temporary file is hard-linked to the lock
+// name, which succeeds for exactly one process even over NFS.
+//
+// mfilter's lock files say "mfilter <pid>", and mfilter holds an open file
+// description lock (fcntl F_OFD_SETLK) on them for as long as it holds the
+// dotlock: when a killed mfilter
+// leaves its lock file behind, the next one sees that nobody holds it and
+// takes it over at once, instead of waiting for it to grow stale (17
+// minutes, during which every MTA delivery to that mbox would wait too).
+// Lock files of other programs are only ever forced by age.
 type Dotlock struct {
 	fsys fileSystem
 	path string
+	held file // the lock file, fcntl-locked while the dotlock is ours
 	// The lock file we made, so that we never remove another's: inode
 	// numbers are reused at once, so its mtime is compared too (a lock
 	// is only taken over after it looked stale for LockOptions.Stale).
@@ -91,13 +101,16 @@ func acquireDotlock(ctx context.Context, fsys fileSystem, path string, opts Lock
 	defer cancel()
 	sleep := 5 * time.Millisecond
 	for {
-		st, err := tryDotlock(fsys, path)
+		st, held, err := tryDotlock(fsys, path)
 		if err == nil {
 			id, _ := idOf(st)
-			return &Dotlock{fsys: fsys, path: path, id: id, mtime: st.ModTime()}, nil
+			return &Dotlock{fsys: fsys, path: path, held: held, id: id, mtime: st.ModTime()}, nil
 		}
 		if !errors.Is(err, fs.ErrExist) {
 			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if abandoned(fsys, path) {
+			continue // a dead mfilter's lock, removed: try again at once
 		}
 		// The age is measured against the file system's clock (the
 		// mtime of the temporary file just made), as procmail does, so
@@ -140,34 +153,85 @@ func forceStale(fsys fileSystem, path string, now time.Time, stale time.Duration
 	return err == nil || errors.Is(err, fs.ErrNotExist)
 }
 
-// tryDotlock makes one attempt; fs.ErrExist means someone holds the lock.
-// It returns the status of the temporary file it made: on success that
-// is the lock's, and its mtime is the file system's idea of now.
-func tryDotlock(fsys fileSystem, path string) (os.FileInfo, error) {
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+"."+randomHex(6)+"."+strconv.Itoa(os.Getpid()))
-	f, err := fsys.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
+// lockContent is what mfilter writes into its lock files (procmail
+// writes "0"); it must stay within maxLockSize.
+func lockContent() []byte { return []byte("mfilter " + strconv.Itoa(os.Getpid()) + "\n") }
+
+// abandoned removes the lock at path if an mfilter made it and no process
+// holds its fcntl lock any more (the holder died), and reports whether it
+// did.
+func abandoned(fsys fileSystem, path string) bool {
+	st, err := fsys.Lstat(path)
+	if err != nil || !st.Mode().IsRegular() || st.Size() > maxLockSize {
+		return false
+	}
+	f, err := fsys.OpenFile(path, os.O_RDONLY, 0)
 	if err != nil {
-		return nil, err
+		return false
+	}
+	defer f.Close()
+	buf := make([]byte, maxLockSize)
+	n, _ := f.ReadAt(buf, 0)
+	if !bytes.HasPrefix(buf[:n], []byte("mfilter ")) {
+		return false
+	}
+	// An open file description lock (Linux): unlike a classic fcntl lock
+	// it also conflicts with the other descriptors of this very process.
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 0}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_GETLK, &lk); err != nil || lk.Type != unix.F_UNLCK {
+		return false // held, or we cannot tell
+	}
+	again, err := fsys.Lstat(path)
+	if err != nil || !os.SameFile(st, again) || !again.ModTime().Equal(st.ModTime()) {
+		return false
+	}
+	err = fsys.Remove(path)
+	return err == nil || errors.Is(err, fs.ErrNotExist)
+}
+
+// tryDotlock makes one attempt; fs.ErrExist means someone holds the lock.
+// It returns the status of the temporary file it made (on success that
+// is the lock's, and its mtime is the file system's idea of now) and, on
+// success, the lock file kept open with an fcntl lock on it.
+func tryDotlock(fsys fileSystem, path string) (os.FileInfo, file, error) {
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+"."+randomHex(6)+"."+strconv.Itoa(os.Getpid()))
+	f, err := fsys.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o444)
+	if err != nil {
+		return nil, nil, err
 	}
 	defer fsys.Remove(tmp)
-	_, werr := f.Write([]byte("0"))
+	_, werr := f.Write(lockContent())
 	st, serr := f.Stat()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		return nil, err
+	// The fcntl lock is taken before the link, so that the lock file is
+	// never visible unheld.
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 0}
+	ferr := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk)
+	if err := errors.Join(werr, serr); err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	held := f
+	if ferr != nil {
+		// A file system without fcntl locks: the lock still works, it
+		// just cannot be recognised as abandoned.
+		f.Close()
+		held = nil
 	}
 	lerr := fsys.Link(tmp, path)
 	if lerr == nil {
-		return st, nil
+		return st, held, nil
 	}
 	// On NFS a lost reply can report failure for a link that was made:
 	// the link count is the truth then (procmail's hlink does the same).
 	if lst, err := fsys.Lstat(tmp); err == nil {
 		if sys, ok := lst.Sys().(*syscall.Stat_t); ok && sys.Nlink == 2 {
-			return st, nil
+			return st, held, nil
 		}
 	}
-	return st, lerr
+	if held != nil {
+		held.Close()
+	}
+	return st, nil, lerr
 }
 
 // Release removes the lock file, unless it is no longer ours (someone
@@ -178,10 +242,19 @@ func (l *Dotlock) Release() error {
 	}
 	if st, err := l.fsys.Lstat(l.path); err == nil {
 		if id, _ := idOf(st); id != l.id || !st.ModTime().Equal(l.mtime) {
+			if l.held != nil {
+				l.held.Close()
+			}
 			return fmt.Errorf("unlock %s: the lock was taken over by another process", l.path)
 		}
 	}
-	if err := l.fsys.Remove(l.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	// Removed before the fcntl lock goes, so that no one sees the file
+	// unheld and takes it for abandoned.
+	err := l.fsys.Remove(l.path)
+	if l.held != nil {
+		l.held.Close()
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("unlock %s: %w", l.path, err)
 	}
 	return nil

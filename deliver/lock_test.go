@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,8 +20,9 @@ import (
 var fastLock = LockOptions{Timeout: 10 * time.Second, MaxSleep: 5 * time.Millisecond, Suspend: time.Millisecond}
 
 // TestDotlockExclusive: among many concurrent takers, at most one holds
-// the lock at any time, and the lock file is procmail's: "0", mode 0444
-// before the umask.
+// the lock at any time, and the lock file says "mfilter <pid>" (procmail
+// writes "0"; the content is for recognising mfilter's own abandoned
+// locks), mode 0444 before the umask.
 func TestDotlockExclusive(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "box.lock")
 	var holders, maxHolders, total atomic.Int32
@@ -42,7 +44,7 @@ func TestDotlockExclusive(t *testing.T) {
 						break
 					}
 				}
-				if b, err := os.ReadFile(path); err != nil || string(b) != "0" {
+				if b, err := os.ReadFile(path); err != nil || string(b) != fmt.Sprintf("mfilter %d\n", os.Getpid()) {
 					t.Errorf("lock file holds %q, %v", b, err)
 				}
 				if st, err := os.Stat(path); err != nil || st.Mode().Perm()&0o222 != 0 {
@@ -317,5 +319,33 @@ func TestMboxConcurrentWriters(t *testing.T) {
 	}
 	if n != writers*each {
 		t.Errorf("%d messages in the mbox, want %d", n, writers*each)
+	}
+}
+
+// TestDotlockAbandoned: the lock file of an mfilter that died (no process
+// holds its lock) is taken over at once; one whose holder lives, and
+// anyone else's lock file, waits.
+func TestDotlockAbandoned(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "box.lock")
+	// A dead mfilter's lock: its content, nobody holding it.
+	os.WriteFile(path, []byte("mfilter 99999\n"), 0o444)
+	start := time.Now()
+	l, err := AcquireDotlock(context.Background(), path, LockOptions{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatalf("an abandoned mfilter lock must be taken over: %v", err)
+	}
+	if time.Since(start) > time.Second {
+		t.Fatalf("took %v", time.Since(start))
+	}
+	// A live holder (this one): another taker must wait and time out.
+	if _, err := AcquireDotlock(context.Background(), path, LockOptions{Timeout: 200 * time.Millisecond}); !errors.Is(err, ErrLockTimeout) {
+		t.Fatalf("a held lock was taken over: %v", err)
+	}
+	l.Release()
+	// procmail's lock file ("0"), fresh: not ours, never taken over early.
+	os.WriteFile(path, []byte("0"), 0o444)
+	if _, err := AcquireDotlock(context.Background(), path, LockOptions{Timeout: 200 * time.Millisecond}); !errors.Is(err, ErrLockTimeout) {
+		t.Fatalf("procmail's lock was taken over: %v", err)
 	}
 }

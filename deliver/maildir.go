@@ -32,6 +32,39 @@ func (w *Writer) maildirUnique() string {
 		"." + w.host
 }
 
+// MaildirHas reports whether maildir folder f holds a message whose unique
+// name part is unique, in new/ or (moved there by a reader) in cur/.
+func MaildirHas(f Folder, unique string) (bool, error) {
+	fsys := fileSystem(osFS{})
+	if f.root != nil {
+		fsys = rootFS{f.root}
+	}
+	for _, sub := range []string{"new", "cur"} {
+		dir := filepath.Join(f.Path, sub)
+		if _, err := fsys.Lstat(filepath.Join(dir, unique)); err == nil {
+			return true, nil
+		}
+		df, err := fsys.OpenFile(dir, os.O_RDONLY, 0)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		names, err := df.Readdirnames(-1)
+		df.Close()
+		if err != nil {
+			return false, fmt.Errorf("read %s: %w", dir, err)
+		}
+		for _, n := range names {
+			if MaildirUnique(n) == unique {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
 // MaildirUnique is the unique part of a maildir file name: the name
 // without its ",S=" (and any ":2," flags) info.
 func MaildirUnique(name string) string {
@@ -91,6 +124,9 @@ func (w *Writer) writeMaildir(d *Delivery, msg []byte) error {
 	data, _ := prepare(msg, w.opts.Berkeley)
 	data = skipFromLine(data)
 	name := w.MaildirName(len(data))
+	if d.opts.MaildirName != "" {
+		name = d.opts.MaildirName + ",S=" + strconv.Itoa(len(data))
+	}
 	tmp := filepath.Join(dir, "tmp", name)
 	var f file
 	for attempt := 0; ; attempt++ {
@@ -104,6 +140,11 @@ func (w *Writer) writeMaildir(d *Delivery, msg []byte) error {
 		}
 		if attempt == 0 && errors.Is(err, fs.ErrNotExist) {
 			w.forgetMaildir(d.fsys, dir) // removed since we made it
+			continue
+		}
+		if attempt == 0 && d.opts.MaildirName != "" && errors.Is(err, fs.ErrExist) {
+			// A chosen name is ours: a crashed run left it in tmp/.
+			d.fsys.Remove(tmp)
 			continue
 		}
 		return err
@@ -126,7 +167,7 @@ func (w *Writer) linkMaildir(d *Delivery) error {
 		if err == nil {
 			return nil
 		}
-		if errors.Is(err, fs.ErrExist) && attempt < 5 {
+		if errors.Is(err, fs.ErrExist) && attempt < 5 && d.opts.MaildirName == "" {
 			d.Path = filepath.Join(d.Folder.Path, "new", w.MaildirName(d.Size))
 			continue
 		}

@@ -280,6 +280,11 @@ func (t *Txn) appendLocked(d *Delivery, data []byte) error {
 		return fmt.Errorf("%s: no inode number", path)
 	}
 	old := st.Size()
+	if d.opts.BeforeWrite != nil {
+		if err := d.opts.BeforeWrite(d.Folder, old, data); err != nil {
+			return err
+		}
+	}
 	if err := writeAll(f, data); err != nil {
 		// Undo the partial message so the mbox stays well formed, and
 		// make the undo durable.

@@ -32,6 +32,11 @@ func (w *Writer) writeNumbered(d *Delivery, msg []byte) error {
 		d.fsys.Remove(tmp)
 		return err
 	}
+	if d.opts.BeforeWrite != nil {
+		if err := d.opts.BeforeWrite(d.Folder, 0, data); err != nil {
+			return fail(err)
+		}
+	}
 	if err := writeAll(f, data); err != nil {
 		return fail(fmt.Errorf("write %s: %w", tmp, err))
 	}

@@ -91,6 +91,7 @@ type Delivery struct {
 	linked bool        // maildir/MH/dir: Path now names the message
 	mbox   *mboxAppend // mbox: where the bytes went
 	undone bool        // taken back (or never made)
+	opts   DeliverOptions
 }
 
 // Txn groups deliveries so that their fsyncs can be batched: every file is
@@ -144,14 +145,31 @@ func (t *Txn) add(d *Delivery) {
 	t.items = append(t.items, d)
 }
 
+// DeliverOptions adjust one delivery for a caller that must find it again
+// after a crash (fetch-and-file's journal).
+type DeliverOptions struct {
+	// MaildirName is the unique part of the file name in a maildir
+	// folder (",S=<size>" is added); "" picks a fresh one.
+	MaildirName string
+	// BeforeWrite runs just before the bytes go into an mbox (under both
+	// locks; at is where they will start), an MH or a directory folder
+	// (at is 0). An error cancels the delivery.
+	BeforeWrite func(f Folder, at int64, data []byte) error
+}
+
 // Deliver writes msg into f. msg is the message as read (with its From_
 // line if it has one); the folder's format decides the bytes written.
 // An error means nothing of this message is left in f.
 func (t *Txn) Deliver(f Folder, msg []byte) (*Delivery, error) {
+	return t.DeliverWith(f, msg, DeliverOptions{})
+}
+
+// DeliverWith is Deliver with options.
+func (t *Txn) DeliverWith(f Folder, msg []byte, o DeliverOptions) (*Delivery, error) {
 	if err := t.ctx.Err(); err != nil {
 		return nil, fmt.Errorf("deliver to %s: %w", f.Path, err)
 	}
-	d := &Delivery{Folder: f, fsys: t.w.fsFor(f)}
+	d := &Delivery{Folder: f, fsys: t.w.fsFor(f), opts: o}
 	var err error
 	switch f.Kind {
 	case Maildir:

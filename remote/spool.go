@@ -81,6 +81,9 @@ func ClaimClient(spoolPath, name string) string {
 	return strings.Join(parts[:len(parts)-2], "-")
 }
 
+// SanitizeClient is a client id as it appears in claim names.
+func SanitizeClient(s string) string { return sanitizeID(s) }
+
 func sanitizeID(s string) string {
 	return strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' {

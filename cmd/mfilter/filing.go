@@ -54,6 +54,7 @@ type setup struct {
 	logFile *os.File
 	root    *os.Root
 	router  *filer.RulesRouter // nil without rules
+	cfg     *rules.Config      // nil without rules
 	base    string
 }
 
@@ -140,7 +141,7 @@ func newSetup(env *environ, prog string, ff *filingFlags) (*setup, *setupError) 
 		Lock:     deliver.LockOptions{Timeout: ff.lockTimeout},
 		Warn:     warn,
 	})
-	s := &setup{base: base}
+	s := &setup{base: base, cfg: cfg}
 	var logw io.Writer
 	if logSpec != "" {
 		lp := expandHome(env, logSpec)

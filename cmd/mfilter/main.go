@@ -30,6 +30,7 @@ func init() {
 	commands = []command{
 		{"deliver", "deliver one message from stdin (an MDA, like procmail -d)", runDeliver},
 		{"file", "split mbox files and file every message", runFile},
+		{"fetch-and-file", "claim the spool on the mail server over SSH and file it", runFetch},
 		{"check", "check the rules file and report every problem", runCheck},
 		{"test", "show what the rules do with messages, writing nothing", runTest},
 		{"version", "print the version", runVersion},

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/fetch"
 	"github.com/mfilter/mfilter/internal/sysexits"
 	"github.com/mfilter/mfilter/rules"
 )
@@ -95,6 +96,11 @@ func runCheck(_ context.Context, env *environ, args []string) int {
 	cfg, code := loadRules(env, "mfilter check", path)
 	if cfg == nil {
 		return code
+	}
+	if _, err := fetch.ParseSettings(cfg.Sections["fetch"]); err != nil {
+		reportRuleErrors(env, err)
+		fmt.Fprintf(env.stderr, "mfilter check: errors in %s; no mail was touched\n", path)
+		return sysexits.Config
 	}
 	fmt.Fprintf(env.stdout, "%s: ok (%d rules)\n", path, countRules(cfg.Rules))
 	return sysexits.OK
