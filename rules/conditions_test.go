@@ -60,6 +60,7 @@ func TestFieldConditions(t *testing.T) {
 		{"header with an empty value", `[{if: {header: {X-Empty: '^$'}}, then: {folder: e/}}]`, headersMsg, Envelope{}, "folder:e/"},
 		{"header field names ignore case", `[{if: {header: {message-id: '^<1@'}}, then: {folder: m/}}]`, headersMsg, Envelope{}, "folder:m/"},
 		{"a field in the body is not a header", `[{if: {header: {X-In-Body: yes}}, then: {folder: b/}}]`, headersMsg, Envelope{}, "default:inbox/"},
+		{"display name with an unquoted comma", `[{if: {from: {name: '^Doe, John$'}}, then: {folder: n/}}]`, "From: Doe, John <jd@example.com>\n\nb\n", Envelope{}, "folder:n/"},
 		{"list-id without brackets", `[{if: {list-id: '^bare\.example$'}, then: {folder: l/}}]`, "List-Id: bare.example\n\nb\n", Envelope{}, "folder:l/"},
 		{"list-id missing", `[{if: {not: {list-id: '.'}}, then: {folder: l/}}]`, headersMsg, Envelope{}, "folder:l/"},
 	})

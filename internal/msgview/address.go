@@ -53,18 +53,27 @@ func split(name, addr string) Address {
 }
 
 var (
-	angleAddr = regexp.MustCompile(`([^<>,;]*)<([^<>\s]+@[^<>\s]+)>`)
+	angleAddr = regexp.MustCompile(`<([^<>\s]+@[^<>\s]+)>`)
 	bareAddr  = regexp.MustCompile(`[^\s<>(),;:"]+@[^\s<>(),;:"]+`)
 )
 
-// lenientAddresses finds name <addr> pairs, then bare addresses.
+// lenientAddresses finds name <addr> pairs, then bare addresses. The name
+// of an angle address is the text since the previous address, so that
+// unquoted commas stay in it ("Doe, John <jd@example.com>").
 func lenientAddresses(v string) []Address {
 	var out []Address
 	seen := make(map[string]bool)
-	for _, m := range angleAddr.FindAllStringSubmatch(v, -1) {
-		name := strings.Trim(strings.TrimSpace(m[1]), `"`)
-		out = append(out, split(name, m[2]))
-		seen[m[2]] = true
+	prev := 0
+	for _, m := range angleAddr.FindAllStringSubmatchIndex(v, -1) {
+		name := v[prev:m[0]]
+		if bs := bareAddr.FindAllStringIndex(name, -1); len(bs) > 0 {
+			name = name[bs[len(bs)-1][1]:] // after a bare address before it
+		}
+		name = strings.Trim(strings.TrimSpace(strings.TrimLeft(name, " \t,;")), `"`)
+		addr := v[m[2]:m[3]]
+		out = append(out, split(name, addr))
+		seen[addr] = true
+		prev = m[1]
 	}
 	for _, s := range bareAddr.FindAllString(v, -1) {
 		if !seen[s] {

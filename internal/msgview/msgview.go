@@ -196,26 +196,34 @@ func DecodeWords(s string) string {
 	if dec, err := wordDecoder.DecodeHeader(s); err == nil {
 		return dec
 	}
-	// One bad word must not hide the others: decode word by word.
+	// One bad word must not hide the others: decode word by word,
+	// dropping the white space between two decoded words (RFC 2047 6.2).
 	var b strings.Builder
+	prevDecoded := false
 	for len(s) > 0 {
 		i := strings.Index(s, "=?")
 		if i < 0 {
 			b.WriteString(s)
 			break
 		}
-		b.WriteString(s[:i])
+		gap := s[:i]
 		s = s[i:]
 		end := encodedWordEnd(s)
 		if end < 0 {
+			b.WriteString(gap)
 			b.WriteString(s)
 			break
 		}
-		if dec, err := wordDecoder.Decode(s[:end]); err == nil {
+		dec, err := wordDecoder.Decode(s[:end])
+		if !(err == nil && prevDecoded && strings.Trim(gap, " \t") == "") {
+			b.WriteString(gap)
+		}
+		if err == nil {
 			b.WriteString(dec)
 		} else {
 			b.WriteString(s[:end])
 		}
+		prevDecoded = err == nil
 		s = s[end:]
 	}
 	return b.String()

@@ -1,0 +1,123 @@
+package msgview
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestFieldsAndAreas(t *testing.T) {
+	tests := []struct {
+		name, raw      string
+		fromLine, body string
+		fields         string // Name=Unfold(Raw), joined by |
+		header         string
+	}{
+		{"From_ line, continuation, body",
+			"From a@b  Mon Jan  1 00:00:00 2024\nSubject: one\n\ttwo\nX-A:x\n\nbody\n",
+			"From a@b  Mon Jan  1 00:00:00 2024", "body\n", "Subject=one\ttwo|X-A=x",
+			"From a@b  Mon Jan  1 00:00:00 2024\nSubject: one\n\ttwo\nX-A:x\n\n"},
+		{"CRLF", "Subject: s\r\nTo: t\r\n\r\nbody\r\n", "", "body\r\n", "Subject=s|To=t", "Subject: s\r\nTo: t\r\n\r\n"},
+		{"no blank line", "Subject: s\nTo: t", "", "", "Subject=s|To=t", "Subject: s\nTo: t"},
+		{"lines that are not fields are skipped", "Subject: s\nnot a field\nName With Space: x\n: empty name\nTo: t\n\nb", "", "b", "Subject=s|To=t", "Subject: s\nnot a field\nName With Space: x\n: empty name\nTo: t\n\n"},
+		{"blank before the colon", "Subject : s\n\nb", "", "b", "Subject=s", "Subject : s\n\n"},
+		{"only a From_ line", "From a@b", "From a@b", "", "", "From a@b"},
+		{"empty", "", "", "", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := New([]byte(tt.raw))
+			if string(m.FromLine()) != tt.fromLine || string(m.Body()) != tt.body || string(m.Header()) != tt.header {
+				t.Errorf("From_ %q body %q header %q", m.FromLine(), m.Body(), m.Header())
+			}
+			var fs []string
+			for _, f := range m.Fields() {
+				fs = append(fs, f.Name+"="+Unfold(f.Raw))
+			}
+			if got := strings.Join(fs, "|"); got != tt.fields {
+				t.Errorf("fields %q, want %q", got, tt.fields)
+			}
+			if m.Size() != len(tt.raw) {
+				t.Errorf("size %d", m.Size())
+			}
+		})
+	}
+}
+
+func TestDecodeWords(t *testing.T) {
+	for in, want := range map[string]string{
+		"=?UTF-8?Q?R=C3=A9sum=C3=A9?=":                        "Résumé",
+		"=?iso-8859-1?q?Andr=E9?= <a@b>":                      "André <a@b>",
+		"=?utf-8?b?5pel5pys?= =?utf-8?b?6Kqe?=":               "日本語",
+		"a =?utf-8?q?b?= c":                                   "a b c",
+		"=?x-unknown?q?a?= =?utf-8?q?b?=":                     "=?x-unknown?q?a?= b",
+		"=?utf-8?q?a?= =?utf-8?q?b?= =?x-unknown?q?c?=":       "ab =?x-unknown?q?c?=",
+		"=?utf-8?q?a?=\t =?utf-8?q?b?= and =?x-unknown?q?c?=": "ab and =?x-unknown?q?c?=",
+		"=?utf-8?q?broken":                                    "=?utf-8?q?broken",
+		"=?utf-8?x?bad-encoding?= ok":                         "=?utf-8?x?bad-encoding?= ok",
+		"=?gb2312?q?=C0=EE?=":                                 "李",
+		"=?iso-2022-jp?b?GyRCJUYlOSVIGyhC?=":                  "テスト",
+		"no words":                                            "no words",
+	} {
+		if got := DecodeWords(in); got != want {
+			t.Errorf("DecodeWords(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestAddresses(t *testing.T) {
+	m := New([]byte("From: =?utf-8?q?Andr=C3=A9?= <Andre@Example.FR>\n" +
+		"To: Doe, John <jd@example.com>, bare@example.org, Roe, Rick <rr@example.com>\n" +
+		"Cc: undisclosed-recipients:;\n" +
+		"Cc: \"Quoted, Name\" <q@example.net>, x..y@example.net\n\nb\n"))
+	var got []string
+	for _, n := range []string{"from", "to", "cc"} {
+		for _, a := range m.Addresses(n) {
+			got = append(got, n+":"+a.Name+"|"+a.Local+"|"+a.Domain)
+		}
+	}
+	want := "from:André|Andre|Example.FR to:Doe, John|jd|example.com to:Roe, Rick|rr|example.com to:|bare|example.org cc:Quoted, Name|q|example.net cc:|x..y|example.net"
+	if strings.Join(got, " ") != want {
+		t.Errorf("got  %s\nwant %s", strings.Join(got, " "), want)
+	}
+}
+
+func TestListID(t *testing.T) {
+	for raw, want := range map[string]string{
+		"List-Id: Go Nuts <golang-nuts.googlegroups.com>\n\n": "golang-nuts.googlegroups.com",
+		"List-Id: <a.example>\nList-Id: <b.example>\n\n":      "a.example",
+		"List-Id: bare.example \n\n":                          "bare.example",
+		"List-Id: =?utf-8?q?Caf=C3=A9?= <cafe.example>\n\n":   "cafe.example",
+		"List-Id: unclosed <x.example\n\n":                    "unclosed <x.example",
+		"Subject: none\n\n":                                   "",
+	} {
+		if got := New([]byte(raw)).ListID(); got != want {
+			t.Errorf("%q: %q, want %q", raw, got, want)
+		}
+	}
+}
+
+func TestBodyText(t *testing.T) {
+	tests := []struct {
+		name, raw, want string
+	}{
+		{"plain", "Subject: s\n\nhello\n", "hello\n"},
+		{"base64 utf-8", "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64\n\naGVsbG8gd29ybGQK\n", "hello world\n"},
+		{"quoted-printable latin-1", "Content-Type: text/plain; charset=iso-8859-1\nContent-Transfer-Encoding: quoted-printable\n\ncaf=E9 cr=E8me\n", "café crème\n"},
+		{"multipart: text parts only, joined",
+			"Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\none\n--b\nContent-Type: image/png\nContent-Transfer-Encoding: base64\n\naGVsbG8=\n--b\nContent-Type: text/html\n\n<p>two</p>\n--b--\n",
+			"one\n<p>two</p>"},
+		{"missing final boundary keeps what was read",
+			"Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\nonly part\n",
+			"only part"},
+		{"a line without colon in the header: raw body", "Subject: s\nbroken header line\n\nraw body\n", "raw body\n"},
+		{"From_ line", "From a@b  Mon Jan  1 00:00:00 2024\nSubject: s\n\nbody\n", "body\n"},
+		{"unknown charset kept as is", "Content-Type: text/plain; charset=x-unknown\n\nbytes\n", "bytes\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := New([]byte(tt.raw)).BodyText(); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
