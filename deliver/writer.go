@@ -179,7 +179,8 @@ func (t *Txn) DeliverWith(f Folder, msg []byte, o DeliverOptions) (*Delivery, er
 	case MH, Dir:
 		err = t.w.writeNumbered(d, msg)
 	case Discard:
-		d.Path = f.Path
+		// Logged with the message's size, as procmail logs /dev/null.
+		d.Path, d.Size = f.Path, len(msg)
 	default:
 		err = fmt.Errorf("unknown folder kind %v", f.Kind)
 	}

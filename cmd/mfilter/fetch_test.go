@@ -251,7 +251,7 @@ rules:
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, out)
 	}
-	if !strings.Contains(out, "filed 200 messages") || !strings.Contains(out, "zstd") {
+	if !strings.Contains(out, "filed 200 messages") || !strings.Contains(out, "with zstd") {
 		t.Errorf("summary: %s", out)
 	}
 	checkFiled(t, e, msgs)
@@ -281,7 +281,7 @@ func TestFetchGzipWhenNoZstd(t *testing.T) {
 	msgs := spoolMessages(t, 50, "gz")
 	e.appendSpool(msgs)
 	code, out := e.run(e.args(srv.Addr, "-v")...)
-	if code != 0 || !strings.Contains(out, "gzip") {
+	if code != 0 || !strings.Contains(out, "with gzip") {
 		t.Fatalf("exit %d, want gzip: %s", code, out)
 	}
 	checkFiled(t, e, msgs)

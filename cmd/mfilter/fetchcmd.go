@@ -197,8 +197,12 @@ func runFetch(ctx context.Context, env *environ, args []string) int {
 		if codec == "" {
 			codec = "none"
 		}
-		fmt.Fprintf(env.stderr, "%s: filed %d messages (%s, %s over the link, %s) from %s in %s\n",
-			prog, rep.Messages, size(rep.Bytes), size(rep.Wire), codec, sp.Describe(), time.Since(start).Round(time.Millisecond))
+		link := ""
+		if *localSpool == "" {
+			link = fmt.Sprintf(", %s over the link with %s", size(rep.Wire), codec)
+		}
+		fmt.Fprintf(env.stderr, "%s: filed %d messages (%s%s) from %s in %s\n",
+			prog, rep.Messages, size(rep.Bytes), link, sp.Describe(), time.Since(start).Round(time.Millisecond))
 	}
 	return sysexits.OK
 }

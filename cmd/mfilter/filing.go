@@ -21,6 +21,7 @@ import (
 // filingFlags are the options every filing mode shares.
 type filingFlags struct {
 	rules       string
+	noRules     bool
 	base        string
 	def         string
 	logFile     string
@@ -35,6 +36,7 @@ type filingFlags struct {
 
 func (ff *filingFlags) register(fs *flag.FlagSet, batch bool) {
 	fs.StringVar(&ff.rules, "rules", "", "rules file (default $XDG_CONFIG_HOME/mfilter/rules.yaml, then ~/.mfilter.yaml)")
+	fs.BoolVar(&ff.noRules, "no-rules", false, "use no rules file: every message goes to the default folder")
 	fs.StringVar(&ff.base, "maildir", "", "base directory for relative folders (default from the rules, then $HOME)")
 	fs.StringVar(&ff.def, "default", "", "folder for messages no rule delivers (default from the rules, then Maildir/)")
 	fs.StringVar(&ff.logFile, "log", "", "append procmail's log abstract to this file")
@@ -85,6 +87,12 @@ func newSetup(env *environ, prog string, ff *filingFlags) (*setup, *setupError) 
 	path, err := rulesPath(env, ff.rules)
 	if err != nil {
 		return nil, &setupError{sysexits.Config, err}
+	}
+	if ff.noRules {
+		if ff.rules != "" {
+			return nil, &setupError{sysexits.Usage, errors.New("--rules and --no-rules contradict each other")}
+		}
+		path = ""
 	}
 	var cfg *rules.Config
 	if path != "" {

@@ -80,29 +80,41 @@ func runVersion(_ context.Context, env *environ, _ []string) int {
 func runHelp(_ context.Context, env *environ, _ []string) int {
 	fmt.Fprint(env.stdout, `usage: mfilter [options] < mbox
        mfilter file [options] MBOX...
-       mfilter deliver [-f SENDER] [options] < message
+       mfilter deliver [-f SENDER] [-a RECIPIENT] [options] < message
+       mfilter fetch-and-file [--host HOST] [options]
+       mfilter check [--rules FILE]
+       mfilter test [--rules FILE] [-f SENDER] [-a RECIPIENT] MESSAGE...
 
 With no command, mfilter splits the mbox on stdin (like formail -s procmail)
 and files every message. Commands:
 `)
 	for _, c := range commands {
-		fmt.Fprintf(env.stdout, "  %-10s %s\n", c.name, c.summary)
+		fmt.Fprintf(env.stdout, "  %-15s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(env.stdout, `
-Options (all modes):
-  --maildir DIR     base directory for relative folders (default $HOME)
-  --default FOLDER  where messages go (default Maildir/): a trailing /
-                    means maildir, /. means MH, anything else an mbox
+Options of the filing commands:
+  --rules FILE      the rules (default $XDG_CONFIG_HOME/mfilter/rules.yaml,
+                    then ~/.mfilter.yaml); --no-rules files everything into
+                    the default folder
+  --maildir DIR     base directory for relative folders (default: the
+                    rules' maildir:, else $HOME)
+  --default FOLDER  where mail goes that no rule delivers (default: the
+                    rules' default:, else Maildir/); a trailing / means
+                    maildir, /. means MH, anything else an mbox
   --log FILE        append procmail's log abstract for each delivery
   -Y, --berkeley    ignore Content-Length fields (procmail -Y)
   --mboxrd          write mbox folders as mboxrd (>From quoting undoable)
   --lock-timeout D  give up waiting for a folder lock after D (default 5m)
-Options (mbox modes):
-  --rescue FILE     mbox for messages that could not be filed
+  --rescue FILE     mbox modes: where messages that could not be filed go
                     (default <maildir>/mfilter-rescue.mbox)
+  --read-mboxrd     mbox modes: the input is mboxrd
+fetch-and-file: --host --port --user --identity --known-hosts --spool
+  --compress --accept-new-host-key --local-spool --state-dir --timeout -v
+  (or the rules' fetch: section); see mfilter(1).
 
-Exit status: 0 all delivered, 64 usage, 75 temporary failure (try again;
-nothing lost), 78 configuration error. See mfilter(1).
+Exit status: 0 all delivered (or no mail), 64 usage, 65 unreadable message
+file (test), 75 temporary failure (try again; nothing lost), 77 insecure
+rules file, 78 configuration error (nothing touched). See mfilter(1).
 `)
 	return sysexits.OK
 }
