@@ -177,7 +177,7 @@ func runFetch(ctx context.Context, env *environ, args []string) int {
 			}
 			last = time.Now()
 			rate := float64(p.Bytes) / time.Since(start).Seconds()
-			fmt.Fprintf(env.stderr, "\r%s: %s of %s (%s/s, %s over the link)   ", prog, size(p.Bytes), size(p.Size), size(int64(rate)), size(p.Wire))
+			fmt.Fprintf(env.stderr, "\r%s: %s of %s, %d messages (%s/s, %s over the link)   ", prog, size(p.Bytes), size(p.Size), p.Messages, size(int64(rate)), size(p.Wire))
 		}
 	}
 	rep, err := f.Run(ctx)

@@ -239,8 +239,9 @@ func (f *Fetcher) file(ctx context.Context, j *Journal, c remote.ClaimedFile, si
 	rep.Codec = st.Codec
 	r := &verifyReader{r: st, want: size - base, f: f, j: j, st: st, c: c, size: size}
 	src := &offsetSplitter{
-		s:    deliver.NewSplitter(r, deliver.SplitOptions{Now: j.claimTime, Berkeley: f.Berkeley}),
-		base: base,
+		s:         deliver.NewSplitter(r, deliver.SplitOptions{Now: j.claimTime, Berkeley: f.Berkeley}),
+		base:      base,
+		onMessage: func() { r.msgs++ },
 	}
 	sum, ferr := f.Filer.FileStream(ctx, src, j)
 	rep.Messages += sum.Delivered
@@ -252,16 +253,29 @@ func (f *Fetcher) file(ctx context.Context, j *Journal, c remote.ClaimedFile, si
 	if cerr != nil {
 		return r.n, cerr
 	}
+	// The whole stream was read and every message in it filed: what is
+	// left after the last message (blank lines, or nothing but blank
+	// lines) is done too.
+	if err := j.Committed(base + r.n); err != nil {
+		return r.n, err
+	}
 	return r.n, nil
 }
 
 // offsetSplitter gives the Splitter's offsets in the claimed file.
 type offsetSplitter struct {
-	s    *deliver.Splitter
-	base int64
+	s         *deliver.Splitter
+	base      int64
+	onMessage func()
 }
 
-func (o *offsetSplitter) Next() ([]byte, error) { return o.s.Next() }
+func (o *offsetSplitter) Next() ([]byte, error) {
+	m, err := o.s.Next()
+	if err == nil && o.onMessage != nil {
+		o.onMessage()
+	}
+	return m, err
+}
 func (o *offsetSplitter) Offsets() (int64, int64) {
 	a, b := o.s.Offsets()
 	return o.base + a, o.base + b
@@ -291,7 +305,7 @@ func (v *verifyReader) Read(p []byte) (int, error) {
 		v.f.afterRead(v.n)
 	}
 	if v.f.Progress != nil && n > 0 {
-		v.f.Progress(Progress{Claim: v.c.Name, Bytes: v.j.Filed + v.n, Wire: v.st.Wire(), Size: v.size})
+		v.f.Progress(Progress{Claim: v.c.Name, Bytes: v.j.Filed + v.n, Wire: v.st.Wire(), Size: v.size, Messages: v.msgs})
 	}
 	if err == io.EOF && v.n < v.want {
 		return n, fmt.Errorf("%w: got %d of %d bytes", ErrShortTransfer, v.n, v.want)
