@@ -39,6 +39,7 @@ type scenario struct {
 
 var scenarios = []scenario{
 	{"file", "split a 2,000-message mbox into one maildir: formail -s procmail vs mfilter", runFile},
+	{"fetch", "fetch a spool over loopback SSH: ssh mv + scp -C (+ formail -s procmail) vs mfilter", runFetch},
 }
 
 func main() {
