@@ -17,11 +17,11 @@ type dkimResult struct {
 }
 
 // verifyDKIM verifies every signature of the message (at most 10). The
-// From_ line is not part of the message; a message without a blank line
+// From_ line is not part of the message. A message without a blank line
 // after its header (only a header, or nothing) has an empty body, which
-// go-msgauth wants to see written as a blank line (else it fails with
-// "failed to read header: EOF", and the message would wait forever). err is set only when
-// the verification could not run at all.
+// go-msgauth wants to see written as a blank line: else it fails with
+// "failed to read header: EOF", and the message would wait forever. err
+// is set only when the verification could not run at all.
 func verifyDKIM(m *msgview.Message, lookup func(string) ([]string, error)) dkimResult {
 	raw := m.Raw()
 	if bytes.HasPrefix(raw, []byte("From ")) {
