@@ -261,6 +261,26 @@ func TestZstdMissingUsesGzip(t *testing.T) {
 	if _, err := sp2.Codec(context.Background()); err == nil {
 		t.Fatal("--compress zstd on a server without zstd must fail")
 	}
+	// Claimed and Claim list the compressors, so that Open needs no probe
+	// session of its own.
+	for _, op := range []string{"claimed", "claim"} {
+		sp3 := sshSpool(t, srv, spool, "auto")
+		var err error
+		if op == "claimed" {
+			_, err = sp3.Claimed(context.Background())
+		} else {
+			_, err = sp3.Claim(context.Background(), NewClaimName(spool, "c"))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(sp3.have) != 1 || !sp3.have["gzip"] {
+			t.Fatalf("after %s: compressors %v, want gzip only", op, sp3.have)
+		}
+		if codec, err := sp3.Codec(context.Background()); err != nil || codec != "gzip" {
+			t.Fatalf("after %s: codec %q %v, want gzip", op, codec, err)
+		}
+	}
 }
 
 // TestClaimWaitsForDotlock: a held SPOOL.lock delays the claim until it

@@ -109,6 +109,7 @@ const spoolScript = `set -u
 op=$1; shift
 size() { if [ -e "$1" ]; then s=$(wc -c < "$1") || return 1; echo $s; else echo missing; fi; }
 now() { date +%s; }
+have() { for c in zstd gzip; do command -v "$c" >/dev/null 2>&1 && echo "have $c"; done; }
 mtime() { stat -c %Y -- "$1" 2>/dev/null || date -r "$1" +%s 2>/dev/null || now; }
 lock() {
   lf=$1; timeout=$2; stale=$3
@@ -130,9 +131,11 @@ probe)
   for c in zstd gzip; do command -v "$c" >/dev/null 2>&1 && echo "$c"; done; echo end ;;
 claimed)
   spool=$1
+  have
   for f in "$spool"` + ClaimMarker + `*; do [ -f "$f" ] && printf '%s %s\n' "$(size "$f")" "$f"; done; echo end ;;
 claim)
   spool=$1; claim=$2; timeout=$3; stale=$4
+  have
   if [ ! -s "$spool" ]; then echo empty; exit 0; fi
   lock "$spool.lock" "$timeout" "$stale" || exit $?
   if [ ! -s "$spool" ]; then rm -f -- "$spool.lock"; echo empty; exit 0; fi
@@ -144,11 +147,22 @@ size)
 cat)
   f=$1; off=$2; codec=$3
   [ -f "$f" ] || { echo "no such file: $f" >&2; exit 6; }
-  case $codec in
-  zstd) tail -c +$((off + 1)) -- "$f" | zstd -q -3 -T1 -c ;;
-  gzip) tail -c +$((off + 1)) -- "$f" | gzip -1 -c ;;
-  *) tail -c +$((off + 1)) -- "$f" ;;
-  esac ;;
+  if [ "$off" -eq 0 ]; then
+    # The compressor reads the file itself, without a tail and a pipe in
+    # between; through a redirect, so that it pledges no size and reads a
+    # file that grows to its end.
+    case $codec in
+    zstd) zstd -q -3 -T1 -c < "$f" ;;
+    gzip) gzip -1 -c < "$f" ;;
+    *) cat < "$f" ;;
+    esac
+  else
+    case $codec in
+    zstd) tail -c +$((off + 1)) -- "$f" | zstd -q -3 -T1 -c ;;
+    gzip) tail -c +$((off + 1)) -- "$f" | gzip -1 -c ;;
+    *) tail -c +$((off + 1)) -- "$f" ;;
+    esac
+  fi ;;
 remove)
   f=$1; want=$2
   s=$(size "$f")
@@ -168,7 +182,30 @@ type SSHSpool struct {
 	LockWait   time.Duration
 	StaleAfter time.Duration
 
-	codec string // chosen by probing
+	codec string          // chosen by probing
+	have  map[string]bool // compressors on the server, once an answer listed them
+}
+
+// noteHave records the "have CODEC" lines of an answer (claimed and claim
+// list the server's compressors, so that Open needs no probe of its own:
+// a session less, and a login shell less, per fetch) and returns the
+// other lines.
+func (s *SSHSpool) noteHave(out string) []string {
+	var rest []string
+	for _, line := range strings.Split(out, "\n") {
+		if c, ok := strings.CutPrefix(line, "have "); ok {
+			if s.have == nil {
+				s.have = map[string]bool{}
+			}
+			s.have[strings.TrimSpace(c)] = true
+			continue
+		}
+		rest = append(rest, line)
+	}
+	if s.have == nil {
+		s.have = map[string]bool{} // listed: the server has none
+	}
+	return rest
 }
 
 // Describe implements Spool.
@@ -203,7 +240,7 @@ func (s *SSHSpool) Claimed(ctx context.Context) ([]ClaimedFile, error) {
 		return nil, fmt.Errorf("listing claimed files: truncated answer %q", out)
 	}
 	var files []ClaimedFile
-	for _, line := range strings.Split(strings.TrimSuffix(out, "end\n"), "\n") {
+	for _, line := range s.noteHave(strings.TrimSuffix(out, "end\n")) {
 		if line == "" {
 			continue
 		}
@@ -226,7 +263,7 @@ func (s *SSHSpool) Claim(ctx context.Context, claimName string) (*ClaimedFile, e
 	if err != nil {
 		return nil, err
 	}
-	out = strings.TrimSpace(out)
+	out = strings.TrimSpace(strings.Join(s.noteHave(out), "\n"))
 	if out == "empty" {
 		return nil, nil
 	}
@@ -294,13 +331,16 @@ func (s *SSHSpool) Codec(ctx context.Context) (string, error) {
 		s.codec = "none"
 		return s.codec, nil
 	}
-	out, err := s.run(ctx, "probe")
-	if err != nil {
-		return "", err
-	}
-	have := map[string]bool{}
-	for _, l := range strings.Fields(out) {
-		have[l] = true
+	have := s.have
+	if have == nil {
+		out, err := s.run(ctx, "probe")
+		if err != nil {
+			return "", err
+		}
+		have = map[string]bool{}
+		for _, l := range strings.Fields(out) {
+			have[l] = true
+		}
 	}
 	switch want {
 	case "auto":
