@@ -6,6 +6,7 @@ const (
 	OK          = 0  // everything delivered (a discard counts)
 	Usage       = 64 // EX_USAGE: bad command line
 	DataErr     = 65 // EX_DATAERR: bad input data
+	NoUser      = 67 // EX_NOUSER: addressee unknown (mfilter send: a recipient refused)
 	Unavailable = 69 // EX_UNAVAILABLE: a service is unavailable
 	Software    = 70 // EX_SOFTWARE: internal error
 	CantCreat   = 73 // EX_CANTCREAT: cannot create output
