@@ -177,6 +177,10 @@ func (e *Engine) Evaluate(ctx context.Context, msg []byte, o EvalOptions) (*Deci
 	s.vars["recipient"] = variable{o.Envelope.Recipient, true}
 	s.vars["score"] = variable{"0", false}
 	s.setMsg(msg)
+	if o.Envelope.Sender == "" {
+		// As envelope-from: conditions see it: the From_ line's address.
+		s.vars["sender"] = variable{s.envelopeSender(), true}
+	}
 	for _, v := range e.cfg.Vars {
 		val, t := v.Value.Expand(s.lookup, nil)
 		s.vars[v.Name.Value] = variable{val, t}

@@ -413,3 +413,18 @@ func TestHeaderEditFormailShape(t *testing.T) {
 		t.Errorf("the input was modified: %q", in)
 	}
 }
+
+func TestSenderFallsBackToFromLine(t *testing.T) {
+	e := NewEngine(mustParse(t, `rules: [{then: {folder: 'by-sender/${sender}/'}}]`), Options{Default: "inbox/"})
+	d, err := e.Evaluate(context.Background(), []byte("From owner-list@example.com  Mon Jan  1 00:00:00 2024\nSubject: s\n\nb\n"), EvalOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := summary(d); got != "folder(confined):by-sender/owner-list@example.com/" {
+		t.Errorf("${sender} without -f must be the From_ line's address, as envelope-from sees it: %s", got)
+	}
+	d, _ = e.Evaluate(context.Background(), []byte("From owner-list@example.com  Mon Jan  1 00:00:00 2024\n\nb\n"), EvalOptions{Envelope: Envelope{Sender: "bounce@x"}})
+	if got := summary(d); got != "folder(confined):by-sender/bounce@x/" {
+		t.Errorf("-f wins: %s", got)
+	}
+}

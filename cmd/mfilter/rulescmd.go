@@ -15,6 +15,7 @@ import (
 
 	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/fetch"
+	"github.com/mfilter/mfilter/internal/send"
 	"github.com/mfilter/mfilter/internal/sysexits"
 	"github.com/mfilter/mfilter/rules"
 )
@@ -97,8 +98,14 @@ func runCheck(_ context.Context, env *environ, args []string) int {
 	if cfg == nil {
 		return code
 	}
-	if _, err := fetch.ParseSettings(cfg.Sections["fetch"]); err != nil {
-		reportRuleErrors(env, err)
+	_, ferr := fetch.ParseSettings(cfg.Sections["fetch"])
+	_, serr := send.ParseSettings(cfg.Sections["send"])
+	if ferr != nil || serr != nil {
+		for _, err := range []error{ferr, serr} {
+			if err != nil {
+				reportRuleErrors(env, err)
+			}
+		}
 		fmt.Fprintf(env.stderr, "mfilter check: errors in %s; no mail was touched\n", path)
 		return sysexits.Config
 	}
@@ -148,10 +155,8 @@ func runTest(ctx context.Context, env *environ, args []string) int {
 		return sysexits.Config
 	}
 	status := sysexits.OK
-	for i, name := range fs.Args() {
-		if i > 0 {
-			fmt.Fprintln(env.stdout)
-		}
+	printed := false
+	for _, name := range fs.Args() {
 		var msg []byte
 		if name == "-" {
 			msg, err = io.ReadAll(env.stdin)
@@ -168,6 +173,10 @@ func runTest(ctx context.Context, env *environ, args []string) int {
 			// As mfilter deliver -f does: the rules see the From_ line.
 			msg = deliver.SetEnvelopeSender(msg, *sender, time.Now())
 		}
+		if printed {
+			fmt.Fprintln(env.stdout)
+		}
+		printed = true
 		fmt.Fprintf(env.stdout, "== %s\n", name)
 		dec, err := eng.Evaluate(ctx, msg, rules.EvalOptions{Envelope: rules.Envelope{Sender: *sender, Recipient: *recipient}, Trace: true})
 		if err != nil {
