@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,67 +70,79 @@ func TestFaults(t *testing.T) {
 			{"syncdir", "/sub", syscall.EIO},
 		}},
 	}
-	for _, c := range cases {
-		for _, fl := range c.faults {
-			name := c.spec + "/" + fl.op + "(" + fl.substr + ")=" + fl.errno.Error()
-			if c.fresh {
-				name = "new-" + name
+	for _, named := range []bool{false, true} {
+		for _, c := range cases {
+			for _, fl := range c.faults {
+				name := c.spec + "/" + fl.op + "(" + fl.substr + ")=" + fl.errno.Error()
+				if c.fresh {
+					name = "new-" + name
+				}
+				if named {
+					name = "named/" + name
+				}
+				t.Run(name, func(t *testing.T) {
+					testFault(t, c.spec, c.fresh, named, marker, msg, fl.op, fl.substr, fl.errno)
+				})
 			}
-			t.Run(name, func(t *testing.T) {
-				dir := t.TempDir()
-				w, ffs := newFaultWriter(t, dir, testOptions())
-				if !c.fresh {
-					if c.spec == "dir" {
-						os.Mkdir(filepath.Join(dir, "dir"), 0o700)
-					}
-					deliverCommit(t, w, []byte("Subject: old message\n\nold\n"), mustFolder(t, dir, c.spec))
-				}
-				before := snapshot(t, dir)
-				f := mustFolder(t, dir, c.spec)
-				ffs.fail = failNth(fl.op, fl.substr, 1, fl.errno)
+		}
+	}
+}
 
-				txn := w.Begin(context.Background())
-				d, derr := txn.Deliver(f, msg)
-				cerr := txn.Commit()
-				switch {
-				case derr != nil:
-					if !errors.Is(derr, fl.errno) {
-						t.Errorf("Deliver error %v does not wrap %v", derr, fl.errno)
-					}
-				case cerr == nil:
-					t.Fatalf("the fault was not reported (events %v)", ffs)
-				case d.Err == nil:
-					t.Errorf("Commit failed (%v) but the delivery has no Err", cerr)
-				case !errors.Is(cerr, fl.errno):
-					t.Errorf("Commit error %v does not wrap %v", cerr, fl.errno)
-				}
-				if !strings.Contains(strings.Join(ffs.Events(), "\n"), "FAIL") {
-					t.Fatalf("the fault was never injected: %v", ffs)
-				}
+// testFault is one case of TestFaults: named makes the writer use named
+// temporary files, as on a file system without O_TMPFILE.
+func testFault(t *testing.T, spec string, fresh, named bool, marker string, msg []byte, op, substr string, errno syscall.Errno) {
+	dir := t.TempDir()
+	w, ffs := newFaultWriter(t, dir, testOptions())
+	ffs.named = named
+	if !fresh {
+		if spec == "dir" {
+			os.Mkdir(filepath.Join(dir, "dir"), 0o700)
+		}
+		deliverCommit(t, w, []byte("Subject: old message\n\nold\n"), mustFolder(t, dir, spec))
+	}
+	before := snapshot(t, dir)
+	f := mustFolder(t, dir, spec)
+	ffs.fail = failNth(op, substr, 1, errno)
 
-				after := snapshot(t, dir)
-				for k, v := range after {
-					if strings.Contains(v, marker) {
-						t.Errorf("%s holds the failed message", k)
-					}
-					base := filepath.Base(k)
-					if strings.HasPrefix(base, ".mfilter-tmp") || strings.HasSuffix(k, ".lock") || strings.HasPrefix(base, ".mbox.lock") ||
-						strings.Contains(k, "/tmp/") && !strings.HasSuffix(k, "/") {
-						t.Errorf("%s left behind", k)
-					}
-					if old, ok := before[k]; ok && old != v {
-						t.Errorf("%s changed", k)
-					}
-					if _, ok := before[k]; !ok && !strings.HasSuffix(k, "/") && v != "-rw------- " {
-						t.Errorf("new file %s: %q", k, v) // only an empty new mbox may stay
-					}
-				}
-				for k := range before {
-					if _, ok := after[k]; !ok {
-						t.Errorf("%s disappeared", k)
-					}
-				}
-			})
+	txn := w.Begin(context.Background())
+	d, derr := txn.Deliver(f, msg)
+	cerr := txn.Commit()
+	switch {
+	case derr != nil:
+		if !errors.Is(derr, errno) {
+			t.Errorf("Deliver error %v does not wrap %v", derr, errno)
+		}
+	case cerr == nil:
+		t.Fatalf("the fault was not reported (events %v)", ffs)
+	case d.Err == nil:
+		t.Errorf("Commit failed (%v) but the delivery has no Err", cerr)
+	case !errors.Is(cerr, errno):
+		t.Errorf("Commit error %v does not wrap %v", cerr, errno)
+	}
+	if !strings.Contains(strings.Join(ffs.Events(), "\n"), "FAIL") {
+		t.Fatalf("the fault was never injected: %v", ffs)
+	}
+
+	after := snapshot(t, dir)
+	for k, v := range after {
+		if strings.Contains(v, marker) {
+			t.Errorf("%s holds the failed message", k)
+		}
+		base := filepath.Base(k)
+		if strings.HasPrefix(base, ".mfilter-tmp") || strings.HasSuffix(k, ".lock") || strings.HasPrefix(base, ".mbox.lock") ||
+			strings.Contains(k, "/tmp/") && !strings.HasSuffix(k, "/") {
+			t.Errorf("%s left behind", k)
+		}
+		if old, ok := before[k]; ok && old != v {
+			t.Errorf("%s changed", k)
+		}
+		if _, ok := before[k]; !ok && !strings.HasSuffix(k, "/") && v != "-rw------- " {
+			t.Errorf("new file %s: %q", k, v) // only an empty new mbox may stay
+		}
+	}
+	for k := range before {
+		if _, ok := after[k]; !ok {
+			t.Errorf("%s disappeared", k)
 		}
 	}
 }
@@ -154,10 +167,32 @@ func TestFaultTruncateFails(t *testing.T) {
 }
 
 // TestFaultBatchIsolation: in a batch, a message whose file cannot be
-// made durable fails alone; the others are delivered.
+// made durable fails alone; the others are delivered. With syncfs, the
+// failing syncfs makes Commit fsync each file to learn which one failed.
 func TestFaultBatchIsolation(t *testing.T) {
+	for _, syncfs := range []bool{false, true} {
+		for _, named := range []bool{false, true} {
+			t.Run(fmt.Sprintf("syncfs=%v/named=%v", syncfs, named), func(t *testing.T) {
+				testFaultBatchIsolation(t, syncfs, named)
+			})
+		}
+	}
+}
+
+func testFaultBatchIsolation(t *testing.T, syncfs, named bool) {
 	dir := t.TempDir()
-	w, ffs := newFaultWriter(t, dir, testOptions())
+	opts := testOptions()
+	var warnings []string
+	opts.Warn = func(s string) { warnings = append(warnings, s) }
+	w, ffs := newFaultWriter(t, dir, opts)
+	ffs.named = named
+	w.syncfsMin = 0
+	if syncfs {
+		w.syncfsMin = 1
+		if info, err := fdFSInfo(mustOpen(t, dir)); err != nil || !info.syncfs {
+			t.Skipf("syncfs(2) is not trusted on %s (%v)", dir, err)
+		}
+	}
 	md := mustFolder(t, dir, "md/")
 	txn := w.Begin(context.Background())
 	var ds []*Delivery
@@ -170,7 +205,13 @@ func TestFaultBatchIsolation(t *testing.T) {
 		ds = append(ds, d)
 	}
 	bad := filepath.Base(ds[4].file.Name())
-	ffs.fail = failNth("sync", bad, 1, syscall.EIO)
+	failSync := failNth("sync", bad, 1, syscall.EIO)
+	ffs.fail = func(op, name string) error {
+		if op == "syncfs" {
+			return syscall.EIO
+		}
+		return failSync(op, name)
+	}
 	if err := txn.Commit(); err == nil {
 		t.Fatal("Commit reported no error")
 	}
@@ -188,6 +229,75 @@ func TestFaultBatchIsolation(t *testing.T) {
 	}
 	if n := len(listDir(t, filepath.Join(dir, "md/tmp"))); n != 0 {
 		t.Errorf("%d files left in tmp/", n)
+	}
+	evs := strings.Join(ffs.Events(), "\n")
+	if syncfs {
+		if !strings.Contains(evs, "syncfs ") || len(warnings) == 0 || !strings.Contains(warnings[0], "syncfs") {
+			t.Errorf("the failed syncfs was not tried or not warned about: warnings %q, events %v", warnings, ffs)
+		}
+		if n := strings.Count(evs, "\nsync "); n != 10 {
+			t.Errorf("%d files fsynced after the failed syncfs, want 10", n)
+		}
+	} else if strings.Contains(evs, "syncfs") {
+		t.Errorf("syncfs called: %v", ffs)
+	}
+}
+
+// TestCommitSyncChoice: a Commit of few files (mfilter deliver files one
+// message) fsyncs each of them; one of many files on a file system whose
+// syncfs(2) is trusted makes them durable with one syncfs.
+func TestCommitSyncChoice(t *testing.T) {
+	dir := t.TempDir()
+	info, err := fdFSInfo(mustOpen(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{1, SyncfsMin - 1, SyncfsMin, 100} {
+		w, ffs := newFaultWriter(t, dir, testOptions())
+		md := mustFolder(t, dir, fmt.Sprintf("md%d/", n))
+		txn := w.Begin(context.Background())
+		for i := range n {
+			txn.BeginMessage()
+			if _, err := txn.Deliver(md, fmt.Appendf(nil, "Subject: %d\n\n", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := txn.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		syncs, syncfs := 0, 0
+		for _, ev := range ffs.Events() {
+			switch strings.Fields(ev)[0] {
+			case "sync":
+				syncs++
+			case "syncfs":
+				syncfs++
+			}
+		}
+		wantSyncfs := 0
+		if n >= SyncfsMin && info.syncfs {
+			wantSyncfs = 1
+		}
+		if syncfs != wantSyncfs || syncs != n*(1-wantSyncfs) {
+			t.Errorf("%d messages: %d fsyncs and %d syncfs, want %d syncfs", n, syncs, syncfs, wantSyncfs)
+		}
+		if names := listDir(t, filepath.Join(md.Path, "new")); len(names) != n {
+			t.Errorf("%d messages: new/ holds %d", n, len(names))
+		}
+	}
+}
+
+func TestKernelAtLeast(t *testing.T) {
+	for _, c := range []struct {
+		release string
+		want    bool
+	}{
+		{"5.8.0", true}, {"5.7.19-arch1", false}, {"6.1.0-13-amd64", true}, {"4.19.0", false},
+		{"5.10", true}, {"10.0.0", true}, {"garbage", false},
+	} {
+		if got := kernelAtLeast(c.release, 5, 8); got != c.want {
+			t.Errorf("kernelAtLeast(%q, 5, 8) = %v", c.release, got)
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package deliver
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -22,8 +23,13 @@ type faultFS struct {
 	mu     sync.Mutex
 	events []string
 	// fail returns the error to inject into op on name, or nil. ops:
-	// open, mkdir, link, remove, write, sync (a file), syncdir, truncate.
+	// open (OpenFile, and OpenTemp with the file's label), mkdir, link
+	// (Link and LinkTemp), remove, write, sync (a file), syncdir,
+	// syncfs, truncate.
 	fail func(op, name string) error
+	// named makes OpenTemp unsupported, as on a file system without
+	// O_TMPFILE: the writers then use named temporary files.
+	named bool
 }
 
 func (f *faultFS) rel(name string) string {
@@ -89,6 +95,44 @@ func (f *faultFS) Remove(name string) error {
 		return &os.PathError{Op: "remove", Path: name, Err: err}
 	}
 	return f.inner.Remove(name)
+}
+
+func (f *faultFS) OpenTemp(dir, label string) (file, error) {
+	if f.named {
+		return nil, errors.ErrUnsupported
+	}
+	name := filepath.Join(dir, label)
+	if err := f.do("open", name); err != nil {
+		return nil, &os.PathError{Op: "open", Path: name, Err: err}
+	}
+	fd, err := f.inner.OpenTemp(dir, label)
+	if err != nil {
+		return nil, err
+	}
+	return &faultFile{file: fd, fs: f, name: name}, nil
+}
+
+func (f *faultFS) LinkTemp(fh file, newname string) error {
+	if err := f.do("link", newname, fh.Name()); err != nil {
+		return &os.LinkError{Op: "link", Old: fh.Name(), New: newname, Err: err}
+	}
+	return f.inner.LinkTemp(unwrap(fh), newname)
+}
+
+func (f *faultFS) SyncFS(fh file) error {
+	if err := f.do("syncfs", fh.Name()); err != nil {
+		return &os.PathError{Op: "syncfs", Path: fh.Name(), Err: err}
+	}
+	return f.inner.SyncFS(unwrap(fh))
+}
+
+func (f *faultFS) FSInfo(fh file) (fsInfo, error) { return f.inner.FSInfo(unwrap(fh)) }
+
+func unwrap(fh file) file {
+	if ff, ok := fh.(*faultFile); ok {
+		return ff.file
+	}
+	return fh
 }
 
 func (f *faultFS) Stat(name string) (os.FileInfo, error)  { return f.inner.Stat(name) }

@@ -116,25 +116,24 @@ func maildirKey(fsys fileSystem, dir string) string {
 	return fmt.Sprintf("%p:%s", fsys, dir)
 }
 
-// writeMaildir writes the message into tmp/; Commit links it into new/.
-// procmail's bytes: the From_ line and its '>' continuation lines are
-// dropped, nothing is escaped and nothing is appended.
+// writeMaildir writes the message into tmp/ (as an unnamed file where the
+// file system has them); Commit links it into new/. procmail's bytes: the
+// From_ line and its '>' continuation lines are dropped, nothing is
+// escaped and nothing is appended.
 func (w *Writer) writeMaildir(d *Delivery, msg []byte) error {
 	dir := d.Folder.Path
-	data, _ := prepare(msg, w.opts.Berkeley)
+	data, _ := prepareView(msg, w.opts.Berkeley)
 	data = skipFromLine(data)
 	name := w.MaildirName(len(data))
 	if d.opts.MaildirName != "" {
 		name = d.opts.MaildirName + ",S=" + strconv.Itoa(len(data))
 	}
-	tmp := filepath.Join(dir, "tmp", name)
-	var f file
+	tmpDir := filepath.Join(dir, "tmp")
 	for attempt := 0; ; attempt++ {
 		if err := w.ensureMaildir(d.fsys, dir); err != nil {
 			return err
 		}
-		var err error
-		f, err = d.fsys.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		err := w.createTemp(d, tmpDir, name)
 		if err == nil {
 			break
 		}
@@ -144,26 +143,65 @@ func (w *Writer) writeMaildir(d *Delivery, msg []byte) error {
 		}
 		if attempt == 0 && d.opts.MaildirName != "" && errors.Is(err, fs.ErrExist) {
 			// A chosen name is ours: a crashed run left it in tmp/.
-			d.fsys.Remove(tmp)
+			d.fsys.Remove(filepath.Join(tmpDir, name))
 			continue
 		}
 		return err
 	}
-	if err := writeAll(f, data); err != nil {
-		f.Close()
-		d.fsys.Remove(tmp)
-		return fmt.Errorf("write %s: %w", tmp, err)
+	if err := writeAll(d.file, data); err != nil {
+		err = fmt.Errorf("write %s: %w", d.file.Name(), err)
+		d.discardTemp()
+		return err
 	}
-	d.file, d.tmp, d.Size = f, tmp, len(data)
+	d.Size = len(data)
 	d.Path = filepath.Join(dir, "new", name)
 	return nil
 }
 
-// linkMaildir links the synced file from tmp/ into new/ without ever
-// replacing an existing message; the caller removes the tmp/ name.
+// createTemp opens d's file in dir: unnamed (OpenTemp) where the file
+// system has such files, so that nothing is left behind by a crash and
+// no name is made and removed, else as dir/name.
+func (w *Writer) createTemp(d *Delivery, dir, name string) error {
+	key := maildirKey(d.fsys, dir)
+	w.mu.Lock()
+	named := w.named[key]
+	w.mu.Unlock()
+	if !named {
+		f, err := d.fsys.OpenTemp(dir, name)
+		if err == nil {
+			d.file, d.anon = f, true
+			return nil
+		}
+		if !errors.Is(err, errors.ErrUnsupported) {
+			return err
+		}
+		w.mu.Lock()
+		w.named[key] = true
+		w.mu.Unlock()
+	}
+	tmp := filepath.Join(dir, name)
+	f, err := d.fsys.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	d.file, d.tmp = f, tmp
+	return nil
+}
+
+// discardTemp closes and removes the file createTemp made.
+func (d *Delivery) discardTemp() {
+	d.file.Close()
+	if d.tmp != "" {
+		d.fsys.Remove(d.tmp)
+	}
+	d.file, d.tmp, d.anon = nil, "", false
+}
+
+// linkMaildir links the durable file into new/ without ever replacing an
+// existing message; the caller removes a tmp/ name.
 func (w *Writer) linkMaildir(d *Delivery) error {
 	for attempt := 0; ; attempt++ {
-		err := linkNoReplace(d.fsys, d.tmp, d.Path)
+		err := d.linkTo(d.Path)
 		if err == nil {
 			return nil
 		}

@@ -19,17 +19,16 @@ func (w *Writer) writeNumbered(d *Delivery, msg []byte) error {
 	if err := mkdirAllDurable(d.fsys, dir); err != nil {
 		return err
 	}
-	data, _ := prepare(msg, w.opts.Berkeley)
+	data, _ := prepareView(msg, w.opts.Berkeley)
 	data = forceBlank(data)
-	// A dot name: MH tools and mail readers ignore it if a crash leaves it.
-	tmp := filepath.Join(dir, ".mfilter-tmp."+w.maildirUnique())
-	f, err := d.fsys.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	// A dot name, where a named temporary file is needed: MH tools and
+	// mail readers ignore it if a crash leaves it.
+	if err := w.createTemp(d, dir, ".mfilter-tmp."+w.maildirUnique()); err != nil {
 		return err
 	}
+	f := d.file
 	fail := func(err error) error {
-		f.Close()
-		d.fsys.Remove(tmp)
+		d.discardTemp()
 		return err
 	}
 	if d.opts.BeforeWrite != nil {
@@ -38,20 +37,20 @@ func (w *Writer) writeNumbered(d *Delivery, msg []byte) error {
 		}
 	}
 	if err := writeAll(f, data); err != nil {
-		return fail(fmt.Errorf("write %s: %w", tmp, err))
+		return fail(fmt.Errorf("write %s: %w", f.Name(), err))
 	}
 	if d.Folder.Kind == Dir {
 		st, err := f.Stat()
 		if err != nil {
-			return fail(fmt.Errorf("stat %s: %w", tmp, err))
+			return fail(fmt.Errorf("stat %s: %w", f.Name(), err))
 		}
 		sys, _ := st.Sys().(*syscall.Stat_t)
 		if sys == nil {
-			return fail(fmt.Errorf("%s: no inode number", tmp))
+			return fail(fmt.Errorf("%s: no inode number", f.Name()))
 		}
 		d.Path = filepath.Join(dir, "msg."+inodeName(sys.Ino))
 	}
-	d.file, d.tmp, d.Size = f, tmp, len(data)
+	d.Size = len(data)
 	return nil
 }
 
@@ -75,7 +74,7 @@ func inodeName(n uint64) string {
 func linkDir(d *Delivery) error {
 	base := d.Path
 	for n := 1; ; n++ {
-		err := linkNoReplace(d.fsys, d.tmp, d.Path)
+		err := d.linkTo(d.Path)
 		if err == nil || !errors.Is(err, fs.ErrExist) || n == 100 {
 			return err
 		}
@@ -99,7 +98,7 @@ func linkMH(d *Delivery, next map[dirRef]int64) error {
 	for {
 		n++
 		name := filepath.Join(d.Folder.Path, strconv.FormatInt(n, 10))
-		err := linkNoReplace(d.fsys, d.tmp, name)
+		err := d.linkTo(name)
 		if err == nil {
 			d.Path = name
 			next[ref] = n

@@ -22,12 +22,26 @@ type layout struct {
 // rewritten in place to the real body length (unless berkeley), which
 // also decides where body escaping starts. The result never aliases raw.
 func prepare(raw []byte, berkeley bool) ([]byte, layout) {
-	data := bytes.Clone(raw)
-	var l layout
-	n := len(data)
+	data, l, copied := prepareMaybeCopy(raw, berkeley)
+	if !copied {
+		data = bytes.Clone(raw)
+	}
+	return data, l
+}
+
+// prepareView is prepare for callers that only read the result: when
+// there is nothing to rewrite it is raw itself, with its capacity cut to
+// its length so that appending to it copies.
+func prepareView(raw []byte, berkeley bool) ([]byte, layout) {
+	data, l, _ := prepareMaybeCopy(raw, berkeley)
+	return data, l
+}
+
+func prepareMaybeCopy(raw []byte, berkeley bool) (data []byte, l layout, copied bool) {
+	n := len(raw)
 	p := 0
 	for p < n {
-		c := data[p]
+		c := raw[p]
 		p++
 		if c != '\n' {
 			break
@@ -36,12 +50,12 @@ func prepare(raw []byte, berkeley bool) ([]byte, layout) {
 	l.realstart = p
 	l.body = n
 	for q := p; ; {
-		i := bytes.IndexByte(data[q:], '\n')
+		i := bytes.IndexByte(raw[q:], '\n')
 		if i < 0 {
 			break
 		}
 		q += i + 1
-		if q < n && data[q] == '\n' {
+		if q < n && raw[q] == '\n' {
 			l.body = q + 1
 			break
 		}
@@ -51,12 +65,13 @@ func prepare(raw []byte, berkeley bool) ([]byte, layout) {
 		l.restbody = l.body - 1
 	}
 	if berkeley {
-		return data, l
+		return raw[:n:n], l, false
 	}
-	off := findContentLength(data[:l.body])
+	off := findContentLength(raw[:l.body])
 	if off < 0 {
-		return data, l
+		return raw[:n:n], l, false
 	}
+	data = bytes.Clone(raw)
 	cntlen := n - l.body
 	if n > 1 && data[n-2] == '\n' { // procmail's "no phantom newline" test
 		cntlen--
@@ -89,7 +104,7 @@ func prepare(raw []byte, berkeley bool) ([]byte, layout) {
 		actual = cntlen
 	}
 	l.restbody = l.body + actual
-	return data, l
+	return data, l, true
 }
 
 // findContentLength returns the offset just past the colon of the first

@@ -44,11 +44,23 @@ type Writer struct {
 
 	mu       sync.Mutex
 	maildirs map[string]bool // maildirs whose tmp/new/cur exist
+	named    map[string]bool // directories where OpenTemp is unsupported
+
+	// syncfsMin is how many files on one file system make Commit use
+	// one syncfs(2) instead of an fsync for each (0: never).
+	syncfsMin int
 
 	// wrapFS, when set, wraps every folder's file system; tests use it
 	// to inject faults.
 	wrapFS func(fileSystem) fileSystem
 }
+
+// SyncfsMin is how many files (messages and mbox folders) a Commit must
+// make durable on one file system for it to use one syncfs(2) for all
+// of them instead of an fsync(2) for each. A syncfs costs about what one
+// fsync costs, plus writing back whatever else is waiting on that file
+// system; a single message (mfilter deliver) keeps its own fsync.
+const SyncfsMin = 16
 
 // NewWriter returns a Writer with opts.
 func NewWriter(opts Options) *Writer {
@@ -62,10 +74,12 @@ func NewWriter(opts Options) *Writer {
 		}
 	}
 	return &Writer{
-		opts:     opts,
-		host:     maildirHost(opts.Hostname),
-		pid:      os.Getpid(),
-		maildirs: make(map[string]bool),
+		opts:      opts,
+		host:      maildirHost(opts.Hostname),
+		pid:       os.Getpid(),
+		maildirs:  make(map[string]bool),
+		named:     make(map[string]bool),
+		syncfsMin: SyncfsMin,
 	}
 }
 
@@ -86,8 +100,9 @@ type Delivery struct {
 
 	fsys   fileSystem
 	group  int         // deliveries of one group commit or fail together
-	file   file        // maildir/MH/dir: the temporary file, open until Commit
-	tmp    string      // maildir/MH/dir: temporary name to link from
+	file   file        // maildir/MH/dir: the message file, open until Commit makes it durable (or names it, when unnamed)
+	tmp    string      // maildir/MH/dir: temporary name to link from ("" when unnamed)
+	anon   bool        // maildir/MH/dir: file is unnamed (OpenTemp) until linked
 	linked bool        // maildir/MH/dir: Path now names the message
 	mbox   *mboxAppend // mbox: where the bytes went
 	undone bool        // taken back (or never made)
@@ -223,28 +238,40 @@ func (t *Txn) Abort() error {
 	return err
 }
 
-// Commit makes every delivery durable: files are fsynced (in parallel, so
-// the file system can group them into few journal commits), linked into
-// place, and every directory touched is fsynced once. When a delivery
-// fails, the other deliveries of its group are taken back; every
-// delivery of a failed group gets Err set, and Commit returns their
-// errors joined. The Txn can be used again afterwards.
+// Commit makes every delivery durable: files are made durable (with one
+// syncfs(2) for each file system that holds many of them, else with
+// fsyncs in parallel, so the file system can group them into few journal
+// commits), then linked into place, and every directory touched is
+// fsynced once. When a delivery fails, the other deliveries of its group
+// are taken back; every delivery of a failed group gets Err set, and
+// Commit returns their errors joined. The Txn can be used again
+// afterwards.
 func (t *Txn) Commit() error {
 	items, mboxes := t.items, t.mbox
 	t.items, t.mbox = nil, make(map[fileID]*openMbox)
 
-	// 1. Data: fsync every file and every mbox once, and the directory
-	// of an mbox file that this Txn created.
-	var files []file
+	// 1. Data: every message file and every mbox once, in the order
+	// they were opened, and the directory of an mbox file that this Txn
+	// created.
+	var files []syncFile
+	seen := make(map[*openMbox]bool, len(mboxes))
 	for _, d := range items {
-		if d.file != nil {
-			files = append(files, d.file)
+		switch {
+		case d.file != nil:
+			files = append(files, syncFile{f: d.file, fsys: d.fsys, folder: d.Folder.Path, keepOpen: d.anon})
+		case d.mbox != nil:
+			if m := mboxes[d.mbox.id]; m != nil && !seen[m] {
+				seen[m] = true
+				files = append(files, syncFile{f: m.f, fsys: m.fsys, folder: m.path})
+			}
 		}
 	}
 	for _, m := range mboxes {
-		files = append(files, m.f)
+		if !seen[m] { // its appends were all taken back
+			files = append(files, syncFile{f: m.f, fsys: m.fsys, folder: m.path})
+		}
 	}
-	syncErr := syncFiles(files)
+	syncErr := t.w.syncData(files)
 	for _, m := range mboxes {
 		if syncErr[m.f] == nil && m.created {
 			if err := syncDir(m.fsys, filepath.Dir(m.path)); err != nil {
@@ -255,7 +282,9 @@ func (t *Txn) Commit() error {
 	for _, d := range items {
 		if d.file != nil {
 			d.Err = syncErr[d.file]
-			d.file = nil // closed by syncFiles
+			if !d.anon {
+				d.file = nil // closed by syncData
+			}
 		}
 		if d.mbox != nil {
 			if m := mboxes[d.mbox.id]; m != nil {
@@ -264,7 +293,7 @@ func (t *Txn) Commit() error {
 		}
 	}
 
-	// 2. Names: link the synced files into place, group by group.
+	// 2. Names: link the durable files into place, group by group.
 	groups := groupsOf(items)
 	mh := make(map[dirRef]int64)
 	for _, g := range groups {
@@ -354,7 +383,7 @@ func (t *Txn) failGroup(g []*Delivery, bad *Delivery) {
 
 // link gives a synced maildir, MH or directory message its final name.
 func (t *Txn) link(d *Delivery, mh map[dirRef]int64) error {
-	if d.tmp == "" {
+	if d.tmp == "" && !d.anon {
 		return nil
 	}
 	var err error
@@ -370,11 +399,27 @@ func (t *Txn) link(d *Delivery, mh map[dirRef]int64) error {
 		return err
 	}
 	d.linked = true
+	if d.anon {
+		// Durable already; the name is what the directory sync is for.
+		if err := d.file.Close(); err != nil {
+			t.w.warn("close %s: %v", d.Path, err)
+		}
+		d.file = nil
+		return nil
+	}
 	if err := d.fsys.Remove(d.tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		t.w.warn("remove %s: %v", d.tmp, err)
 	}
 	d.tmp = ""
 	return nil
+}
+
+// linkTo gives d's durable file the name newname, never replacing one.
+func (d *Delivery) linkTo(newname string) error {
+	if d.anon {
+		return d.fsys.LinkTemp(d.file, newname)
+	}
+	return linkNoReplace(d.fsys, d.tmp, newname)
 }
 
 // undo takes d back: its temporary file or final name is removed, or its
@@ -423,27 +468,112 @@ func (d *Delivery) syncTarget() string {
 	return d.Folder.Path
 }
 
-// syncFiles fsyncs and closes files, several at a time: concurrent fsyncs
-// share journal commits on ext4 and xfs. It returns the failures.
-func syncFiles(files []file) map[file]error {
+// syncFile is a file that Commit makes durable.
+type syncFile struct {
+	f        file
+	fsys     fileSystem
+	folder   string // the files of a folder share a file system
+	keepOpen bool   // an unnamed file, closed once it is linked
+}
+
+// syncData makes files durable and closes them (except those to keep
+// open), and returns the failures. The files of a file system that holds
+// at least syncfsMin of them, and whose syncfs(2) can be trusted, are
+// made durable with one syncfs; if that fails, each of its files is
+// fsynced to learn which ones failed. The others are fsynced each, several
+// at a time. files must be in the order they were opened: syncfs reports
+// the write-back errors since the file it is called on was opened, so it
+// is called on the first.
+func (w *Writer) syncData(files []syncFile) map[file]error {
+	errs := make(map[file]error)
+	var perFile []syncFile
+	if w.syncfsMin > 0 && len(files) >= w.syncfsMin {
+		type group struct {
+			fsys  fileSystem
+			files []syncFile
+		}
+		var order []uint64
+		groups := make(map[uint64]*group)
+		infos := make(map[dirRef]fsInfo)
+		for _, sf := range files {
+			ref := dirRef{sf.fsys, sf.folder}
+			info, ok := infos[ref]
+			if !ok {
+				var err error
+				if info, err = sf.fsys.FSInfo(sf.f); err != nil {
+					info = fsInfo{}
+				}
+				infos[ref] = info
+			}
+			if !info.syncfs {
+				perFile = append(perFile, sf)
+				continue
+			}
+			g := groups[info.dev]
+			if g == nil {
+				g = &group{fsys: sf.fsys}
+				groups[info.dev] = g
+				order = append(order, info.dev)
+			}
+			g.files = append(g.files, sf)
+		}
+		for _, dev := range order {
+			g := groups[dev]
+			if len(g.files) < w.syncfsMin {
+				perFile = append(perFile, g.files...)
+				continue
+			}
+			if err := g.fsys.SyncFS(g.files[0].f); err != nil {
+				w.warn("%v; fsyncing each file instead", err)
+				perFile = append(perFile, g.files...)
+				continue
+			}
+			for _, sf := range g.files {
+				if sf.keepOpen {
+					continue
+				}
+				if err := sf.f.Close(); err != nil {
+					errs[sf.f] = fmt.Errorf("close %s: %w", sf.f.Name(), err)
+				}
+			}
+		}
+	} else {
+		perFile = files
+	}
+	for f, err := range syncFiles(perFile) {
+		errs[f] = err
+	}
+	return errs
+}
+
+// syncFiles fsyncs files, several at a time: concurrent fsyncs share
+// journal commits on ext4 and xfs, and closes those not to keep open. It
+// returns the failures.
+func syncFiles(files []syncFile) map[file]error {
 	const workers = 16
 	errs := make(map[file]error)
 	var mu sync.Mutex
 	sem := make(chan struct{}, workers)
 	var wg sync.WaitGroup
-	for _, f := range files {
+	for _, sf := range files {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
+			f := sf.f
 			err := f.Sync()
-			if cerr := f.Close(); err == nil {
-				err = cerr
+			if err != nil {
+				err = fmt.Errorf("fsync %s: %w", f.Name(), err)
+			}
+			if !sf.keepOpen {
+				if cerr := f.Close(); err == nil && cerr != nil {
+					err = fmt.Errorf("close %s: %w", f.Name(), cerr)
+				}
 			}
 			if err != nil {
 				mu.Lock()
-				errs[f] = fmt.Errorf("fsync %s: %w", f.Name(), err)
+				errs[f] = err
 				mu.Unlock()
 			}
 		}()

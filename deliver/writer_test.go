@@ -418,50 +418,64 @@ func TestMissingParentIsAFile(t *testing.T) {
 }
 
 // TestTxnVisibility: maildir, MH and directory messages appear only at
-// Commit; until then only a temporary file exists. mbox appends are
+// Commit; until then only a temporary file exists, unnamed where the file
+// system has O_TMPFILE, else in tmp/ (or as a dot file). mbox appends are
 // visible at once.
 func TestTxnVisibility(t *testing.T) {
-	dir := t.TempDir()
-	os.Mkdir(filepath.Join(dir, "dir"), 0o700)
-	w := NewWriter(testOptions())
-	md, mh, pd, mb := mustFolder(t, dir, "md/"), mustFolder(t, dir, "mh/."), mustFolder(t, dir, "dir"), mustFolder(t, dir, "mbox")
-	txn := w.Begin(context.Background())
-	msg := []byte("From a@b  Tue Jan  2 03:04:05 2024\nX: 1\n\nbody\n")
-	for _, f := range []Folder{md, mh, pd, mb} {
-		if _, err := txn.Deliver(f, msg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n := len(listDir(t, filepath.Join(dir, "md/new"))); n != 0 {
-		t.Errorf("maildir new/ has %d files before Commit", n)
-	}
-	if n := len(listDir(t, filepath.Join(dir, "md/tmp"))); n != 1 {
-		t.Errorf("maildir tmp/ has %d files before Commit, want 1", n)
-	}
-	for _, d := range []string{"mh", "dir"} {
-		for _, n := range listDir(t, filepath.Join(dir, d)) {
-			if !strings.HasPrefix(n, ".mfilter-tmp.") {
-				t.Errorf("%s/%s visible before Commit", d, n)
+	for _, named := range []bool{false, true} {
+		t.Run(fmt.Sprintf("named=%v", named), func(t *testing.T) {
+			dir := t.TempDir()
+			os.Mkdir(filepath.Join(dir, "dir"), 0o700)
+			w, ffs := newFaultWriter(t, dir, testOptions())
+			ffs.named = named
+			md, mh, pd, mb := mustFolder(t, dir, "md/"), mustFolder(t, dir, "mh/."), mustFolder(t, dir, "dir"), mustFolder(t, dir, "mbox")
+			txn := w.Begin(context.Background())
+			msg := []byte("From a@b  Tue Jan  2 03:04:05 2024\nX: 1\n\nbody\n")
+			for _, f := range []Folder{md, mh, pd, mb} {
+				if _, err := txn.Deliver(f, msg); err != nil {
+					t.Fatal(err)
+				}
 			}
-		}
-	}
-	if b, _ := os.ReadFile(mb.Path); !bytes.Equal(b, append(msg, '\n')) {
-		t.Errorf("mbox holds %q before Commit, want the appended message", b)
-	}
-	if err := txn.Commit(); err != nil {
-		t.Fatal(err)
-	}
-	if n := len(listDir(t, filepath.Join(dir, "md/new"))); n != 1 {
-		t.Errorf("maildir new/ has %d files after Commit", n)
-	}
-	if n := len(listDir(t, filepath.Join(dir, "md/tmp"))); n != 0 {
-		t.Errorf("maildir tmp/ has %d files after Commit", n)
-	}
-	for _, d := range []string{"mh", "dir"} {
-		names := listDir(t, filepath.Join(dir, d))
-		if len(names) != 1 || strings.HasPrefix(names[0], ".") {
-			t.Errorf("%s holds %v after Commit", d, names)
-		}
+			if n := len(listDir(t, filepath.Join(dir, "md/new"))); n != 0 {
+				t.Errorf("maildir new/ has %d files before Commit", n)
+			}
+			want := 0
+			if named {
+				want = 1
+			}
+			if n := len(listDir(t, filepath.Join(dir, "md/tmp"))); n != want {
+				t.Errorf("maildir tmp/ has %d files before Commit, want %d", n, want)
+			}
+			for _, d := range []string{"mh", "dir"} {
+				names := listDir(t, filepath.Join(dir, d))
+				for _, n := range names {
+					if !strings.HasPrefix(n, ".mfilter-tmp.") {
+						t.Errorf("%s/%s visible before Commit", d, n)
+					}
+				}
+				if len(names) != want {
+					t.Errorf("%s holds %v before Commit, want %d temporary files", d, names, want)
+				}
+			}
+			if b, _ := os.ReadFile(mb.Path); !bytes.Equal(b, append(msg, '\n')) {
+				t.Errorf("mbox holds %q before Commit, want the appended message", b)
+			}
+			if err := txn.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			if n := len(listDir(t, filepath.Join(dir, "md/new"))); n != 1 {
+				t.Errorf("maildir new/ has %d files after Commit", n)
+			}
+			if n := len(listDir(t, filepath.Join(dir, "md/tmp"))); n != 0 {
+				t.Errorf("maildir tmp/ has %d files after Commit", n)
+			}
+			for _, d := range []string{"mh", "dir"} {
+				names := listDir(t, filepath.Join(dir, d))
+				if len(names) != 1 || strings.HasPrefix(names[0], ".") {
+					t.Errorf("%s holds %v after Commit", d, names)
+				}
+			}
+		})
 	}
 }
 
@@ -636,11 +650,26 @@ func TestCommitGroups(t *testing.T) {
 }
 
 // TestCommitDurability checks, through the recorded operations, that each
-// message file is fsynced before it gets its name, that each directory
-// that got names is fsynced once afterwards, that each mbox is fsynced
-// once, and that a new mbox's directory entry is fsynced too, all before
-// Commit returns: many deliveries, one commit.
+// message file is durable before it gets its name, that each directory
+// that got names is fsynced once afterwards, that each mbox is made
+// durable once, and that a new mbox's directory entry is fsynced too, all
+// before Commit returns: many deliveries, one commit. A file is durable
+// when it was fsynced, or when a syncfs of its file system came after its
+// last write; that syncfs is called on the file written first, since it
+// reports the write-back errors since that file was opened. Every way of
+// committing is checked: an fsync per file (as for a single message) or
+// one syncfs, with unnamed (O_TMPFILE) or named temporary files.
 func TestCommitDurability(t *testing.T) {
+	for _, syncfs := range []bool{false, true} {
+		for _, named := range []bool{false, true} {
+			t.Run(fmt.Sprintf("syncfs=%v/named=%v", syncfs, named), func(t *testing.T) {
+				testCommitDurability(t, syncfs, named)
+			})
+		}
+	}
+}
+
+func testCommitDurability(t *testing.T, syncfs, named bool) {
 	dir := t.TempDir()
 	os.Mkdir(filepath.Join(dir, "dir"), 0o700)
 	os.MkdirAll(filepath.Join(dir, "md", "tmp"), 0o700)
@@ -648,6 +677,14 @@ func TestCommitDurability(t *testing.T) {
 	os.MkdirAll(filepath.Join(dir, "md", "cur"), 0o700)
 	os.Mkdir(filepath.Join(dir, "mh"), 0o700)
 	w, ffs := newFaultWriter(t, dir, testOptions())
+	ffs.named = named
+	w.syncfsMin = 0
+	if syncfs {
+		w.syncfsMin = 1
+		if info, err := fdFSInfo(mustOpen(t, dir)); err != nil || !info.syncfs {
+			t.Skipf("syncfs(2) is not trusted on %s (%v)", dir, err)
+		}
+	}
 	folders := []Folder{mustFolder(t, dir, "md/"), mustFolder(t, dir, "mh/."), mustFolder(t, dir, "dir"), mustFolder(t, dir, "mbox")}
 	const n = 50
 	txn := w.Begin(context.Background())
@@ -668,29 +705,64 @@ func TestCommitDurability(t *testing.T) {
 	if err := txn.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	evs := ffs.Events()[beforeCommit:]
+	all := ffs.Events()
+	evs := all[beforeCommit:]
+	lastWrite := map[string]int{} // by file name, over all events
+	firstWrite := ""
+	for i, ev := range all {
+		if f := strings.Fields(ev); f[0] == "write" {
+			lastWrite[f[1]] = i
+			if firstWrite == "" {
+				firstWrite = f[1]
+			}
+		}
+	}
 	syncedAt := map[string]int{}
 	linkedAt := map[string]int{}
 	count := map[string]int{}
-	for i, ev := range evs {
+	syncfsAt := -1
+	for j, ev := range evs {
+		i := beforeCommit + j
 		f := strings.Fields(ev)
 		count[f[0]+" "+f[1]]++
 		switch f[0] {
 		case "sync":
 			syncedAt[f[1]] = i
+		case "syncfs":
+			if syncfsAt >= 0 {
+				t.Errorf("a second syncfs in one Commit: %q", ev)
+			}
+			syncfsAt = i
+			if f[1] != firstWrite {
+				t.Errorf("syncfs on %s, want the file written first, %s", f[1], firstWrite)
+			}
 		case "link":
 			if !strings.HasSuffix(f[1], ".lock") {
 				linkedAt[f[2]] = i // keyed by the temporary name
 			}
 		}
 	}
+	if syncfs != (syncfsAt >= 0) {
+		t.Errorf("syncfs called: %v, want %v", syncfsAt >= 0, syncfs)
+	}
+	if syncfs && len(syncedAt) > 0 {
+		t.Errorf("%d files fsynced besides the syncfs", len(syncedAt))
+	}
+	durableAt := func(name string) (int, bool) {
+		if si, ok := syncedAt[name]; ok {
+			return si, true
+		}
+		if syncfsAt >= 0 && syncfsAt > lastWrite[name] {
+			return syncfsAt, true
+		}
+		return 0, false
+	}
 	if len(linkedAt) != 3*n {
 		t.Errorf("%d links, want %d", len(linkedAt), 3*n)
 	}
 	for tmp, li := range linkedAt {
-		si, ok := syncedAt[tmp]
-		if !ok || si > li {
-			t.Errorf("%s linked before it was fsynced", tmp)
+		if di, ok := durableAt(tmp); !ok || di > li {
+			t.Errorf("%s linked before it was durable", tmp)
 		}
 	}
 	lastLink := 0
@@ -702,14 +774,30 @@ func TestCommitDurability(t *testing.T) {
 			t.Errorf("directory %s fsynced %d times in Commit, want once", d, c)
 		}
 		for i, ev := range evs {
-			if ev == "syncdir "+d && d != "." && i < lastLink {
+			if ev == "syncdir "+d && d != "." && beforeCommit+i < lastLink {
 				t.Errorf("directory %s fsynced before the last link", d)
 			}
 		}
 	}
-	if c := count["sync mbox"]; c != 1 {
+	if _, ok := durableAt("mbox"); !ok {
+		t.Errorf("mbox not made durable")
+	}
+	if c := count["sync mbox"]; !syncfs && c != 1 {
 		t.Errorf("mbox fsynced %d times, want once per Commit", c)
 	}
+	if names := listDir(t, filepath.Join(dir, "md", "tmp")); len(names) != 0 {
+		t.Errorf("md/tmp holds %v after Commit", names)
+	}
+}
+
+func mustOpen(t *testing.T, path string) *os.File {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
 }
 
 // TestMaildirRecreated: a maildir removed under a long run is made again
