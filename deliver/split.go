@@ -66,6 +66,7 @@ type Splitter struct {
 	lr    *lineReader
 	opts  SplitOptions
 	start bool
+	buf   []byte // the message being read, reused: Next returns a copy
 	// start and end input offsets of the last message returned
 	off, end int64
 }
@@ -110,7 +111,7 @@ func (s *Splitter) Next() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var msg []byte
+	msg := s.buf[:0]
 	eol := lr.eolOf(first)
 	// "From :x" is a From: field with a blank before its colon.
 	hasFrom := bytes.HasPrefix(first, []byte("From ")) && fieldNameLen(first) == 5
@@ -185,6 +186,16 @@ func (s *Splitter) Next() ([]byte, error) {
 	}
 
 	for {
+		// Most of a body is lines that cannot end the message: they are
+		// taken in bulk, up to the next line that starts with "From ".
+		if more, n, lastBlank, allBlank := lr.appendPlainLines(msg, forceSplit); n > 0 {
+			msg = more
+			if !allBlank {
+				forceSplit = false
+			}
+			prevBlank = lastBlank
+			continue
+		}
 		line, err := lr.readLine()
 		if err == io.EOF {
 			break
@@ -233,15 +244,29 @@ func (s *Splitter) Next() ([]byte, error) {
 		}
 		msg = append(msg[:skip:skip], unescapeMboxrd(msg[skip:])...)
 	}
+	var gen []byte
 	if !hasFrom {
-		gen := GeneratedFromLine(msg, s.opts.Now())
+		gen = GeneratedFromLine(msg, s.opts.Now())
 		if len(eol) == 2 {
 			gen = append(gen[:len(gen)-1], eol...)
 		}
-		msg = append(gen, msg...)
 	}
-	return msg, nil
+	// One allocation of the exact size for the caller to keep; the
+	// buffer it was read into serves the next message, unless it is
+	// too big to keep around.
+	out := make([]byte, len(gen)+len(msg))
+	copy(out, gen)
+	copy(out[len(gen):], msg)
+	if cap(msg) <= maxKeptBuffer {
+		s.buf = msg[:0]
+	} else {
+		s.buf = nil
+	}
+	return out, nil
 }
+
+// maxKeptBuffer is the largest buffer the Splitter keeps for reuse.
+const maxKeptBuffer = 1 << 20
 
 // unescapeMboxrd takes one '>' off every line of b matching ^>+From .
 func unescapeMboxrd(b []byte) []byte {
@@ -342,7 +367,9 @@ func parseContentLength(v []byte) int64 {
 // lineReader reads lines with pushback and tracks the input offset.
 type lineReader struct {
 	r     *bufio.Reader
-	pre   []byte // pushed-back bytes, read before r
+	pre   []byte // pushed-back bytes, read before r: always the end of pb
+	pb    []byte // room for pushed-back bytes, reused
+	seen  []byte // scratch buffer for peekPastQuoted
 	pos   int64  // input offset of the next byte to be read
 	delim byte   // '\n', or '\r' for a bare-CR mailbox
 	buf   []byte // the line returned by readLine
@@ -419,7 +446,10 @@ func (lr *lineReader) readLine() ([]byte, error) {
 		}
 		lr.buf = append(lr.buf, lr.pre...)
 		lr.pos += int64(len(lr.pre))
-		lr.pre = nil
+		lr.pre = lr.pre[len(lr.pre):]
+		if len(lr.pb) > maxKeptBuffer {
+			lr.pb, lr.pre = nil, nil
+		}
 	}
 	for {
 		chunk, err := lr.r.ReadSlice(lr.delim)
@@ -441,6 +471,47 @@ func (lr *lineReader) readLine() ([]byte, error) {
 	}
 }
 
+// appendPlainLines appends to msg, and consumes, the complete lines that
+// the input holds in its buffer up to (not including) the first line that
+// starts with "From ": what readLine would return one by one. It reports
+// how many bytes that was (0 when the next line starts with "From ", is
+// not buffered whole, or pushed-back bytes come first), whether the last
+// of those lines is blank, and, when checkAll is set, whether all are.
+func (lr *lineReader) appendPlainLines(msg []byte, checkAll bool) (out []byte, n int, lastBlank, allBlank bool) {
+	if len(lr.pre) > 0 {
+		return msg, 0, false, false
+	}
+	if lr.r.Buffered() == 0 {
+		lr.r.Peek(1) // fill the buffer; an error shows at readLine
+	}
+	buf, _ := lr.r.Peek(lr.r.Buffered())
+	end := bytes.LastIndexByte(buf, lr.delim) + 1
+	buf = buf[:end]
+	if end == 0 || bytes.HasPrefix(buf, []byte("From ")) {
+		return msg, 0, false, false
+	}
+	pat := []byte("\nFrom ")
+	pat[0] = lr.delim
+	if i := bytes.Index(buf, pat); i >= 0 {
+		buf = buf[:i+1]
+	}
+	last := bytes.LastIndexByte(buf[:len(buf)-1], lr.delim) + 1
+	lastBlank = lr.isBlank(buf[last:])
+	if checkAll {
+		allBlank = true
+		for rest := buf; len(rest) > 0 && allBlank; {
+			i := bytes.IndexByte(rest, lr.delim)
+			allBlank = lr.isBlank(rest[:i+1])
+			rest = rest[i+1:]
+		}
+	}
+	msg = append(msg, buf...)
+	n = len(buf)
+	lr.r.Discard(n)
+	lr.pos += int64(n)
+	return msg, n, lastBlank, allBlank
+}
+
 // peekByte returns the next byte without consuming it, or 0 at the end.
 func (lr *lineReader) peekByte() byte {
 	if len(lr.pre) > 0 {
@@ -459,33 +530,48 @@ func (lr *lineReader) peekByte() byte {
 func (lr *lineReader) peekPastQuoted() ([]byte, error) {
 	saved := lr.buf // the caller's line must stay intact
 	lr.buf = lr.peek
-	var seen []byte
+	seen := lr.seen[:0]
 	defer func() {
 		lr.peek, lr.buf = lr.buf, saved
 		lr.unread(seen)
+		if cap(seen) <= maxKeptBuffer {
+			lr.seen = seen[:0]
+		}
 	}()
 	for {
 		line, err := lr.readLine()
 		if err != nil {
 			return nil, err
 		}
-		if len(line) == 0 || line[0] != '>' {
-			next := bytes.Clone(line)
-			seen = append(seen, line...)
-			return next, nil
-		}
 		seen = append(seen, line...)
+		if len(line) == 0 || line[0] != '>' {
+			// Valid until the next peekPastQuoted: lr.peek is only
+			// written here.
+			return line, nil
+		}
 	}
 }
 
 // unread pushes b back in front of the input.
+// b must not share memory with lr.pb.
 func (lr *lineReader) unread(b []byte) {
-	if len(b) == 0 {
+	n := len(b)
+	if n == 0 {
 		return
 	}
-	pre := make([]byte, 0, len(b)+len(lr.pre))
-	lr.pre = append(append(pre, b...), lr.pre...)
-	lr.pos -= int64(len(b))
+	if head := len(lr.pb) - len(lr.pre); n <= head {
+		start := head - n
+		copy(lr.pb[start:], b)
+		lr.pre = lr.pb[start:]
+	} else {
+		size := max(2*(n+len(lr.pre)), 4096)
+		pb := make([]byte, size)
+		start := size - n - len(lr.pre)
+		copy(pb[start:], b)
+		copy(pb[start+n:], lr.pre)
+		lr.pb, lr.pre = pb, pb[start:]
+	}
+	lr.pos -= int64(n)
 }
 
 // readContentLength reads n body bytes and reports whether they end where
