@@ -360,6 +360,14 @@ func (e *RescueError) Unwrap() error { return e.Cause }
 // are moved to the rescue mbox unfiled, so that every message read ends
 // up in exactly one place. A read error of src stops the run after
 // filing what was read.
+//
+// A batch that appended to no mbox is committed (made durable, which is
+// mostly waiting for the disk) while the next batch is read, routed and
+// written; each batch is still logged, and its failures rescued, in
+// order, and every batch is committed before FileAll returns. A batch
+// with mbox appends is committed before the next one starts, because a
+// message that fails at its commit must be taken back from its mboxes,
+// which only works while nothing was appended after it.
 func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 	batch := f.BatchSize
 	if batch <= 0 {
@@ -369,6 +377,9 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		sum     Summary
 		firstEr error
 		pending []pendingMsg
+		mboxes  bool       // pending appended to an mbox
+		flying  *commitJob // the batch being committed meanwhile
+		later   [][]byte   // failed while flying committed: rescued after its failures
 	)
 	fail := func(err error) {
 		if firstEr == nil {
@@ -378,14 +389,18 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 	// The rescue must be written even when ctx was cancelled; the lock
 	// timeout still bounds it.
 	r := &rescuer{f: f, txn: f.Writer.Begin(context.WithoutCancel(ctx)), batch: batch}
-	txn := f.Writer.Begin(ctx)
-	inputs := make(inputCheck)
-	flush := func() {
-		if len(pending) == 0 {
+	rescue := func(msg []byte) {
+		if flying != nil {
+			later = append(later, msg)
 			return
 		}
-		err := txn.Commit()
-		for _, p := range pending {
+		r.save(msg)
+	}
+	txn := f.Writer.Begin(ctx)
+	inputs := make(inputCheck)
+	// finish logs the committed batch and rescues its failures.
+	finish := func(job *commitJob, err error) {
+		for _, p := range job.pending {
 			if perr := deliveryErr(p.out.ds); perr != nil {
 				p.out.failed()
 				fail(perr)
@@ -398,8 +413,38 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		if err != nil {
 			fail(err)
 		}
-		pending = pending[:0]
 		r.commit()
+	}
+	land := func() {
+		if flying == nil {
+			return
+		}
+		job := flying
+		err := <-job.done
+		flying = nil
+		finish(job, err)
+		for _, msg := range later {
+			r.save(msg)
+		}
+		later = later[:0]
+	}
+	// flush commits the pending batch: in the background when allowed
+	// (see above) and background is set, else before it returns.
+	flush := func(background bool) {
+		land()
+		if len(pending) == 0 {
+			return
+		}
+		job := &commitJob{txn: txn, pending: pending}
+		txn, pending = f.Writer.Begin(ctx), nil
+		if background && !mboxes {
+			job.done = make(chan error, 1)
+			go func() { job.done <- job.txn.Commit() }()
+			flying = job
+		} else {
+			finish(job, job.txn.Commit())
+		}
+		mboxes = false
 	}
 	var readErr error
 	for {
@@ -418,7 +463,7 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		sum.Messages++
 		if cerr := ctx.Err(); cerr != nil {
 			fail(fmt.Errorf("interrupted: %w", cerr))
-			r.save(msg)
+			rescue(msg)
 			continue
 		}
 		sp := txn.Savepoint()
@@ -437,8 +482,11 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		})
 		if err == nil {
 			pending = append(pending, pendingMsg{msg: msg, out: out})
+			for _, d := range out.ds {
+				mboxes = mboxes || d.Folder.Kind == deliver.Mbox
+			}
 			if len(pending) >= batch {
-				flush()
+				flush(true)
 			}
 			continue
 		}
@@ -446,9 +494,10 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 			f.warn("%v", rerr)
 		}
 		fail(err)
-		r.save(msg)
+		rescue(msg)
 	}
-	flush()
+	flush(false)
+	land()
 	r.commit()
 	sum.Rescued, sum.Lost = r.rescued, r.lost
 	if r.err != nil {
@@ -463,6 +512,13 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		return sum, &RescueError{Path: r.target(), Summary: sum, Cause: firstEr}
 	}
 	return sum, readErr
+}
+
+// commitJob is a batch of messages being committed.
+type commitJob struct {
+	txn     *deliver.Txn
+	pending []pendingMsg
+	done    chan error // Commit's result, when it runs in the background
 }
 
 func deliveryErr(ds []*deliver.Delivery) error {

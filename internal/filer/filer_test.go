@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -426,5 +427,70 @@ func TestFolderIsTheInput(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(box.Path); !bytes.Equal(b, orig) {
 		t.Errorf("the input changed")
+	}
+}
+
+// TestFileAllOverlap: batches without mbox appends are committed while
+// the next batch is filed. Each message is still delivered or rescued
+// exactly once, the log keeps the input order, a message that fails at
+// its (background) commit is rescued before a later message that failed
+// while that commit ran, and every file is in place when FileAll returns.
+func TestFileAllOverlap(t *testing.T) {
+	base := t.TempDir()
+	mdA, mdB := folder(t, base, "mdA/"), folder(t, base, "mdB/")
+	n := 0
+	route := routeFunc(func(_ context.Context, msg []byte) (Plan, error) {
+		n++
+		switch {
+		case n == 1:
+			return Plan{Folders: []deliver.Folder{mdA}}, nil
+		case n == 2:
+			// Message 1 is written, its batch not committed yet.
+			if err := os.RemoveAll(filepath.Join(mdA.Path, "new")); err != nil {
+				t.Fatal(err)
+			}
+		case n == 3:
+			return Plan{}, errors.New("no route")
+		}
+		return Plan{Folders: []deliver.Folder{mdB}}, nil
+	})
+	fl, log := newFiler(t, base, route)
+	fl.BatchSize = 2
+	var in msgs
+	const total = 21
+	for i := range total {
+		in = append(in, fmt.Appendf(nil, "From a@b  Tue Jan  2 03:04:05 2024\nSubject: m%d\n\n", i))
+	}
+	want := slices.Concat(in[0], in[2])
+	sum, err := fl.FileAll(context.Background(), &in)
+	if w := (Summary{Messages: total, Delivered: total - 2, Rescued: 2}); sum != w || err == nil {
+		t.Fatalf("FileAll = %+v, %v; want %+v and a RescueError", sum, err, w)
+	}
+	if r, _ := os.ReadFile(fl.Rescue); !bytes.Equal(r, want) {
+		t.Errorf("rescue mbox holds %q, want messages 0 and 2 in order", r)
+	}
+	all := tree(t, base)
+	for i := range total {
+		if c := countIn(all, fmt.Sprintf("Subject: m%d\n", i)); c != 1 {
+			t.Errorf("message %d is in %d places", i, c)
+		}
+	}
+	if names, _ := os.ReadDir(filepath.Join(mdB.Path, "new")); len(names) != total-2 {
+		t.Errorf("mdB/new holds %d messages, want %d", len(names), total-2)
+	}
+	// Deliveries are logged in input order (a rescue when it is made).
+	var subjects []string
+	for _, m := range regexp.MustCompile(`Subject: (m\d+)`).FindAllStringSubmatch(log.String(), -1) {
+		if m[1] != "m0" && m[1] != "m2" {
+			subjects = append(subjects, m[1])
+		}
+	}
+	var wantLog []string
+	for i := 3; i < total; i++ {
+		wantLog = append(wantLog, fmt.Sprintf("m%d", i))
+	}
+	wantLog = append([]string{"m1"}, wantLog...)
+	if !slices.Equal(subjects, wantLog) {
+		t.Errorf("log order %v, want %v", subjects, wantLog)
 	}
 }
