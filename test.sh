@@ -4,7 +4,10 @@
 # Installs what the tests use when it is missing (Debian/Ubuntu packages,
 # as root or through sudo): procmail and formail (the byte-compatibility
 # oracle), openssh-server (the real sshd that fetch tests start on
-# loopback), zstd, fdm (benchmark peer), mandoc (man page lint). Then runs
+# loopback), zstd, fdm (benchmark peer), mandoc (man page lint), postfix
+# (the SMTP relay mfilter send and tunnel tests run privately on 127.0.0.2;
+# debconf is told "No configuration", so the system's own Postfix is not
+# set up or started; installing it replaces exim4). Then runs
 # gofmt, go vet, mandoc -Tlint, the Go tests, and a short run of each fuzz
 # target. Nothing is skipped: a missing tool makes the tests fail.
 set -euo pipefail
@@ -13,12 +16,16 @@ cd "$(dirname "$0")"
 need=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 for pair in procmail:procmail formail:procmail sshd:openssh-server ssh:openssh-client \
-            ssh-keygen:openssh-client ssh-agent:openssh-client zstd:zstd fdm:fdm mandoc:mandoc; do
+            ssh-keygen:openssh-client ssh-agent:openssh-client zstd:zstd fdm:fdm mandoc:mandoc \
+            postfix:postfix; do
   have "${pair%%:*}" || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "test.sh: installing ${need[*]}" >&2
+  if printf '%s\n' "${need[@]}" | grep -qx postfix; then
+    echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
+  fi
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
