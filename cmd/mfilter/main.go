@@ -31,6 +31,8 @@ func init() {
 		{"deliver", "deliver one message from stdin (an MDA, like procmail -d)", runDeliver},
 		{"file", "split mbox files and file every message", runFile},
 		{"fetch-and-file", "claim the spool on the mail server over SSH and file it", runFetch},
+		{"send", "send a message through the SSH link, like sendmail (-t, -i, -f)", runSend},
+		{"tunnel", "forward a local SMTP port to the relay through the SSH link", runTunnel},
 		{"check", "check the rules file and report every problem", runCheck},
 		{"test", "show what the rules do with messages, writing nothing", runTest},
 		{"version", "print the version", runVersion},
