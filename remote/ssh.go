@@ -111,7 +111,7 @@ func Dial(ctx context.Context, cfg SSHConfig) (*Client, error) {
 	// handshake too, so that a server that stops answering cannot hang us.
 	conn.SetDeadline(time.Now().Add(cfg.Timeout))
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	sc, chans, reqs, err := ssh.NewClientConn(conn, cfg.Addr, clientCfg)
+	sc, chans, reqs, err := ssh.NewClientConn(quickAck(conn), cfg.Addr, clientCfg)
 	stop()
 	if err != nil {
 		conn.Close()
