@@ -20,8 +20,8 @@ import (
 )
 
 // The fetch scenario: a spool on a mail server, fetched over SSH. The
-// server is a throwaway sshd on 127.0.0.1 behind a counting proxy (see
-// fetchsshd.go); the spools are built from the test corpus. Two stages:
+// server is a throwaway sshd on 127.0.0.1 (see fetchsshd.go); the spools
+// are built from the test corpus. Two stages:
 //
 //   - transfer, on a 100 MB spool: mfilter's claim, compressed stream and
 //     decompression (fetchTransferMain, the remote package that
@@ -30,8 +30,13 @@ import (
 //   - end to end, on a 20 MB spool: mfilter fetch-and-file into one
 //     maildir against ssh mv + scp -C + ssh rm + formail -s procmail.
 //
-// Each side runs -runs times, interleaved, on a fresh copy of the spool
-// and into fresh directories, after sync(2).
+// Each side first runs once through a counting TCP proxy in front of sshd,
+// which counts the bytes of every connection (the table's bytes), then
+// -runs times straight to sshd, timed (the table's times): a proxy is a
+// TCP endpoint of its own, whose delayed ACKs and buffering would be
+// timed too. The runs are interleaved, each on a fresh copy of the spool
+// and into fresh directories, after sync(2). -proxy-all times the runs
+// through the proxy as well.
 
 type fetchOptions struct {
 	mfilter, formail, procmail  string
@@ -42,7 +47,7 @@ type fetchOptions struct {
 	transferTarget, e2eTarget   float64
 	only                        string
 	keep, verbose, all, trace   bool
-	loginRC                     bool
+	loginRC, proxyAll           bool
 	compress                    string
 	runsDir                     string
 	transferSpool, e2eSpool     []byte
@@ -58,8 +63,9 @@ type fetchOptions struct {
 // fetchSide is one contender of a stage.
 type fetchSide struct {
 	label string
-	// command runs the side on spool (the server's path) into dir.
-	command func(spool, dir string) *exec.Cmd
+	// command runs the side on spool (the server's path) into dir,
+	// reaching sshd at port.
+	command func(spool, dir string, port int) *exec.Cmd
 	// check verifies what the run left; out is what it printed.
 	check func(spool, dir string, out []byte) error
 }
@@ -67,14 +73,16 @@ type fetchSide struct {
 // fetchRun is one timed run of one side.
 type fetchRun struct {
 	result
-	wire wireCount
+	wire    wireCount
+	counted bool // through the proxy: wire holds its bytes
 }
 
 // fetchRow sums up the runs of one side.
 type fetchRow struct {
 	stage, label string
 	spool        int64
-	runs         []fetchRun
+	runs         []fetchRun // timed
+	wire         wireCount  // of the counted run
 	best, median fetchRun
 }
 
@@ -98,6 +106,7 @@ func runFetch(args []string) error {
 	fs.StringVar(&o.compress, "compress", "auto", "mfilter's --compress (auto, zstd, gzip, none)")
 	fs.BoolVar(&o.trace, "trace", false, "have mfilter's transfer print how long each of its steps took")
 	fs.BoolVar(&o.loginRC, "login-rc", false, "let the sessions' login shell read the user's ~/.bashrc (by default sshd sets SHLVL=1 so that bash skips it)")
+	fs.BoolVar(&o.proxyAll, "proxy-all", false, "time the runs through the counting proxy too (by default they go straight to sshd, after one counted run)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the folders every run filed into")
 	fs.BoolVar(&o.verbose, "v", false, "print each run")
 	fs.BoolVar(&o.all, "all", false, "use every corpus message, also those formail splits differently (the end-to-end check then fails)")
@@ -139,10 +148,15 @@ func runFetch(args []string) error {
 	}
 	defer srv.stop()
 	o.srv = srv
-	fmt.Printf("server: %s on %s, through a counting TCP proxy at %s; spools in %s\n", o.sshd, srv.sshdAddr, srv.addr, o.serverDir)
+	fmt.Printf("server: %s at %s (a counting TCP proxy in front of it at %s); spools in %s\n", o.sshd, srv.sshdAddr, srv.addr, o.serverDir)
 	fmt.Printf("folders: %s on %s\n", o.runsDir, describeFS(o.runsDir))
-	fmt.Printf("runs: %d of each side, interleaved, each on a fresh copy of the spool and into new directories, after sync(2)\n", o.runs)
-	fmt.Println("bytes over SSH: counted by the proxy on every TCP connection of a run, both ways (SSH version lines, key exchange, encrypted packets)")
+	if o.proxyAll {
+		fmt.Printf("runs: %d of each side through the proxy, interleaved, each on a fresh copy of the spool and into new directories, after sync(2)\n", o.runs)
+		fmt.Println("bytes over SSH: counted by the proxy on every TCP connection of a run, both ways (SSH version lines, key exchange, encrypted packets, as TCP payload); the median run's")
+	} else {
+		fmt.Printf("runs: 1 counted run of each side through the proxy, then %d timed of each straight to sshd, interleaved, each on a fresh copy of the spool and into new directories, after sync(2)\n", o.runs)
+		fmt.Println("bytes over SSH: counted by the proxy on every TCP connection of the counted run, both ways (SSH version lines, key exchange, encrypted packets, as TCP payload)")
+	}
 
 	if err := o.loginCost(); err != nil {
 		return err
@@ -166,7 +180,7 @@ func runFetch(args []string) error {
 func (o *fetchOptions) loginCost() error {
 	best := time.Duration(1 << 62)
 	for range 5 {
-		cmd := exec.Command(o.ssh, append(o.srv.sshArgs(), "127.0.0.1", "true")...)
+		cmd := exec.Command(o.ssh, append(o.srv.sshArgs(o.srv.sshdPort), "127.0.0.1", "true")...)
 		start := time.Now()
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("ssh 127.0.0.1 true: %v: %s", err, out)
@@ -258,21 +272,31 @@ func fetchBuildSpool(msgs []bench.Message, size int64) ([]byte, int) {
 	return out, n
 }
 
-// runSides runs every side of a stage o.runs times, interleaved (the
-// order alternates from run to run).
+// runSides runs every side of a stage: once through the counting proxy,
+// then o.runs times timed, interleaved (the order alternates from run to
+// run).
 func (o *fetchOptions) runSides(stage string, spool []byte, sides []fetchSide) ([]fetchRow, error) {
 	rows := make([]fetchRow, len(sides))
 	for k, s := range sides {
 		rows[k] = fetchRow{stage: stage, label: s.label, spool: int64(len(spool))}
 	}
-	for run := 0; run < o.runs; run++ {
+	first := 0
+	if o.proxyAll {
+		first = 1
+	}
+	for run := first; run <= o.runs; run++ {
+		counted := run == 0 || o.proxyAll
+		port := o.srv.sshdPort
+		if counted {
+			port = o.srv.port
+		}
 		for i := range sides {
 			k := i
 			if run%2 == 1 {
 				k = len(sides) - 1 - i
 			}
 			s := sides[k]
-			name := fmt.Sprintf("%s-run%d-%d", stage, run+1, k)
+			name := fmt.Sprintf("%s-run%d-%d", stage, run, k)
 			spoolPath := filepath.Join(o.serverDir, name)
 			if err := os.WriteFile(spoolPath, spool, 0o600); err != nil {
 				return nil, err
@@ -281,23 +305,41 @@ func (o *fetchOptions) runSides(stage string, spool []byte, sides []fetchSide) (
 			if err := os.Mkdir(dir, 0o755); err != nil {
 				return nil, err
 			}
-			cmd := s.command(spoolPath, dir)
+			cmd := s.command(spoolPath, dir, port)
 			syscall.Sync()
 			before := o.srv.proxy.snapshot()
 			r, out, err := fetchMeasure(cmd, dir+".time")
 			if err != nil {
-				return nil, fmt.Errorf("%s, run %d: %v", s.label, run+1, err)
+				return nil, fmt.Errorf("%s, run %d: %v", s.label, run, err)
 			}
 			w, err := o.srv.proxy.since(before)
 			if err != nil {
 				return nil, err
 			}
 			if err := s.check(spoolPath, dir, out); err != nil {
-				return nil, fmt.Errorf("%s, run %d: %v", s.label, run+1, err)
+				return nil, fmt.Errorf("%s, run %d: %v", s.label, run, err)
 			}
-			rows[k].runs = append(rows[k].runs, fetchRun{result: r, wire: w})
+			what := "timed"
+			switch {
+			case counted && o.proxyAll:
+				what = "timed and counted"
+			case counted:
+				what = "counted"
+			}
+			if counted {
+				rows[k].wire = w
+			} else if w.conns != 0 {
+				return nil, fmt.Errorf("%s, run %d: %d connections went through the proxy, none should have", s.label, run, w.conns)
+			}
+			if run > 0 {
+				rows[k].runs = append(rows[k].runs, fetchRun{result: r, wire: w, counted: counted})
+			}
 			if o.verbose {
-				fmt.Printf("  %s run %d %-44s %s  %d connection(s), %s up, %s down\n", stage, run+1, s.label, secs(r.wall), w.conns, fetchBytes(w.up), fetchBytes(w.down))
+				fmt.Printf("  %s run %d %-19s %-44s %s", stage, run, "("+what+")", s.label, secs(r.wall))
+				if counted {
+					fmt.Printf("  %d connection(s), %d bytes up, %d down", w.conns, w.up, w.down)
+				}
+				fmt.Println()
 			}
 		}
 	}
@@ -306,6 +348,9 @@ func (o *fetchOptions) runSides(stage string, spool []byte, sides []fetchSide) (
 		slices.SortFunc(sorted, func(a, b fetchRun) int { return cmp.Compare(a.wall, b.wall) })
 		rows[k].best = sorted[0]
 		rows[k].median = sorted[(len(sorted)-1)/2] // the lower middle: a run that happened
+		if o.proxyAll {
+			rows[k].wire = rows[k].median.wire
+		}
 	}
 	return rows, nil
 }
@@ -352,12 +397,12 @@ func fetchMeasure(cmd *exec.Cmd, scratch string) (result, []byte, error) {
 
 // handCommands is the hand pipeline's fetch: claim the spool by renaming
 // it, copy it with scp -C (zlib in the SSH transport), remove it.
-func (o *fetchOptions) handCommands(spool, local string) string {
-	ssh := o.ssh + " " + fetchQuoteAll(o.srv.sshArgs())
+func (o *fetchOptions) handCommands(spool, local string, port int) string {
+	ssh := o.ssh + " " + fetchQuoteAll(o.srv.sshArgs(port))
 	x := spool + ".x"
 	return fmt.Sprintf("set -e\n%s 127.0.0.1 %s\n%s -q -C %s %s %s\n%s 127.0.0.1 %s\n",
 		ssh, fetchShellQuote("mv -- "+fetchShellQuote(spool)+" "+fetchShellQuote(x)),
-		o.scp, fetchQuoteAll(o.srv.sshArgs()), fetchShellQuote("127.0.0.1:"+x), fetchShellQuote(local),
+		o.scp, fetchQuoteAll(o.srv.sshArgs(port)), fetchShellQuote("127.0.0.1:"+x), fetchShellQuote(local),
 		ssh, fetchShellQuote("rm -- "+fetchShellQuote(x)))
 }
 
@@ -376,8 +421,8 @@ func (o *fetchOptions) transferStage() error {
 	sides := []fetchSide{
 		{
 			label: "ssh mv; scp -C; ssh rm",
-			command: func(spool, dir string) *exec.Cmd {
-				return exec.Command("/bin/sh", "-c", o.handCommands(spool, filepath.Join(dir, "spool")))
+			command: func(spool, dir string, port int) *exec.Cmd {
+				return exec.Command("/bin/sh", "-c", o.handCommands(spool, filepath.Join(dir, "spool"), port))
 			},
 			check: func(spool, dir string, _ []byte) error {
 				if err := checkServerEmpty(spool); err != nil {
@@ -396,8 +441,8 @@ func (o *fetchOptions) transferStage() error {
 		},
 		{
 			label: "mfilter transfer (remote pkg)",
-			command: func(spool, dir string) *exec.Cmd {
-				cmd := exec.Command(o.selfExe, "-addr", o.srv.addr, "-user", o.srv.user, "-identity", o.srv.key,
+			command: func(spool, dir string, port int) *exec.Cmd {
+				cmd := exec.Command(o.selfExe, "-addr", fmt.Sprintf("127.0.0.1:%d", port), "-user", o.srv.user, "-identity", o.srv.key,
 					"-known-hosts", o.srv.knownHosts, "-spool", spool, "-compress", o.compress)
 				if o.trace {
 					cmd.Args = append(cmd.Args, "-trace")
@@ -450,10 +495,10 @@ func (o *fetchOptions) e2eStage() error {
 	sides := []fetchSide{
 		{
 			label: "ssh mv; scp -C; ssh rm; formail -s procmail",
-			command: func(spool, dir string) *exec.Cmd {
+			command: func(spool, dir string, port int) *exec.Cmd {
 				local := dir + ".mbox"
 				rc := fmt.Sprintf("MAILDIR=%s\nDEFAULT=%s/inbox/\n", dir, dir)
-				script := o.handCommands(spool, local) + fmt.Sprintf("%s -s %s -m %s < %s\n",
+				script := o.handCommands(spool, local, port) + fmt.Sprintf("%s -s %s -m %s < %s\n",
 					o.formail, o.procmail, fetchShellQuote(dir+".rc"), fetchShellQuote(local))
 				// Written before the clock starts: the rc is part of the setup.
 				os.WriteFile(dir+".rc", []byte(rc), 0o644)
@@ -469,10 +514,10 @@ func (o *fetchOptions) e2eStage() error {
 		},
 		{
 			label: "mfilter fetch-and-file",
-			command: func(spool, dir string) *exec.Cmd {
+			command: func(spool, dir string, port int) *exec.Cmd {
 				home := dir + ".home"
 				os.Mkdir(home, 0o700)
-				cmd := exec.Command(o.mfilter, "fetch-and-file", "--host", "127.0.0.1", "--port", fmt.Sprint(o.srv.port),
+				cmd := exec.Command(o.mfilter, "fetch-and-file", "--host", "127.0.0.1", "--port", fmt.Sprint(port),
 					"--user", o.srv.user, "--identity", o.srv.key, "--known-hosts", o.srv.knownHosts,
 					"--spool", spool, "--state-dir", filepath.Join(home, "state"), "--compress", o.compress,
 					"--maildir", dir, "--default", "inbox/")
@@ -509,10 +554,14 @@ func (o *fetchOptions) report() error {
 			rss = fmt.Sprintf("%.1f MB", float64(m.maxRSS)/1e6)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%.1f MB\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t\n", r.stage, r.label, float64(r.spool)/1e6,
-			secs(r.best.wall), secs(m.wall), user, sys, rss, m.wire.conns, fetchBytes(m.wire.up), fetchBytes(m.wire.down), fetchBytes(m.wire.total()))
+			secs(r.best.wall), secs(m.wall), user, sys, rss, r.wire.conns, fetchBytes(r.wire.up), fetchBytes(r.wire.down), fetchBytes(r.wire.total()))
 	}
 	tw.Flush()
-	fmt.Println("(user, sys, max RSS and bytes are those of the median run; CPU is the client side's only)")
+	if o.proxyAll {
+		fmt.Println("(user, sys, max RSS and bytes are those of the median run; CPU is the client side's only)")
+	} else {
+		fmt.Println("(user, sys and max RSS are those of the median run, CPU the client side's only; connections and bytes those of the counted run)")
+	}
 	fmt.Println()
 	verdict := func(ok bool) string {
 		if ok {
@@ -525,18 +574,16 @@ func (o *fetchOptions) report() error {
 		med := h.median.wall.Seconds() / m.median.wall.Seconds()
 		best := h.best.wall.Seconds() / m.best.wall.Seconds()
 		fmt.Printf("transfer: scp -C / mfilter %.1fx median, %.1fx best (target %gx: %s)\n", med, best, o.transferTarget, verdict(med >= o.transferTarget))
-		maxM := slices.MaxFunc(m.runs, func(a, b fetchRun) int { return cmp.Compare(a.wire.total(), b.wire.total()) }).wire.total()
-		minH := slices.MinFunc(h.runs, func(a, b fetchRun) int { return cmp.Compare(a.wire.total(), b.wire.total()) }).wire.total()
-		fmt.Printf("transfer: bytes over SSH mfilter / scp -C %.3f (most of mfilter's runs %s, fewest of scp's %s; target no more: %s)\n",
-			float64(m.median.wire.total())/float64(h.median.wire.total()), fetchBytes(maxM), fetchBytes(minH), verdict(maxM <= minH))
+		fmt.Printf("transfer: bytes over SSH mfilter / scp -C %.3f (%d and %d bytes; target no more: %s)\n",
+			float64(m.wire.total())/float64(h.wire.total()), m.wire.total(), h.wire.total(), verdict(m.wire.total() <= h.wire.total()))
 	}
 	if len(o.e2eRows) == 2 {
 		h, m := o.e2eRows[0], o.e2eRows[1]
 		med := h.median.wall.Seconds() / m.median.wall.Seconds()
 		best := h.best.wall.Seconds() / m.best.wall.Seconds()
 		fmt.Printf("end to end: hand pipeline / mfilter %.1fx median, %.1fx best (target %gx: %s)\n", med, best, o.e2eTarget, verdict(med >= o.e2eTarget))
-		fmt.Printf("end to end: bytes over SSH mfilter / hand pipeline %.3f\n", float64(m.median.wire.total())/float64(h.median.wire.total()))
-		fmt.Printf("check: both maildirs hold the same %d file contents (sha256 multiset) in every run; every spool was emptied\n", o.e2eMessages)
+		fmt.Printf("end to end: bytes over SSH mfilter / hand pipeline %.3f (%d and %d bytes)\n", float64(m.wire.total())/float64(h.wire.total()), m.wire.total(), h.wire.total())
+		fmt.Printf("check: both maildirs hold the same %d file contents (sha256 multiset) in every run, counted and timed; every spool was emptied\n", o.e2eMessages)
 	}
 	if len(o.transferRows) == 2 {
 		fmt.Println("check: every transfer delivered the spool's bytes (CRC-32C) and left nothing on the server")

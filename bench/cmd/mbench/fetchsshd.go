@@ -18,12 +18,13 @@ import (
 // fetchServer is a throwaway OpenSSH sshd on 127.0.0.1 for the fetch
 // scenario (the same configuration as internal/sshtest, plus the sftp
 // subsystem that scp uses since OpenSSH 9.0), with a counting TCP proxy in
-// front of it: every client connects to the proxy, so the bytes each side
-// sends over its SSH connections are counted on the wire.
+// front of it, through which the bytes each side sends over its SSH
+// connections are counted.
 type fetchServer struct {
 	dir        string
 	sshdAddr   string // where sshd listens
-	addr       string // the proxy, where clients connect
+	sshdPort   int
+	addr       string // the counting proxy in front of it
 	port       int    // the proxy's port
 	user       string
 	key        string // private key in authorized_keys
@@ -85,6 +86,7 @@ func startFetchServer(sshd, dir string, loginRC bool) (*fetchServer, error) {
 			return nil, err
 		}
 		s.sshdAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		s.sshdPort = port
 		cfg := fmt.Sprintf(`Port %d
 ListenAddress 127.0.0.1
 PidFile %s/sshd.pid
@@ -134,7 +136,8 @@ Subsystem sftp %s
 	s.port = s.proxy.ln.Addr().(*net.TCPAddr).Port
 	f := strings.Fields(string(hpub))
 	s.knownHosts = filepath.Join(dir, "known_hosts")
-	if err := os.WriteFile(s.knownHosts, []byte(fmt.Sprintf("[127.0.0.1]:%d %s %s\n", s.port, f[0], f[1])), 0o600); err != nil {
+	kh := fmt.Sprintf("[127.0.0.1]:%d %s %s\n[127.0.0.1]:%d %s %s\n", s.sshdPort, f[0], f[1], s.port, f[0], f[1])
+	if err := os.WriteFile(s.knownHosts, []byte(kh), 0o600); err != nil {
 		s.stop()
 		return nil, err
 	}
@@ -147,13 +150,13 @@ Subsystem sftp %s
 }
 
 // sshArgs are the OpenSSH client options (for ssh and scp) that reach the
-// server through the proxy with the throwaway key, and nothing from the
-// user's own configuration.
-func (s *fetchServer) sshArgs() []string {
+// server at port (sshd's or the proxy's) with the throwaway key, and
+// nothing from the user's own configuration.
+func (s *fetchServer) sshArgs(port int) []string {
 	return []string{"-F", s.sshConfig, "-i", s.key, "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
 		"-o", "UserKnownHostsFile=" + s.knownHosts, "-o", "GlobalKnownHostsFile=/dev/null",
 		"-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ControlMaster=no", "-o", "ControlPath=none",
-		"-o", "User=" + s.user, "-o", "Port=" + strconv.Itoa(s.port)}
+		"-o", "User=" + s.user, "-o", "Port=" + strconv.Itoa(port)}
 }
 
 func (s *fetchServer) stop() {
