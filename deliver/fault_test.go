@@ -276,9 +276,9 @@ func TestCommitSyncChoice(t *testing.T) {
 		}
 		wantSyncfs := 0
 		if n >= SyncfsMin && info.syncfs {
-			wantSyncfs = 1
+			wantSyncfs = 2 // the files, then the directories
 		}
-		if syncfs != wantSyncfs || syncs != n*(1-wantSyncfs) {
+		if syncfs != wantSyncfs || syncs != n*(1-wantSyncfs/2) {
 			t.Errorf("%d messages: %d fsyncs and %d syncfs, want %d syncfs", n, syncs, syncfs, wantSyncfs)
 		}
 		if names := listDir(t, filepath.Join(md.Path, "new")); len(names) != n {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -412,6 +413,12 @@ func syncDir(fsys fileSystem, dir string) error {
 // fsyncing each parent whose entries changed so that a crash cannot lose
 // a folder that a delivery was already reported into.
 func mkdirAllDurable(fsys fileSystem, dir string) error {
+	return mkdirAll(fsys, dir, func(parent string) error { return syncDir(fsys, parent) })
+}
+
+// mkdirAll creates dir and any missing parents with mode 0700, and calls
+// made with the parent of each directory it made.
+func mkdirAll(fsys fileSystem, dir string, made func(parent string) error) error {
 	st, err := fsys.Stat(dir)
 	if err == nil {
 		if !st.IsDir() {
@@ -424,7 +431,7 @@ func mkdirAllDurable(fsys fileSystem, dir string) error {
 	}
 	parent := filepath.Dir(dir)
 	if parent != dir && parent != "." && parent != "/" {
-		if err := mkdirAllDurable(fsys, parent); err != nil {
+		if err := mkdirAll(fsys, parent, made); err != nil {
 			return err
 		}
 	}
@@ -436,5 +443,36 @@ func mkdirAllDurable(fsys fileSystem, dir string) error {
 		}
 		return err
 	}
-	return syncDir(fsys, parent)
+	return made(parent)
+}
+
+// mkdirAllLater is mkdirAll for the folders of deliveries: the parents
+// whose entries changed are made durable by the next Commit (every
+// Commit syncs them before it reports success, see pendingDirs), not one
+// fsync after each mkdir. folder is the folder they were made for.
+func (w *Writer) mkdirAllLater(fsys fileSystem, dir, folder string) error {
+	return mkdirAll(fsys, dir, func(parent string) error {
+		w.mu.Lock()
+		w.pending[dirRef{fsys, parent}] = folder
+		w.mu.Unlock()
+		return nil
+	})
+}
+
+// pendingDirs returns the directories whose entries mkdirAllLater changed
+// and that no Commit has made durable yet, each with the folder made.
+func (w *Writer) pendingDirs() map[dirRef]string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.pending) == 0 {
+		return nil
+	}
+	return maps.Clone(w.pending)
+}
+
+// pendingDone forgets a directory that a Commit made durable.
+func (w *Writer) pendingDone(ref dirRef) {
+	w.mu.Lock()
+	delete(w.pending, ref)
+	w.mu.Unlock()
 }

@@ -78,9 +78,10 @@ func MaildirUnique(name string) string {
 	return name
 }
 
-// ensureMaildir creates dir/{tmp,new,cur} (mode 0700) when missing. What
-// it found is cached for the Writer's life; forget undoes that when a
-// folder was removed under a long run.
+// ensureMaildir creates dir/{tmp,new,cur} (mode 0700) when missing; the
+// next Commit makes the new entries durable. What it found is cached for
+// the Writer's life; forget undoes that when a folder was removed under
+// a long run.
 func (w *Writer) ensureMaildir(fsys fileSystem, dir string) error {
 	key := maildirKey(fsys, dir)
 	w.mu.Lock()
@@ -89,11 +90,8 @@ func (w *Writer) ensureMaildir(fsys fileSystem, dir string) error {
 	if ok {
 		return nil
 	}
-	if err := mkdirAllDurable(fsys, dir); err != nil {
-		return err
-	}
 	for _, sub := range []string{"tmp", "new", "cur"} {
-		if err := mkdirAllDurable(fsys, filepath.Join(dir, sub)); err != nil {
+		if err := w.mkdirAllLater(fsys, filepath.Join(dir, sub), dir); err != nil {
 			return err
 		}
 	}

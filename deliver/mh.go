@@ -16,7 +16,7 @@ import (
 // the trailing newline rule applies.
 func (w *Writer) writeNumbered(d *Delivery, msg []byte) error {
 	dir := d.Folder.Path
-	if err := mkdirAllDurable(d.fsys, dir); err != nil {
+	if err := w.mkdirAllLater(d.fsys, dir, dir); err != nil {
 		return err
 	}
 	data, _ := prepareView(msg, w.opts.Berkeley)

@@ -6,12 +6,16 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Options configure a Writer.
@@ -43,8 +47,9 @@ type Writer struct {
 	counter atomic.Uint64
 
 	mu       sync.Mutex
-	maildirs map[string]bool // maildirs whose tmp/new/cur exist
-	named    map[string]bool // directories where OpenTemp is unsupported
+	maildirs map[string]bool   // maildirs whose tmp/new/cur exist
+	named    map[string]bool   // directories where OpenTemp is unsupported
+	pending  map[dirRef]string // see mkdirAllLater
 
 	// syncfsMin is how many files on one file system make Commit use
 	// one syncfs(2) instead of an fsync for each (0: never).
@@ -79,6 +84,7 @@ func NewWriter(opts Options) *Writer {
 		pid:       os.Getpid(),
 		maildirs:  make(map[string]bool),
 		named:     make(map[string]bool),
+		pending:   make(map[dirRef]string),
 		syncfsMin: SyncfsMin,
 	}
 }
@@ -271,24 +277,17 @@ func (t *Txn) Commit() error {
 			files = append(files, syncFile{f: m.f, fsys: m.fsys, folder: m.path})
 		}
 	}
-	syncErr := t.w.syncData(files)
-	for _, m := range mboxes {
-		if syncErr[m.f] == nil && m.created {
-			if err := syncDir(m.fsys, filepath.Dir(m.path)); err != nil {
-				syncErr[m.f] = err
-			}
-		}
-	}
+	res := t.w.syncData(files)
 	for _, d := range items {
 		if d.file != nil {
-			d.Err = syncErr[d.file]
+			d.Err = res.errs[d.file]
 			if !d.anon {
 				d.file = nil // closed by syncData
 			}
 		}
 		if d.mbox != nil {
 			if m := mboxes[d.mbox.id]; m != nil {
-				d.Err = syncErr[m.f]
+				d.Err = res.errs[m.f]
 			}
 		}
 	}
@@ -310,21 +309,10 @@ func (t *Txn) Commit() error {
 		}
 	}
 
-	// 3. Directories: sync each directory that got names, once.
-	dirs := make(map[dirRef][]*Delivery)
-	for _, d := range items {
-		if d.linked && !d.undone {
-			ref := dirRef{d.fsys, d.syncTarget()}
-			dirs[ref] = append(dirs[ref], d)
-		}
-	}
-	for ref, ds := range dirs {
-		if err := syncDir(ref.fsys, ref.dir); err != nil {
-			for _, d := range ds {
-				d.Err = err
-			}
-		}
-	}
+	// 3. Directories: each one that got names, the directory of each
+	// mbox file this Txn created, and those whose entries were changed
+	// by making folders (mkdirAllLater) since the last Commit.
+	t.syncDirs(items, mboxes, res)
 	for _, g := range groups {
 		if bad := failedIn(g); bad != nil {
 			t.failGroup(g, bad)
@@ -476,6 +464,13 @@ type syncFile struct {
 	keepOpen bool   // an unnamed file, closed once it is linked
 }
 
+// syncResult is what syncData did.
+type syncResult struct {
+	errs    map[file]error
+	folders map[dirRef]fsInfo // the file system of each folder
+	syncfs  map[uint64]bool   // file systems made durable with syncfs
+}
+
 // syncData makes files durable and closes them (except those to keep
 // open), and returns the failures. The files of a file system that holds
 // at least syncfsMin of them, and whose syncfs(2) can be trusted, are
@@ -484,8 +479,8 @@ type syncFile struct {
 // at a time. files must be in the order they were opened: syncfs reports
 // the write-back errors since the file it is called on was opened, so it
 // is called on the first.
-func (w *Writer) syncData(files []syncFile) map[file]error {
-	errs := make(map[file]error)
+func (w *Writer) syncData(files []syncFile) syncResult {
+	res := syncResult{errs: make(map[file]error), folders: make(map[dirRef]fsInfo), syncfs: make(map[uint64]bool)}
 	var perFile []syncFile
 	if w.syncfsMin > 0 && len(files) >= w.syncfsMin {
 		type group struct {
@@ -494,16 +489,15 @@ func (w *Writer) syncData(files []syncFile) map[file]error {
 		}
 		var order []uint64
 		groups := make(map[uint64]*group)
-		infos := make(map[dirRef]fsInfo)
 		for _, sf := range files {
 			ref := dirRef{sf.fsys, sf.folder}
-			info, ok := infos[ref]
+			info, ok := res.folders[ref]
 			if !ok {
 				var err error
 				if info, err = sf.fsys.FSInfo(sf.f); err != nil {
 					info = fsInfo{}
 				}
-				infos[ref] = info
+				res.folders[ref] = info
 			}
 			if !info.syncfs {
 				perFile = append(perFile, sf)
@@ -528,12 +522,13 @@ func (w *Writer) syncData(files []syncFile) map[file]error {
 				perFile = append(perFile, g.files...)
 				continue
 			}
+			res.syncfs[dev] = true
 			for _, sf := range g.files {
 				if sf.keepOpen {
 					continue
 				}
 				if err := sf.f.Close(); err != nil {
-					errs[sf.f] = fmt.Errorf("close %s: %w", sf.f.Name(), err)
+					res.errs[sf.f] = fmt.Errorf("close %s: %w", sf.f.Name(), err)
 				}
 			}
 		}
@@ -541,9 +536,125 @@ func (w *Writer) syncData(files []syncFile) map[file]error {
 		perFile = files
 	}
 	for f, err := range syncFiles(perFile) {
-		errs[f] = err
+		res.errs[f] = err
 	}
-	return errs
+	return res
+}
+
+// dirSync is a directory that Commit makes durable, and the deliveries
+// that fail if it cannot.
+type dirSync struct {
+	ref     dirRef
+	folder  string // a folder that it is or holds: its file system
+	ds      []*Delivery
+	pending bool // from pendingDirs: ds are the deliveries below it
+}
+
+// syncDirs is step 3 of Commit: it makes durable the directories that got
+// names, the directories of mbox files this Txn created, and the pending
+// ones of mkdirAllLater. On a file system whose files step 1 made durable
+// with syncfs, one syncfs does it for all of them (and for their
+// parents' entries); else each is fsynced. A delivery whose directory
+// failed gets Err.
+func (t *Txn) syncDirs(items []*Delivery, mboxes map[fileID]*openMbox, res syncResult) {
+	var order []*dirSync
+	byRef := make(map[dirRef]*dirSync)
+	add := func(ref dirRef, folder string) *dirSync {
+		ds := byRef[ref]
+		if ds == nil {
+			ds = &dirSync{ref: ref, folder: folder}
+			byRef[ref] = ds
+			order = append(order, ds)
+		}
+		return ds
+	}
+	for _, d := range items {
+		if d.linked && !d.undone {
+			ds := add(dirRef{d.fsys, d.syncTarget()}, d.Folder.Path)
+			ds.ds = append(ds.ds, d)
+		}
+	}
+	for _, m := range mboxes {
+		if !m.created || res.errs[m.f] != nil {
+			continue
+		}
+		ds := add(dirRef{m.fsys, filepath.Dir(m.path)}, m.path)
+		for _, d := range items {
+			if d.mbox != nil && mboxes[d.mbox.id] == m {
+				ds.ds = append(ds.ds, d)
+			}
+		}
+	}
+	pending := t.w.pendingDirs()
+	for _, ref := range slices.SortedFunc(maps.Keys(pending), func(a, b dirRef) int { return strings.Compare(a.dir, b.dir) }) {
+		ds := add(ref, pending[ref])
+		ds.pending = true
+		for _, d := range items {
+			if d.fsys == ref.fsys && under(ref.dir, d.Folder.Path) {
+				ds.ds = append(ds.ds, d)
+			}
+		}
+	}
+
+	var perDir []*dirSync
+	var devs []uint64
+	groups := make(map[uint64][]*dirSync)
+	for _, ds := range order {
+		info, ok := res.folders[dirRef{ds.ref.fsys, ds.folder}]
+		if !ok || !res.syncfs[info.dev] {
+			perDir = append(perDir, ds)
+			continue
+		}
+		if groups[info.dev] == nil {
+			devs = append(devs, info.dev)
+		}
+		groups[info.dev] = append(groups[info.dev], ds)
+	}
+	for _, dev := range devs {
+		g := groups[dev]
+		if err := syncFSAt(g[0].ref.fsys, g[0].ref.dir); err != nil {
+			t.w.warn("%v; fsyncing each directory instead", err)
+			perDir = append(perDir, g...)
+			continue
+		}
+		for _, ds := range g {
+			if ds.pending {
+				t.w.pendingDone(ds.ref)
+			}
+		}
+	}
+	for _, ds := range perDir {
+		if err := syncDir(ds.ref.fsys, ds.ref.dir); err != nil {
+			for _, d := range ds.ds {
+				if d.Err == nil {
+					d.Err = err
+				}
+			}
+			continue
+		}
+		if ds.pending {
+			t.w.pendingDone(ds.ref)
+		}
+	}
+}
+
+// under reports whether path is dir or inside it.
+func under(dir, path string) bool {
+	return dir == "." && !filepath.IsAbs(path) || path == dir || strings.HasPrefix(path, strings.TrimSuffix(dir, "/")+"/")
+}
+
+// syncFSAt makes the file system that holds directory dir durable with
+// syncfs(2) on the directory.
+func syncFSAt(fsys fileSystem, dir string) error {
+	d, err := fsys.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return fmt.Errorf("open directory %s for syncfs: %w", dir, err)
+	}
+	err = fsys.SyncFS(d)
+	if cerr := d.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	return err
 }
 
 // syncFiles fsyncs files, several at a time: concurrent fsyncs share

@@ -720,7 +720,7 @@ func testCommitDurability(t *testing.T, syncfs, named bool) {
 	syncedAt := map[string]int{}
 	linkedAt := map[string]int{}
 	count := map[string]int{}
-	syncfsAt := -1
+	var syncfsAt []int
 	for j, ev := range evs {
 		i := beforeCommit + j
 		f := strings.Fields(ev)
@@ -729,31 +729,38 @@ func testCommitDurability(t *testing.T, syncfs, named bool) {
 		case "sync":
 			syncedAt[f[1]] = i
 		case "syncfs":
-			if syncfsAt >= 0 {
-				t.Errorf("a second syncfs in one Commit: %q", ev)
-			}
-			syncfsAt = i
-			if f[1] != firstWrite {
+			if len(syncfsAt) == 0 && f[1] != firstWrite {
 				t.Errorf("syncfs on %s, want the file written first, %s", f[1], firstWrite)
 			}
+			syncfsAt = append(syncfsAt, i)
 		case "link":
 			if !strings.HasSuffix(f[1], ".lock") {
 				linkedAt[f[2]] = i // keyed by the temporary name
 			}
 		}
 	}
-	if syncfs != (syncfsAt >= 0) {
-		t.Errorf("syncfs called: %v, want %v", syncfsAt >= 0, syncfs)
+	lastLink := 0
+	for _, li := range linkedAt {
+		lastLink = max(lastLink, li)
+	}
+	// With syncfs: one for the data, before the first link, and one for
+	// the directories, after the last.
+	if syncfs && (len(syncfsAt) != 2 || syncfsAt[1] < lastLink) || !syncfs && len(syncfsAt) > 0 {
+		t.Errorf("syncfs at events %v, last link at %d (syncfs mode %v): want one before the links and one after", syncfsAt, lastLink, syncfs)
 	}
 	if syncfs && len(syncedAt) > 0 {
 		t.Errorf("%d files fsynced besides the syncfs", len(syncedAt))
+	}
+	dataSyncfs := -1
+	if len(syncfsAt) > 0 {
+		dataSyncfs = syncfsAt[0]
 	}
 	durableAt := func(name string) (int, bool) {
 		if si, ok := syncedAt[name]; ok {
 			return si, true
 		}
-		if syncfsAt >= 0 && syncfsAt > lastWrite[name] {
-			return syncfsAt, true
+		if dataSyncfs >= 0 && dataSyncfs > lastWrite[name] {
+			return dataSyncfs, true
 		}
 		return 0, false
 	}
@@ -765,13 +772,13 @@ func testCommitDurability(t *testing.T, syncfs, named bool) {
 			t.Errorf("%s linked before it was durable", tmp)
 		}
 	}
-	lastLink := 0
-	for _, li := range linkedAt {
-		lastLink = max(lastLink, li)
-	}
 	for _, d := range []string{"md/new", "mh", "dir", "."} {
-		if c := count["syncdir "+d]; c != 1 {
-			t.Errorf("directory %s fsynced %d times in Commit, want once", d, c)
+		want := 1
+		if syncfs {
+			want = 0 // the second syncfs
+		}
+		if c := count["syncdir "+d]; c != want {
+			t.Errorf("directory %s fsynced %d times in Commit, want %d", d, c, want)
 		}
 		for i, ev := range evs {
 			if ev == "syncdir "+d && d != "." && beforeCommit+i < lastLink {
@@ -787,6 +794,67 @@ func testCommitDurability(t *testing.T, syncfs, named bool) {
 	}
 	if names := listDir(t, filepath.Join(dir, "md", "tmp")); len(names) != 0 {
 		t.Errorf("md/tmp holds %v after Commit", names)
+	}
+}
+
+// TestNewFolderDurability: folders made for a delivery are made durable by
+// its Commit, not by an fsync after each mkdir: no sync of any kind
+// before Commit, and each directory whose entries changed is synced (or
+// covered by a syncfs) after the last mkdir and before Commit returns.
+func TestNewFolderDurability(t *testing.T) {
+	for _, syncfs := range []bool{false, true} {
+		t.Run(fmt.Sprintf("syncfs=%v", syncfs), func(t *testing.T) {
+			dir := t.TempDir()
+			w, ffs := newFaultWriter(t, dir, testOptions())
+			w.syncfsMin = 0
+			if syncfs {
+				w.syncfsMin = 1
+				if info, err := fdFSInfo(mustOpen(t, dir)); err != nil || !info.syncfs {
+					t.Skipf("syncfs(2) is not trusted on %s (%v)", dir, err)
+				}
+			}
+			txn := w.Begin(context.Background())
+			for _, spec := range []string{"a/b/md/", "a/c/mh/.", "md2/"} {
+				for i := range 3 {
+					txn.BeginMessage()
+					if _, err := txn.Deliver(mustFolder(t, dir, spec), fmt.Appendf(nil, "Subject: %d\n\n", i)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			before := ffs.Events()
+			lastMkdir := 0
+			for i, ev := range before {
+				if strings.HasPrefix(ev, "sync") {
+					t.Errorf("%q before Commit", ev)
+				}
+				if strings.HasPrefix(ev, "mkdir") {
+					lastMkdir = i
+				}
+			}
+			if err := txn.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			evs := ffs.Events()
+			synced := map[string]bool{}
+			for _, ev := range evs[lastMkdir:] {
+				f := strings.Fields(ev)
+				if f[0] == "syncdir" {
+					synced[f[1]] = true
+				}
+				if f[0] == "syncfs" && strings.HasSuffix(f[1], "/new") || f[0] == "syncfs" && !strings.Contains(f[1], "/") {
+					synced["syncfs"] = true // the directories' syncfs
+				}
+			}
+			for _, d := range []string{".", "a", "a/b", "a/b/md", "a/c", "a/c/mh", "md2", "a/b/md/new", "md2/new"} {
+				if !synced[d] && !(syncfs && synced["syncfs"]) {
+					t.Errorf("directory %s not made durable (events after the last mkdir: %v)", d, evs[lastMkdir:])
+				}
+			}
+			if p := w.pendingDirs(); len(p) != 0 {
+				t.Errorf("still pending after Commit: %v", p)
+			}
+		})
 	}
 }
 
