@@ -361,9 +361,10 @@ func (e *RescueError) Unwrap() error { return e.Cause }
 // up in exactly one place. A read error of src stops the run after
 // filing what was read.
 //
-// A batch that appended to no mbox is committed (made durable, which is
-// mostly waiting for the disk) while the next batch is read, routed and
-// written; each batch is still logged, and its failures rescued, in
+// Messages are read and routed (see routeAhead) while earlier ones are
+// written. A batch that appended to no mbox is committed (made durable,
+// which is mostly waiting for the disk) while the next batch is read,
+// routed and written; each batch is still logged, and its failures rescued, in
 // order, and every batch is committed before FileAll returns. A batch
 // with mbox appends is committed before the next one starts, because a
 // message that fails at its commit must be taken back from its mboxes,
@@ -447,39 +448,35 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		mboxes = false
 	}
 	var readErr error
-	for {
-		var msg []byte
-		err := safely("reading the input", func() (err error) {
-			msg, err = src.Next()
-			return err
-		})
-		if err == io.EOF {
+	for rm := range f.routeAhead(ctx, src) {
+		if rm.readErr != nil {
+			readErr = rm.readErr
 			break
 		}
-		if err != nil {
-			readErr = fmt.Errorf("read input: %w", err)
-			break
-		}
+		msg := rm.msg
 		sum.Messages++
 		if cerr := ctx.Err(); cerr != nil {
+			if rm.routed && rm.err == nil {
+				rm.plan.failedHook()
+			}
 			fail(fmt.Errorf("interrupted: %w", cerr))
 			rescue(msg)
 			continue
 		}
 		sp := txn.Savepoint()
 		var out *outcome
-		err = safely("filing a message", func() error {
-			plan, err := f.Router.Route(ctx, msg)
-			if err != nil {
+		err := rm.err
+		if err == nil {
+			err = safely("filing a message", func() error {
+				if err := inputs.check(rm.plan); err != nil {
+					rm.plan.failedHook()
+					return err
+				}
+				var err error
+				out, err = f.deliverPlan(ctx, txn, rm.plan, msg)
 				return err
-			}
-			if err := inputs.check(plan); err != nil {
-				plan.failedHook()
-				return err
-			}
-			out, err = f.deliverPlan(ctx, txn, plan, msg)
-			return err
-		})
+			})
+		}
 		if err == nil {
 			pending = append(pending, pendingMsg{msg: msg, out: out})
 			for _, d := range out.ds {
@@ -513,6 +510,55 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 	}
 	return sum, readErr
 }
+
+// routedMsg is a message read from the source and, unless ctx was
+// cancelled by then, routed.
+type routedMsg struct {
+	msg     []byte
+	routed  bool
+	plan    Plan
+	err     error // from routing
+	readErr error // the source failed: the last item
+}
+
+// routeAhead reads and routes the messages of src in a goroutine of its
+// own, up to routeAheadMax messages ahead of the caller, who writes
+// them: on more than one core, routing (rules can be most of the work)
+// and writing run at the same time. Messages read after ctx is cancelled
+// are not routed. The sequence ends at the end of src or after an item
+// with readErr; the caller must read it to its end.
+func (f *Filer) routeAhead(ctx context.Context, src Source) <-chan routedMsg {
+	ch := make(chan routedMsg, routeAheadMax)
+	go func() {
+		defer close(ch)
+		for {
+			var rm routedMsg
+			err := safely("reading the input", func() (err error) {
+				rm.msg, err = src.Next()
+				return err
+			})
+			if err == io.EOF {
+				return
+			}
+			if err != nil {
+				ch <- routedMsg{readErr: fmt.Errorf("read input: %w", err)}
+				return
+			}
+			if ctx.Err() == nil {
+				rm.routed = true
+				rm.err = safely("filing a message", func() (err error) {
+					rm.plan, err = f.Router.Route(ctx, rm.msg)
+					return err
+				})
+			}
+			ch <- rm
+		}
+	}()
+	return ch
+}
+
+// routeAheadMax is how many messages routeAhead reads ahead at most.
+const routeAheadMax = 64
 
 // commitJob is a batch of messages being committed.
 type commitJob struct {
