@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -28,6 +29,7 @@ import (
 	"time"
 
 	"github.com/mfilter/mfilter/internal/mtatest"
+	"github.com/mfilter/mfilter/internal/send"
 	"github.com/mfilter/mfilter/internal/sshtest"
 )
 
@@ -259,8 +261,9 @@ func TestSendCronStyle(t *testing.T) {
 }
 
 // TestSendTempFailQueueFlush: a 450 for the recipient exits 75; with
-// --queue the message is kept, and --flush delivers it once the server
-// takes it, exactly once.
+// --queue the message is kept (exit 75), with --queue=accept too (exit 0),
+// --list shows them, and --flush delivers them once the server takes
+// them, each exactly once.
 func TestSendTempFailQueueFlush(t *testing.T) {
 	e := newSendEnv(t, mtatest.Options{Access: map[string]string{"tempfail@example.test": "450 4.2.0 try later"}}, "")
 	msg := []byte("From: alice@example.test\nTo: tempfail@example.test\nSubject: wait\nX-Test-ID: temp-1\n\nbody\n")
@@ -279,12 +282,21 @@ func TestSendTempFailQueueFlush(t *testing.T) {
 	if q := e.queued(); len(q) != 1 {
 		t.Fatalf("want 1 queued message, have %v", q)
 	}
-	// The server still says 450: the flush keeps it.
-	if code, out := e.send(nil, "--flush"); code != 75 || len(e.queued()) != 1 {
+	second := bytes.Replace(msg, []byte("temp-1"), []byte("temp-2"), 1)
+	code, out = e.send(second, "-oi", "--queue=accept", "tempfail@example.test")
+	if code != 0 || !strings.Contains(out, "queued as") {
+		t.Fatalf("a 450 with --queue=accept: exit %d (want 0): %s", code, out)
+	}
+	code, out = e.send(nil, "-bp")
+	if code != 0 || strings.Count(out, "<alice@example.test> -> tempfail@example.test") != 2 || !strings.Contains(out, "2 message(s) queued in "+e.queue) {
+		t.Fatalf("-bp: exit %d: %s", code, out)
+	}
+	// The server still says 450: the flush keeps them.
+	if code, out := e.send(nil, "--flush"); code != 75 || len(e.queued()) != 2 || !strings.Contains(out, "450 4.2.0") {
 		t.Fatalf("a flush meeting 450: exit %d (want 75), queue %v: %s", code, e.queued(), out)
 	}
 	e.mta.SetAccess(nil)
-	if code, out := e.send(nil, "--flush", "-v"); code != 0 {
+	if code, out := e.send(nil, "--flush", "-v"); code != 0 || strings.Count(out, ": sent to 1 recipient(s)") != 2 {
 		t.Fatalf("flush: exit %d: %s", code, out)
 	}
 	if q := e.queued(); len(q) != 0 {
@@ -293,13 +305,89 @@ func TestSendTempFailQueueFlush(t *testing.T) {
 	if code, out := e.send(nil, "--flush"); code != 0 {
 		t.Fatalf("flush of an empty queue: exit %d: %s", code, out)
 	}
-	got, _ := e.delivered("tempfail", 1)
-	if !strings.HasPrefix(got[0], string(msg[:bytes.Index(msg, []byte("\n\n"))])) {
-		t.Errorf("delivered: %q", got[0])
+	got, _ := e.delivered("tempfail", 2)
+	for i, m := range [][]byte{msg, second} {
+		if !strings.HasPrefix(got[i], string(m[:bytes.Index(m, []byte("\n\n"))])) {
+			t.Errorf("delivered %d: %q", i, got[i])
+		}
 	}
 	e.mta.WaitIdle(t)
-	if n := len(e.mta.Messages("tempfail")); n != 1 {
-		t.Fatalf("delivered %d times, want once", n)
+	if n := len(e.mta.Messages("tempfail")); n != 2 {
+		t.Fatalf("delivered %d messages, want 2, once each", n)
+	}
+}
+
+// TestSendSectionNamesHost: the send: section names its own host, an ssh
+// config alias resolved as fetch-and-file resolves it, while fetch:
+// names a server that does not answer.
+func TestSendSectionNamesHost(t *testing.T) {
+	e := newSendEnv(t, mtatest.Options{}, "")
+	cfg := filepath.Join(e.dir, "ssh_config")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("Host outgoing\n  HostName 127.0.0.1\n  Port %d\n  User %s\n  IdentityFile %s\n  UserKnownHostsFile %s\n",
+		e.srv.Port, e.srv.User, e.srv.ClientKey, e.srv.KnownHosts)), 0o600)
+	rules := fmt.Sprintf(`fetch:
+  host: 127.0.0.1
+  port: %d
+  timeout: 2s
+send:
+  host: outgoing
+  relay: %s
+  queue-dir: %s
+`, freeLocalPort(t), e.mta.Addr, e.queue)
+	os.WriteFile(e.rules, []byte(rules), 0o600)
+	e.env = append(e.env, "MFILTER_SSH_CONFIG="+cfg)
+	msg := []byte("From: alice@example.test\nTo: to@example.test\nSubject: other host\n\nbody\n")
+	if code, out := e.send(msg, "-oi", "-t", "-v"); code != 0 || !strings.Contains(out, fmt.Sprintf("connecting to 127.0.0.1:%d as %s", e.srv.Port, e.srv.User)) {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	e.delivered("to", 1)
+}
+
+// TestSendPassword: the AUTH password comes from a file only its owner
+// can read, or from a command's first line; the relay's AUTH itself is
+// tested in internal/send.
+func TestSendPassword(t *testing.T) {
+	dir := t.TempDir()
+	env := &environ{getenv: func(k string) string {
+		if k == "HOME" {
+			return dir
+		}
+		return ""
+	}, stderr: io.Discard}
+	pwFile := filepath.Join(dir, "pw")
+	os.WriteFile(pwFile, []byte("s3cret\nsecond line\n"), 0o600)
+	for _, c := range []struct {
+		set  send.Settings
+		want string
+		code int
+	}{
+		{set: send.Settings{AuthUser: "alice", PasswordFile: "~/pw"}, want: "s3cret"},
+		{set: send.Settings{AuthUser: "alice", PasswordCommand: []string{"printf", "from command\\nx\\n"}}, want: "from command"},
+		{set: send.Settings{AuthUser: "alice", Password: "inline"}, want: "inline"},
+		{set: send.Settings{AuthUser: "alice", PasswordCommand: []string{"false"}}, code: 75},
+		{set: send.Settings{AuthUser: "alice", PasswordCommand: []string{"/nonexistent/pass"}}, code: 78},
+		{set: send.Settings{AuthUser: "alice", PasswordFile: filepath.Join(dir, "missing")}, code: 78},
+		{set: send.Settings{AuthUser: "alice", PasswordCommand: []string{"true"}}, code: 78},
+	} {
+		cfg := &sendConfig{set: c.set}
+		var r send.Relay
+		err := cfg.password(context.Background(), env, &r)
+		if c.code != 0 {
+			if send.ExitCode(err) != c.code {
+				t.Errorf("%+v: %v (exit %d), want exit %d", c.set, err, send.ExitCode(err), c.code)
+			}
+			continue
+		}
+		if err != nil || r.Auth == nil || r.Auth.Password != c.want || r.Auth.User != "alice" {
+			t.Errorf("%+v: %v %+v", c.set, err, r.Auth)
+		}
+	}
+	// A password file others can read is refused (77).
+	os.Chmod(pwFile, 0o644)
+	cfg := &sendConfig{set: send.Settings{AuthUser: "alice", PasswordFile: pwFile}}
+	var r send.Relay
+	if err := cfg.password(context.Background(), env, &r); send.ExitCode(err) != 77 || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("a readable password file: %v", err)
 	}
 }
 
