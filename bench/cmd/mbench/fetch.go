@@ -44,6 +44,7 @@ type fetchOptions struct {
 	corpus, work                string
 	runs                        int
 	transferMB, e2eMB           float64
+	transferFile                string
 	transferTarget, e2eTarget   float64
 	only                        string
 	keep, verbose, all, trace   bool
@@ -99,6 +100,7 @@ func runFetch(args []string) error {
 	fs.StringVar(&o.work, "work", "", "directory for the spools and the folders (default: a new temporary directory, removed afterwards)")
 	fs.IntVar(&o.runs, "runs", 3, "runs of each side; the table shows the best and the median")
 	fs.Float64Var(&o.transferMB, "transfer-mb", 100, "size of the transfer stage's spool, in MB (10^6 bytes)")
+	fs.StringVar(&o.transferFile, "transfer-spool", "", "a file to use as the transfer stage's spool instead of one built from the corpus (a real spool, say)")
 	fs.Float64Var(&o.e2eMB, "e2e-mb", 20, "size of the end-to-end stage's spool, in MB")
 	fs.Float64Var(&o.transferTarget, "transfer-target", 3, "speed-up over ssh mv + scp -C + ssh rm that mfilter's transfer should reach")
 	fs.Float64Var(&o.e2eTarget, "e2e-target", 30, "speed-up over the hand pipeline that mfilter fetch-and-file should reach")
@@ -247,12 +249,28 @@ func (o *fetchOptions) setup() (func(), error) {
 		}
 	}
 	var n int
-	o.transferSpool, n = fetchBuildSpool(kept, int64(o.transferMB*1e6))
+	if o.transferFile != "" {
+		if o.transferSpool, err = os.ReadFile(o.transferFile); err != nil {
+			cleanup()
+			return nil, err
+		}
+		if len(o.transferSpool) == 0 {
+			cleanup()
+			return nil, fmt.Errorf("%s is empty", o.transferFile)
+		}
+		fmt.Printf("transfer spool: %s, %.1f MB\n", o.transferFile, float64(len(o.transferSpool))/1e6)
+	} else {
+		o.transferSpool, n = fetchBuildSpool(kept, int64(o.transferMB*1e6))
+		fmt.Printf("transfer spool: %d messages, %.1f MB\n", n, float64(len(o.transferSpool))/1e6)
+	}
 	o.transferCRC = crc32.Checksum(o.transferSpool, crcTable)
-	fmt.Printf("transfer spool: %d messages, %.1f MB\n", n, float64(len(o.transferSpool))/1e6)
 	o.e2eSpool, o.e2eMessages = fetchBuildSpool(kept, int64(o.e2eMB*1e6))
 	fmt.Printf("end-to-end spool: %d messages, %.1f MB\n", o.e2eMessages, float64(len(o.e2eSpool))/1e6)
-	fmt.Printf("both cycle through %d of %d corpus messages, each with a From_ line", len(kept), len(msgs))
+	spools := "both spools cycle"
+	if o.transferFile != "" {
+		spools = "it cycles"
+	}
+	fmt.Printf("%s through %d of %d corpus messages, each with a From_ line", spools, len(kept), len(msgs))
 	if len(rejected) > 0 {
 		fmt.Printf(" (%d left out: formail splits them differently)", len(rejected))
 	}
