@@ -39,26 +39,25 @@ import (
 // through the proxy as well.
 
 type fetchOptions struct {
-	mfilter, formail, procmail  string
-	sshd, ssh, scp              string
-	corpus, work                string
-	runs                        int
-	transferMB, e2eMB           float64
-	transferFile                string
-	transferTarget, e2eTarget   float64
-	only                        string
-	keep, verbose, all, trace   bool
-	loginRC, proxyAll           bool
-	compress                    string
-	runsDir                     string
-	transferSpool, e2eSpool     []byte
-	transferCRC                 uint32
-	e2eMessages                 int
-	srv                         *fetchServer
-	serverDir, clientDir        string
-	selfExe                     string
-	transferRows, e2eRows       []fetchRow
-	transferFailed, e2eMismatch bool
+	mfilter, formail, procmail string
+	sshd, ssh, scp             string
+	corpus, work               string
+	runs                       int
+	transferMB, e2eMB          float64
+	transferFile               string
+	transferTarget, e2eTarget  float64
+	only                       string
+	keep, verbose, all, trace  bool
+	loginRC, proxyAll          bool
+	compress                   string
+	runsDir                    string
+	transferSpool, e2eSpool    []byte
+	transferCRC                uint32
+	e2eMessages                int
+	srv                        *fetchServer
+	serverDir, clientDir       string
+	selfExe                    string
+	transferRows, e2eRows      []fetchRow
 }
 
 // fetchSide is one contender of a stage.
