@@ -855,6 +855,39 @@ send:
 	}
 }
 
+// TestSendUsage: no recipients is a usage error (64) found before the
+// message is read; -t that finds none in the message is 65; an
+// unsupported sendmail mode is 64. None of them connects anywhere.
+func TestSendUsage(t *testing.T) {
+	dir := t.TempDir()
+	rules := filepath.Join(dir, "rules.yaml")
+	os.WriteFile(rules, []byte("fetch:\n  host: 192.0.2.1\n  timeout: 1s\n"), 0o600)
+	for _, c := range []struct {
+		args []string
+		msg  string
+		code int
+		want string
+	}{
+		{[]string{"-oi"}, "Subject: x\n\nx\n", 64, "no recipients"},
+		{[]string{"-oi", "-t"}, "Subject: x\nBcc: undisclosed-recipients:;\n\nTo: body@example.test\n", 65, "no recipient in the message"},
+		{[]string{"-bs"}, "", 64, "-bs is not supported"},
+		{[]string{"--flush", "a@example.test"}, "", 64, "takes no message"},
+	} {
+		cmd := exec.Command(mfilterBin, append([]string{"send", "--rules", rules}, c.args...)...)
+		cmd.Env = append(os.Environ(), "HOME="+dir)
+		cmd.Stdin = strings.NewReader(c.msg)
+		start := time.Now()
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != c.code || !strings.Contains(string(out), c.want) {
+			t.Errorf("%q: %v (want exit %d, %q): %s", c.args, err, c.code, c.want, out)
+		}
+		if time.Since(start) > 900*time.Millisecond {
+			t.Errorf("%q took %s: it must not try to connect", c.args, time.Since(start))
+		}
+	}
+}
+
 func TestSendArgs(t *testing.T) {
 	for _, c := range []struct {
 		args []string

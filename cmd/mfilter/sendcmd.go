@@ -153,6 +153,10 @@ func runSend(ctx context.Context, env *environ, args []string) int {
 	}
 
 	// A message to send.
+	if len(o.recipients) == 0 && !o.extract {
+		fmt.Fprintf(env.stderr, "%s: no recipients (name them, or use -t to take them from the message)\n", prog)
+		return sysexits.Usage
+	}
 	msg, err := send.ReadMessage(env.stdin, o.ignoreDots)
 	if err != nil {
 		fmt.Fprintf(env.stderr, "%s: %v\n", prog, err)
