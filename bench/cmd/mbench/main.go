@@ -8,6 +8,7 @@
 // agree; add one to scenarios.
 //
 //	mbench file [options]    formail -s procmail vs mfilter, one maildir
+//	mbench rules [options]   formail -s procmail vs fdm vs mfilter, 15 rules
 package main
 
 import (
@@ -40,6 +41,7 @@ type scenario struct {
 var scenarios = []scenario{
 	{"file", "split a 2,000-message mbox into one maildir: formail -s procmail vs mfilter", runFile},
 	{"fetch", "fetch a spool over loopback SSH: ssh mv + scp -C (+ formail -s procmail) vs mfilter", runFetch},
+	{"rules", "file a 2,000-message mbox with 15 rules: formail -s procmail vs fdm vs mfilter", runRules},
 }
 
 func main() {
@@ -82,6 +84,14 @@ type common struct {
 	keep     bool
 	verbose  bool
 	target   float64
+	// build makes the mbox from the corpus messages kept, perhaps
+	// leaving out more of them (and saying why); nil is bench.Build.
+	build func(kept []bench.Message, n int) ([]byte, []bench.Message, []bench.Rejected, error)
+	// rebuild makes an mbox of other size from the same messages
+	// (bench.Build unless set).
+	rebuild func(kept []bench.Message, n int) []byte
+	kept    []bench.Message // what the mbox was built from
+	memN    int             // messages of the memory check's larger mbox
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -96,6 +106,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.keep, "keep", false, "keep the folders every run filed into")
 	fs.BoolVar(&c.verbose, "v", false, "list the corpus messages left out and each run's time")
 	fs.Float64Var(&c.target, "target", 30, "speed-up that mfilter should reach")
+	fs.IntVar(&c.memN, "mem-n", 10*bench.DefaultMessages, "messages of the larger mbox that mfilter files once more to show that its peak memory does not grow with the mbox (0: skip)")
 }
 
 // setup resolves the binaries and makes the work directory and the mbox.
@@ -139,16 +150,26 @@ func (c *common) setup() (mboxPath string, cleanup func(), err error) {
 		cleanup()
 		return "", nil, err
 	}
+	if c.build != nil {
+		var more []bench.Rejected
+		mbox, kept, more, err = c.build(kept, c.n)
+		if err != nil {
+			cleanup()
+			return "", nil, err
+		}
+		rejected = append(rejected, more...)
+	}
 	mboxPath = filepath.Join(c.work, "bench.mbox")
 	if err := os.WriteFile(mboxPath, mbox, 0o644); err != nil {
 		cleanup()
 		return "", nil, err
 	}
+	c.kept = kept
 	total := len(kept) + len(rejected)
 	fmt.Printf("mbox: %d messages, %.1f MB, cycling through %d of %d corpus messages",
 		c.n, float64(len(mbox))/1e6, len(kept), total)
 	if len(rejected) > 0 {
-		fmt.Printf(" (%d left out: formail splits them differently", len(rejected))
+		fmt.Printf(" (%d left out: formail (or another tool compared) handles them differently", len(rejected))
 		if !c.verbose {
 			fmt.Print("; -v lists them")
 		}
@@ -460,11 +481,59 @@ func runFile(args []string) error {
 		verdict = "MISSED"
 	}
 	fmt.Printf("ratio formail+procmail / mfilter: %.1fx median, %.1fx best (target %gx: %s)\n", med, best, c.target, verdict)
+	if err := c.memoryCheck(rows[1].maxRSS, nil, func(dir string) *exec.Cmd {
+		return exec.Command(c.mfilter, "--maildir", dir, "--default", "inbox/")
+	}); err != nil {
+		fmt.Printf("FAIL: %v\n", err)
+		failed = true
+	}
 	if !failed {
 		fmt.Printf("check: both maildirs hold the same %d file contents (sha256 multiset) in every run\n", len(ref))
 	}
 	if failed {
 		return errors.New("the tools disagree (see FAIL above)")
+	}
+	return nil
+}
+
+// memoryCheck files an mbox of c.memN messages, built like the one of the
+// timed runs, with the mfilter command cmd (into a new directory) and
+// compares its peak RSS with rss, the largest of the timed runs: mfilter
+// holds at most a batch of messages, so it should not grow.
+func (c *common) memoryCheck(rss int64, prepare func(dir string) error, cmd func(dir string) *exec.Cmd) error {
+	if c.memN <= 0 || gnuTime == "" || rss <= 0 {
+		return nil
+	}
+	rebuild := c.rebuild
+	if rebuild == nil {
+		rebuild = bench.Build
+	}
+	path := filepath.Join(c.work, "memory.mbox")
+	if err := os.WriteFile(path, rebuild(c.kept, c.memN), 0o644); err != nil {
+		return err
+	}
+	defer os.Remove(path)
+	dir := filepath.Join(c.runsDir, "memory")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if prepare != nil {
+		if err := prepare(dir); err != nil {
+			return err
+		}
+	}
+	r, err := measure(cmd(dir), path, dir+".time")
+	if err != nil {
+		return err
+	}
+	ratio := float64(r.maxRSS) / float64(rss)
+	fmt.Printf("peak RSS of mfilter: %.1f MB for %d messages, %.1f MB for %d (%.2fx; %s)\n",
+		float64(rss)/1e6, c.n, float64(r.maxRSS)/1e6, c.memN, ratio, secs(r.wall))
+	// Some slack: the Go heap's pacing and larger messages met by chance.
+	if c.memN > c.n && ratio > 1.3 {
+		return fmt.Errorf("mfilter's peak memory grows with the mbox: %.1f MB for %d messages, %.1f MB for %d",
+			float64(rss)/1e6, c.n, float64(r.maxRSS)/1e6, c.memN)
 	}
 	return nil
 }
