@@ -267,6 +267,7 @@ type (
 		Pos
 		To       []*Template
 		Sendmail []string
+		Via      string // "mfilter": through mfilter send, the SSH relay
 		Continue bool
 	}
 	// DiscardAction drops the message; it counts as delivered.

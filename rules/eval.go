@@ -31,7 +31,15 @@ type Options struct {
 	Dup *DupStore
 	// Berkeley ignores Content-Length when preparing program input.
 	Berkeley bool
+	// MfilterSend is the command of forward via: mfilter; the recipients
+	// follow it. Default DefaultMfilterSend.
+	MfilterSend []string
 }
+
+// DefaultMfilterSend forwards through mfilter send, the SSH relay of the
+// fetch: or send: settings. --no-queue: a forward that fails is retried
+// by the filer (exit 75), so a queued copy would go twice.
+var DefaultMfilterSend = []string{"mfilter", "send", "-oi", "--no-queue", "--"}
 
 // DefaultSendmail is the sendmail command forwards use unless the rules
 // name another.
@@ -851,6 +859,12 @@ func (s *state) action(r *Rule, a Action, depth int) error {
 		argv := append([]string(nil), s.e.sendmail...)
 		if len(a.Sendmail) > 0 {
 			argv = append([]string(nil), a.Sendmail...)
+		}
+		if a.Via == "mfilter" {
+			argv = append([]string(nil), s.e.opts.MfilterSend...)
+			if len(argv) == 0 {
+				argv = append(argv, DefaultMfilterSend...)
+			}
 		}
 		for _, t := range a.To {
 			to, _ := t.Expand(s.lookup, cleanHeaderValue)

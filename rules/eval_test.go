@@ -428,3 +428,22 @@ func TestSenderFallsBackToFromLine(t *testing.T) {
 		t.Errorf("-f wins: %s", got)
 	}
 }
+
+func TestForwardViaMfilter(t *testing.T) {
+	e := NewEngine(mustParse(t, `rules: [{then: {forward: me@example.net, via: mfilter}}]`), Options{Default: "inbox/", MfilterSend: []string{"/bin/mfilter", "send", "-oi", "--"}})
+	d, err := e.Evaluate(context.Background(), []byte("Subject: s\n\nb\n"), EvalOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := summary(d); got != "forward:/bin/mfilter send -oi -- me@example.net" {
+		t.Errorf("got %s", got)
+	}
+	for _, bad := range []string{
+		`rules: [{then: {forward: x@y, via: smtp}}]`,
+		`rules: [{then: {forward: x@y, via: mfilter, sendmail: [/usr/sbin/sendmail]}}]`,
+	} {
+		if _, err := Parse("r.yaml", []byte(bad)); err == nil {
+			t.Errorf("%s: want an error", bad)
+		}
+	}
+}

@@ -16,7 +16,7 @@ var actionKeys = []string{
 // modifiers each action takes besides its own key.
 var actionModifiers = map[string][]string{
 	"pipe":    {"timeout", "continue", "ignore-exit"},
-	"forward": {"continue", "sendmail"},
+	"forward": {"continue", "sendmail", "via"},
 	"filter":  {"timeout", "header-only", "on-failure"},
 }
 
@@ -129,6 +129,20 @@ func (l *loader) action(n *yaml.Node) Action {
 		if m := mods["sendmail"]; m != nil {
 			for _, s := range l.strList(m, "sendmail") {
 				a.Sendmail = append(a.Sendmail, s.Value)
+			}
+		}
+		if m := mods["via"]; m != nil {
+			if s := l.str(m, "via"); s != nil {
+				switch s.Value {
+				case "mfilter":
+					if len(a.Sendmail) > 0 {
+						l.errorf(m, "forward takes via: mfilter or a sendmail: command, not both")
+					}
+					a.Via = "mfilter"
+				case "sendmail":
+				default:
+					l.errorf(m, "forward via must be mfilter (mfilter send, through the SSH relay) or sendmail, not %q", s.Value)
+				}
 			}
 		}
 		if len(a.To) == 0 {

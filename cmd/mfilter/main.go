@@ -84,6 +84,8 @@ func runHelp(_ context.Context, env *environ, _ []string) int {
        mfilter file [options] MBOX...
        mfilter deliver [-f SENDER] [-a RECIPIENT] [options] < message
        mfilter fetch-and-file [--host HOST] [options]
+       mfilter send [-t] [-i] [-f SENDER] [options] [RECIPIENT...] < message
+       mfilter tunnel [--listen 127.0.0.1:2525] [options]
        mfilter check [--rules FILE]
        mfilter test [--rules FILE] [-f SENDER] [-a RECIPIENT] MESSAGE...
 

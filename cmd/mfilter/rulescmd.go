@@ -282,7 +282,16 @@ func newEngine(env *environ, cfg *rules.Config, ff *filingFlags) (*rules.Engine,
 		"MAILDIR": base,
 		"DEFAULT": def,
 	}
-	eng := rules.NewEngine(cfg, rules.Options{Default: def, Vars: vars, Berkeley: ff.berkeley})
+	send := append([]string(nil), rules.DefaultMfilterSend...)
+	if self, err := os.Executable(); err == nil {
+		send[0] = self
+	}
+	if cfg.Path != "" {
+		if abs, err := filepath.Abs(cfg.Path); err == nil {
+			send = append(send[:2:2], append([]string{"--rules", abs}, send[2:]...)...)
+		}
+	}
+	eng := rules.NewEngine(cfg, rules.Options{Default: def, Vars: vars, Berkeley: ff.berkeley, MfilterSend: send})
 	return eng, base, def, nil
 }
 

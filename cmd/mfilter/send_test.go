@@ -719,6 +719,33 @@ func TestSendThroughForwardRule(t *testing.T) {
 	}
 }
 
+// TestSendForwardViaMfilter: forward: {via: mfilter} sends through mfilter
+// send with the rules file's own send: settings.
+func TestSendForwardViaMfilter(t *testing.T) {
+	e := newSendEnv(t, mtatest.Options{}, "")
+	sendRules, err := os.ReadFile(e.rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := string(sendRules) + `rules:
+  - if: {headers: '^Subject: forward me'}
+    then: {forward: other@example.test, via: mfilter}
+`
+	deliverRules := filepath.Join(e.dir, "deliver.yaml")
+	os.WriteFile(deliverRules, []byte(rules), 0o600)
+	msg := "From: alice@example.test\nTo: tester@client.test\nSubject: forward me\nMessage-ID: <via@client.test>\nDate: Mon, 01 Jan 2024 10:00:00 +0100\n\nbody\n"
+	cmd := exec.Command(mfilterBin, "deliver", "--rules", deliverRules, "--maildir", filepath.Join(e.dir, "Mail"), "-f", "alice@example.test")
+	cmd.Env = append(os.Environ(), e.env...)
+	cmd.Stdin = strings.NewReader(msg)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mfilter deliver: %v: %s", err, out)
+	}
+	got, _ := e.delivered("other", 1)
+	if got[0] != msg+"\n" {
+		t.Errorf("forwarded %q, want %q", got[0], msg+"\n")
+	}
+}
+
 // TestTunnel: mfilter tunnel forwards a local port; Go's net/smtp client
 // sends through it, then sshd is restarted (every connection killed)
 // and the next client is served by a new link, without a retry.
