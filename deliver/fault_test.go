@@ -343,3 +343,18 @@ func TestDeliverCancelled(t *testing.T) {
 		t.Errorf("cancelled deliveries wrote %v", names)
 	}
 }
+
+func TestUnder(t *testing.T) {
+	for _, c := range []struct {
+		dir, path string
+		want      bool
+	}{
+		{"/a/b", "/a/b", true}, {"/a/b", "/a/b/c", true}, {"/a/b/", "/a/b/c", true},
+		{"/a/b", "/a/bc", false}, {"/a/b", "/a", false}, {"/", "/a", true},
+		{".", "lists/a", true}, {".", "/abs", false}, {"lists", "lists/a", true}, {"lists", "listsx/a", false},
+	} {
+		if got := under(c.dir, c.path); got != c.want {
+			t.Errorf("under(%q, %q) = %v", c.dir, c.path, got)
+		}
+	}
+}

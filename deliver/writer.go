@@ -640,7 +640,11 @@ func (t *Txn) syncDirs(items []*Delivery, mboxes map[fileID]*openMbox, res syncR
 
 // under reports whether path is dir or inside it.
 func under(dir, path string) bool {
-	return dir == "." && !filepath.IsAbs(path) || path == dir || strings.HasPrefix(path, strings.TrimSuffix(dir, "/")+"/")
+	if dir == "." {
+		return !filepath.IsAbs(path)
+	}
+	dir = strings.TrimSuffix(dir, "/")
+	return strings.HasPrefix(path, dir) && (len(path) == len(dir) || path[len(dir)] == '/')
 }
 
 // syncFSAt makes the file system that holds directory dir durable with
