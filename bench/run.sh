@@ -4,6 +4,8 @@
 #
 #   bench/run.sh file        formail -s procmail vs mfilter: 2,000 messages
 #                            into one maildir (the default scenario)
+#   bench/run.sh rules       formail -s procmail vs fdm vs mfilter: 2,000
+#                            messages, 15 rules, 14 maildirs and 2 mboxes
 #   bench/run.sh file -h     the options (-n, -runs, -all, -keep, -v, ...)
 #
 # It builds mfilter and bench/cmd/mbench from this tree and runs mbench.
@@ -13,7 +15,8 @@
 # -keep, or with BENCH_WORK=DIR, they go under DIR (default $TMPDIR).
 # mbench prints which file system it measured.
 #
-# Go benchmarks of the library alone (split; split and file):
+# Go benchmarks of the library alone (split; split and file; the rules;
+# split, rules and file):
 #   go test -run '^$' -bench . -benchmem ./bench
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +27,9 @@ if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then scenario=$1; shift; fi
 for t in formail procmail; do
   command -v "$t" >/dev/null || { echo "bench/run.sh: $t is not installed (apt-get install procmail)" >&2; exit 1; }
 done
+if [ "$scenario" = rules ]; then
+  command -v fdm >/dev/null || { echo "bench/run.sh: fdm is not installed (apt-get install fdm)" >&2; exit 1; }
+fi
 
 tmp=$(mktemp -d)
 mnt=""
