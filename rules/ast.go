@@ -106,7 +106,8 @@ type Pattern struct {
 	Raw           bool // match the raw text (no RFC 2047/MIME decoding)
 	CaseSensitive bool
 	re            *regexp.Regexp
-	names         []string // named capture groups
+	pre           *prefilter // a literal every match contains, or nil
+	names         []string   // named capture groups
 	// Where an empty match is possible, as procmail's scoring sees it
 	// (see emptyMatches).
 	emptyAtStart, emptyInside, emptyAtEnd bool

@@ -437,6 +437,9 @@ func (s *state) fieldValue(f *msgview.Field, raw bool) string {
 
 // match runs p on v and, on a match, sets p's named groups as variables.
 func (s *state) match(p *Pattern, v string) bool {
+	if p.pre != nil && !p.pre.mayMatchString(v) {
+		return false
+	}
 	if len(p.names) == 0 {
 		return p.re.MatchString(v)
 	}
@@ -458,6 +461,9 @@ func (s *state) match(p *Pattern, v string) bool {
 }
 
 func (s *state) matchBytes(p *Pattern, b []byte) bool {
+	if p.pre != nil && !p.pre.mayMatch(b) {
+		return false
+	}
 	if len(p.names) == 0 {
 		return p.re.Match(b)
 	}

@@ -345,6 +345,7 @@ func (l *loader) pattern(n *yaml.Node, what string, o patternOpts) *Pattern {
 		return nil
 	}
 	p.re = re
+	p.pre = newPrefilter(expr)
 	p.emptyAtStart, p.emptyInside, p.emptyAtEnd = emptyMatches(expr)
 	for _, name := range re.SubexpNames() {
 		if name != "" {
