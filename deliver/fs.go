@@ -453,15 +453,25 @@ func mkdirAll(fsys fileSystem, dir string, made func(parent string) error) error
 func (w *Writer) mkdirAllLater(fsys fileSystem, dir, folder string) error {
 	return mkdirAll(fsys, dir, func(parent string) error {
 		w.mu.Lock()
-		w.pending[dirRef{fsys, parent}] = folder
+		w.made++
+		w.pending[dirRef{fsys, parent}] = pendingDir{folder, w.made}
 		w.mu.Unlock()
 		return nil
 	})
 }
 
+// pendingDir is a directory whose entries mkdirAllLater changed: folder
+// was made in it, and gen counts the change, so that a Commit that made
+// the directory durable before a later change does not forget that one
+// (commits run while the next batch is written).
+type pendingDir struct {
+	folder string
+	gen    uint64
+}
+
 // pendingDirs returns the directories whose entries mkdirAllLater changed
-// and that no Commit has made durable yet, each with the folder made.
-func (w *Writer) pendingDirs() map[dirRef]string {
+// and that no Commit has made durable yet.
+func (w *Writer) pendingDirs() map[dirRef]pendingDir {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(w.pending) == 0 {
@@ -470,9 +480,12 @@ func (w *Writer) pendingDirs() map[dirRef]string {
 	return maps.Clone(w.pending)
 }
 
-// pendingDone forgets a directory that a Commit made durable.
-func (w *Writer) pendingDone(ref dirRef) {
+// pendingDone forgets a directory that a Commit made durable, unless it
+// changed again since pendingDirs returned it as gen.
+func (w *Writer) pendingDone(ref dirRef, gen uint64) {
 	w.mu.Lock()
-	delete(w.pending, ref)
+	if w.pending[ref].gen == gen {
+		delete(w.pending, ref)
+	}
 	w.mu.Unlock()
 }

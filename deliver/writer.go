@@ -47,9 +47,10 @@ type Writer struct {
 	counter atomic.Uint64
 
 	mu       sync.Mutex
-	maildirs map[string]bool   // maildirs whose tmp/new/cur exist
-	named    map[string]bool   // directories where OpenTemp is unsupported
-	pending  map[dirRef]string // see mkdirAllLater
+	maildirs map[string]bool       // maildirs whose tmp/new/cur exist
+	named    map[string]bool       // directories where OpenTemp is unsupported
+	pending  map[dirRef]pendingDir // see mkdirAllLater
+	made     uint64                // mkdirAllLater's count of directory changes
 
 	// syncfsMin is how many files on one file system make Commit use
 	// one syncfs(2) instead of an fsync for each (0: never).
@@ -84,7 +85,7 @@ func NewWriter(opts Options) *Writer {
 		pid:       os.Getpid(),
 		maildirs:  make(map[string]bool),
 		named:     make(map[string]bool),
-		pending:   make(map[dirRef]string),
+		pending:   make(map[dirRef]pendingDir),
 		syncfsMin: SyncfsMin,
 	}
 }
@@ -547,7 +548,8 @@ type dirSync struct {
 	ref     dirRef
 	folder  string // a folder that it is or holds: its file system
 	ds      []*Delivery
-	pending bool // from pendingDirs: ds are the deliveries below it
+	pending bool   // from pendingDirs: ds are the deliveries below it
+	gen     uint64 // of the pending entry
 }
 
 // syncDirs is step 3 of Commit: it makes durable the directories that got
@@ -587,8 +589,8 @@ func (t *Txn) syncDirs(items []*Delivery, mboxes map[fileID]*openMbox, res syncR
 	}
 	pending := t.w.pendingDirs()
 	for _, ref := range slices.SortedFunc(maps.Keys(pending), func(a, b dirRef) int { return strings.Compare(a.dir, b.dir) }) {
-		ds := add(ref, pending[ref])
-		ds.pending = true
+		ds := add(ref, pending[ref].folder)
+		ds.pending, ds.gen = true, pending[ref].gen
 		for _, d := range items {
 			if d.fsys == ref.fsys && under(ref.dir, d.Folder.Path) {
 				ds.ds = append(ds.ds, d)
@@ -619,7 +621,7 @@ func (t *Txn) syncDirs(items []*Delivery, mboxes map[fileID]*openMbox, res syncR
 		}
 		for _, ds := range g {
 			if ds.pending {
-				t.w.pendingDone(ds.ref)
+				t.w.pendingDone(ds.ref, ds.gen)
 			}
 		}
 	}
@@ -633,7 +635,7 @@ func (t *Txn) syncDirs(items []*Delivery, mboxes map[fileID]*openMbox, res syncR
 			continue
 		}
 		if ds.pending {
-			t.w.pendingDone(ds.ref)
+			t.w.pendingDone(ds.ref, ds.gen)
 		}
 	}
 }

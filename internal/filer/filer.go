@@ -378,9 +378,9 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		sum     Summary
 		firstEr error
 		pending []pendingMsg
-		mboxes  bool       // pending appended to an mbox
-		flying  *commitJob // the batch being committed meanwhile
-		later   [][]byte   // failed while flying committed: rescued after its failures
+		mboxes  bool         // pending appended to an mbox
+		flying  []*commitJob // the batches being committed meanwhile, oldest first
+		later   [][]byte     // failed while batches were flying: rescued after their failures
 	)
 	fail := func(err error) {
 		if firstEr == nil {
@@ -391,7 +391,7 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 	// timeout still bounds it.
 	r := &rescuer{f: f, txn: f.Writer.Begin(context.WithoutCancel(ctx)), batch: batch}
 	rescue := func(msg []byte) {
-		if flying != nil {
+		if len(flying) > 0 {
 			later = append(later, msg)
 			return
 		}
@@ -416,32 +416,41 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		}
 		r.commit()
 	}
+	// land waits for the oldest flying batch and finishes it; the
+	// messages rescued meanwhile follow once none is left in flight.
 	land := func() {
-		if flying == nil {
+		if len(flying) == 0 {
 			return
 		}
-		job := flying
+		job := flying[0]
 		err := <-job.done
-		flying = nil
+		flying = flying[1:]
 		finish(job, err)
+		if len(flying) > 0 {
+			return
+		}
 		for _, msg := range later {
 			r.save(msg)
 		}
 		later = later[:0]
 	}
 	// flush commits the pending batch: in the background when allowed
-	// (see above) and background is set, else before it returns.
+	// (see above) and background is set, with at most maxFlying batches
+	// in flight, else before it returns, after those in flight.
 	flush := func(background bool) {
-		land()
+		background = background && !mboxes
+		for len(flying) > 0 && (!background || len(flying) >= maxFlying) {
+			land()
+		}
 		if len(pending) == 0 {
 			return
 		}
 		job := &commitJob{txn: txn, pending: pending}
 		txn, pending = f.Writer.Begin(ctx), nil
-		if background && !mboxes {
+		if background {
 			job.done = make(chan error, 1)
 			go func() { job.done <- job.txn.Commit() }()
-			flying = job
+			flying = append(flying, job)
 		} else {
 			finish(job, job.txn.Commit())
 		}
@@ -494,7 +503,9 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		rescue(msg)
 	}
 	flush(false)
-	land()
+	for len(flying) > 0 {
+		land()
+	}
 	r.commit()
 	sum.Rescued, sum.Lost = r.rescued, r.lost
 	if r.err != nil {
@@ -510,6 +521,12 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 	}
 	return sum, readErr
 }
+
+// maxFlying is how many batches FileAll lets commit at once while it
+// writes the next: a commit is mostly waiting for the disk, twice
+// (syncfs for the data, then for the names), and a second one in flight
+// fills those waits.
+var maxFlying = 3
 
 // routedMsg is a message read from the source and, unless ctx was
 // cancelled by then, routed.
