@@ -262,14 +262,19 @@ func (l *Dotlock) Release() error {
 
 // lockFile takes a whole-file fcntl write lock on f, as procmail, mutt and
 // dovecot do, polling so that the wait honours ctx and opts.Timeout.
+//
+// It is an open file description lock where the kernel has them: they
+// conflict with the classic fcntl locks of other programs just the same,
+// but belong to f alone, whereas a classic lock belongs to the process
+// and goes when it closes any descriptor of the file, as a batch being
+// committed does while the next one appends to the same mbox.
 func lockFile(ctx context.Context, f file, opts LockOptions) error {
 	opts = opts.withDefaults()
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
-	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 0}
 	sleep := time.Millisecond
 	for {
-		err := unix.FcntlFlock(f.Fd(), unix.F_SETLK, &lk)
+		err := fcntlLock(f, unix.F_WRLCK)
 		if err == nil {
 			return nil
 		}
@@ -285,9 +290,19 @@ func lockFile(ctx context.Context, f file, opts LockOptions) error {
 	}
 }
 
-func unlockFile(f file) error {
-	lk := unix.Flock_t{Type: unix.F_UNLCK, Whence: 0, Start: 0, Len: 0}
-	return unix.FcntlFlock(f.Fd(), unix.F_SETLK, &lk)
+func unlockFile(f file) error { return fcntlLock(f, unix.F_UNLCK) }
+
+// fcntlLock sets a whole-file lock of type typ on f without waiting: an
+// open file description lock, or a classic one where the kernel has no
+// such locks (EINVAL, before Linux 3.15).
+func fcntlLock(f file, typ int16) error {
+	lk := unix.Flock_t{Type: typ, Whence: 0, Start: 0, Len: 0}
+	err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk)
+	if errors.Is(err, unix.EINVAL) {
+		lk = unix.Flock_t{Type: typ, Whence: 0, Start: 0, Len: 0}
+		err = unix.FcntlFlock(f.Fd(), unix.F_SETLK, &lk)
+	}
+	return err
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

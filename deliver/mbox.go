@@ -236,48 +236,25 @@ func openMboxFile(fsys fileSystem, path string) (file, bool, error) {
 // appendLocked appends data to the mbox d.Folder under the dotlock and an
 // fcntl lock. A failed or short write truncates the file back to its old
 // size. The fsync comes at Commit, once for each mbox file.
+//
+// The locks stay held for the next appends of this Txn to the same mbox
+// (taking a dotlock is four directory changes; an mbox often gets many
+// messages of a batch) until ReleaseLocks, which Commit, RollbackTo and
+// Abort call first. While it holds locks a Txn only tries the next
+// mbox's locks once; if they are busy it lets go of its own before it
+// waits, so that two mfilters filing into the same mboxes cannot wait
+// for each other.
 func (t *Txn) appendLocked(d *Delivery, data []byte) error {
 	w := t.w
 	path := d.Folder.Path
-	if dir := filepath.Dir(path); dir != "." {
-		if err := mkdirAllDurable(d.fsys, dir); err != nil {
-			return err
-		}
-	}
-	lock, err := w.lockMbox(t.ctx, d.fsys, path)
+	h, err := t.holdMbox(d.fsys, path)
 	if err != nil {
 		return err
 	}
-	defer w.unlockMbox(lock)
-
-	f, created, err := openMboxFile(d.fsys, path)
-	if err != nil {
-		return err
-	}
-	keep := false
-	defer func() {
-		if !keep {
-			f.Close()
-		}
-	}()
-	if err := lockFile(t.ctx, f, w.opts.Lock); err != nil {
-		return err
-	}
-	defer func() {
-		if err := unlockFile(f); err != nil {
-			w.warn("fcntl unlock %s: %v", path, err)
-		}
-	}()
+	f := h.f
 	st, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("stat %s: %w", path, err)
-	}
-	if !st.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file", path)
-	}
-	id, ok := idOf(st)
-	if !ok {
-		return fmt.Errorf("%s: no inode number", path)
 	}
 	old := st.Size()
 	if d.opts.BeforeWrite != nil {
@@ -304,14 +281,107 @@ func (t *Txn) appendLocked(d *Delivery, data []byte) error {
 		end = old + int64(len(data))
 	}
 	d.Path, d.Size = path, len(data)
-	d.mbox = &mboxAppend{id: id, start: end - int64(len(data)), end: end, sum: sha256.Sum256(data)}
-	if m, seen := t.mbox[id]; seen {
-		m.created = m.created || created
+	d.mbox = &mboxAppend{id: h.id, start: end - int64(len(data)), end: end, sum: sha256.Sum256(data)}
+	if m, seen := t.mbox[h.id]; seen {
+		m.created = m.created || h.created
 	} else {
-		t.mbox[id] = &openMbox{f: f, fsys: d.fsys, path: path, created: created}
-		keep = true
+		t.mbox[h.id] = &openMbox{f: f, fsys: h.fsys, path: path, created: h.created}
+		h.synced = true
 	}
+	h.created = false
 	return nil
+}
+
+// heldMbox is an mbox whose locks a Txn holds, open for appending.
+type heldMbox struct {
+	fsys    fileSystem
+	lock    *Dotlock
+	f       file
+	id      fileID
+	created bool // by this hold, not yet recorded in Txn.mbox
+	synced  bool // f is Txn.mbox's descriptor for the fsync: not closed on release
+}
+
+// holdMbox returns the held mbox at path, taking its locks and opening it
+// (creating it and its directory when missing) unless this Txn holds it
+// already.
+func (t *Txn) holdMbox(fsys fileSystem, path string) (*heldMbox, error) {
+	if h := t.held[path]; h != nil && h.fsys == fsys {
+		return h, nil
+	}
+	if dir := filepath.Dir(path); dir != "." {
+		if err := mkdirAllDurable(fsys, dir); err != nil {
+			return nil, err
+		}
+	}
+	if len(t.held) > 0 {
+		// A context already done: the locks are tried once, and busy
+		// ones fail with ErrLockTimeout.
+		once, cancel := context.WithCancel(t.ctx)
+		cancel()
+		h, err := t.lockMbox(once, fsys, path)
+		if err == nil || !errors.Is(err, ErrLockTimeout) {
+			return h, err
+		}
+		t.ReleaseLocks() // busy: wait holding nothing
+	}
+	return t.lockMbox(t.ctx, fsys, path)
+}
+
+// lockMbox takes both locks of the mbox at path and opens it.
+func (t *Txn) lockMbox(ctx context.Context, fsys fileSystem, path string) (*heldMbox, error) {
+	w := t.w
+	lock, err := w.lockMbox(ctx, fsys, path)
+	if err != nil {
+		return nil, err
+	}
+	f, created, err := openMboxFile(fsys, path)
+	if err != nil {
+		w.unlockMbox(lock)
+		return nil, err
+	}
+	fail := func(err error) (*heldMbox, error) {
+		f.Close()
+		w.unlockMbox(lock)
+		return nil, err
+	}
+	if err := lockFile(ctx, f, w.opts.Lock); err != nil {
+		return fail(err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return fail(fmt.Errorf("stat %s: %w", path, err)) // closing f drops its fcntl lock
+	}
+	if !st.Mode().IsRegular() {
+		return fail(fmt.Errorf("%s is not a regular file", path))
+	}
+	id, ok := idOf(st)
+	if !ok {
+		return fail(fmt.Errorf("%s: no inode number", path))
+	}
+	h := &heldMbox{fsys: fsys, lock: lock, f: f, id: id, created: created}
+	if t.held == nil {
+		t.held = make(map[string]*heldMbox)
+	}
+	t.held[path] = h
+	return h, nil
+}
+
+// ReleaseLocks lets go of the mbox locks that this Txn holds for its next
+// appends. Callers that pause between deliveries (waiting for input,
+// running a program) call it first, so that no one waits for an mbox
+// meanwhile; Commit, RollbackTo and Abort call it themselves.
+func (t *Txn) ReleaseLocks() {
+	for path, h := range t.held {
+		if err := unlockFile(h.f); err != nil {
+			t.w.warn("fcntl unlock %s: %v", path, err)
+		}
+		if !h.synced {
+			h.f.Close()
+		}
+		t.w.unlockMbox(h.lock)
+	}
+	clear(t.held)
 }
 
 // unappend truncates d's bytes away from its mbox, under both locks, if

@@ -129,6 +129,7 @@ type Txn struct {
 	items []*Delivery
 	group int
 	mbox  map[fileID]*openMbox // one open descriptor per mbox, for fsync
+	held  map[string]*heldMbox // mboxes locked for the next appends, by path
 }
 
 // openMbox is an mbox appended to in this Txn, kept open for its fsync.
@@ -224,6 +225,7 @@ func (t *Txn) Savepoint() int { return len(t.items) }
 // mbox append that others have appended after cannot be taken back; the
 // error says so, and that copy stays.
 func (t *Txn) RollbackTo(sp int) error {
+	t.ReleaseLocks() // unappend takes them again
 	var errs []error
 	for i := len(t.items) - 1; i >= sp; i-- {
 		if err := t.undo(t.items[i]); err != nil {
@@ -254,6 +256,7 @@ func (t *Txn) Abort() error {
 // Commit returns their errors joined. The Txn can be used again
 // afterwards.
 func (t *Txn) Commit() error {
+	t.ReleaseLocks()
 	items, mboxes := t.items, t.mbox
 	t.items, t.mbox = nil, make(map[fileID]*openMbox)
 

@@ -3,6 +3,7 @@ package deliver
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io/fs"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 var updateWriterGolden = flag.Bool("update-writer-golden", false, "rewrite deliver/testdata/writer golden files")
@@ -561,6 +564,7 @@ func TestMboxRollbackRespectsOthers(t *testing.T) {
 	if _, err := txn.Deliver(mb, []byte("Subject: ours\n\n")); err != nil {
 		t.Fatal(err)
 	}
+	txn.ReleaseLocks() // else the other writer waits for them
 	other := NewWriter(testOptions())
 	deliverCommit(t, other, []byte("Subject: theirs\n\n"), mb)
 	before, _ := os.ReadFile(mb.Path)
@@ -570,6 +574,87 @@ func TestMboxRollbackRespectsOthers(t *testing.T) {
 	}
 	if after, _ := os.ReadFile(mb.Path); !bytes.Equal(before, after) {
 		t.Errorf("mbox changed from\n%q\nto\n%q", before, after)
+	}
+}
+
+// TestMboxLocksHeld: a Txn keeps an mbox's locks for its next appends
+// there (others wait) until ReleaseLocks or Commit.
+func TestMboxLocksHeld(t *testing.T) {
+	dir := t.TempDir()
+	mb := mustFolder(t, dir, "mbox")
+	w := NewWriter(testOptions())
+	txn := w.Begin(context.Background())
+	for i := range 3 {
+		if _, err := txn.Deliver(mb, fmt.Appendf(nil, "Subject: m%d\n\n", i)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Lstat(mb.Path + ".lock"); err != nil {
+			t.Fatalf("after append %d the dotlock is gone: %v", i, err)
+		}
+	}
+	if _, err := AcquireDotlock(context.Background(), mb.Path+".lock", LockOptions{Timeout: 50 * time.Millisecond}); !errors.Is(err, ErrLockTimeout) {
+		t.Errorf("another locker got the held dotlock: %v", err)
+	}
+	f, err := os.OpenFile(mb.Path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// A classic fcntl lock, as procmail and mutt take it, from another
+	// process's point of view: F_GETLK reports the conflicting lock.
+	lk := unix.Flock_t{Type: unix.F_WRLCK}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_GETLK, &lk); err != nil || lk.Type == unix.F_UNLCK {
+		t.Errorf("no fcntl lock held on the mbox (F_GETLK: %v, type %d)", err, lk.Type)
+	}
+	if err := txn.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(mb.Path + ".lock"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("dotlock left after Commit: %v", err)
+	}
+	lk = unix.Flock_t{Type: unix.F_WRLCK}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_GETLK, &lk); err != nil || lk.Type != unix.F_UNLCK {
+		t.Errorf("fcntl lock still held after Commit (F_GETLK: %v, type %d)", err, lk.Type)
+	}
+	if b, _ := os.ReadFile(mb.Path); bytes.Count(b, []byte("Subject: m")) != 3 {
+		t.Errorf("mbox holds %q", b)
+	}
+}
+
+// TestMboxLocksNoDeadlock: two Txns each holding one mbox, each wanting
+// the other's: the one that finds the second busy lets go of its own
+// before it waits, so both finish (else both wait for the lock timeout).
+func TestMboxLocksNoDeadlock(t *testing.T) {
+	dir := t.TempDir()
+	p, q := mustFolder(t, dir, "p"), mustFolder(t, dir, "q")
+	opts := testOptions()
+	opts.Lock.Timeout = 3 * time.Second
+	a, b := NewWriter(opts).Begin(context.Background()), NewWriter(opts).Begin(context.Background())
+	for _, c := range []struct {
+		txn *Txn
+		f   Folder
+	}{{a, p}, {b, q}} {
+		if _, err := c.txn.Deliver(c.f, []byte("Subject: first\n\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Deliver(q, []byte("Subject: a\n\n")) // busy: a lets go of p, waits for q
+		done <- errors.Join(err, a.Commit())
+	}()
+	start := time.Now()
+	if _, err := b.Deliver(p, []byte("Subject: b\n\n")); err != nil {
+		t.Fatalf("b waited for p: %v", err)
+	}
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("a: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("took %v: they waited for each other", d)
 	}
 }
 

@@ -209,6 +209,7 @@ func (f *Filer) deliverPlan(ctx context.Context, txn *deliver.Txn, plan Plan, ms
 				}
 				out.ds = append(out.ds, d)
 			case (st.Kind == StepPipe || st.Kind == StepForward) && pass == 2:
+				txn.ReleaseLocks() // no one waits for an mbox while the program runs
 				run, err := f.runProgram(ctx, st, m)
 				if err != nil {
 					return fail(err)
@@ -362,13 +363,17 @@ func (e *RescueError) Unwrap() error { return e.Cause }
 // filing what was read.
 //
 // Messages are read and routed (see routeAhead) while earlier ones are
-// written. A batch that appended to no mbox is committed (made durable,
-// which is mostly waiting for the disk) while the next batch is read,
-// routed and written; each batch is still logged, and its failures rescued, in
-// order, and every batch is committed before FileAll returns. A batch
-// with mbox appends is committed before the next one starts, because a
-// message that fails at its commit must be taken back from its mboxes,
-// which only works while nothing was appended after it.
+// written, and up to maxFlying batches are committed (made durable,
+// which is mostly waiting for the disk) while the next one is read,
+// routed and written; each batch is still logged, and its failures
+// rescued, in order, and every batch is committed before FileAll
+// returns. A message that fails at its commit is taken back from its
+// other folders, which for an mbox only works while nothing was appended
+// after it: so a message that goes to an mbox waits for the commits in
+// flight of batches whose messages went to that mbox and elsewhere too
+// (a copy). A message that went to one mbox alone fails at its commit
+// only when that mbox does (an I/O error), and is then rescued even if
+// its bytes cannot be taken back.
 func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 	batch := f.BatchSize
 	if batch <= 0 {
@@ -378,9 +383,9 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		sum     Summary
 		firstEr error
 		pending []pendingMsg
-		mboxes  bool         // pending appended to an mbox
-		flying  []*commitJob // the batches being committed meanwhile, oldest first
-		later   [][]byte     // failed while batches were flying: rescued after their failures
+		pins    map[string]bool // mboxes pending appended to along with other folders
+		flying  []*commitJob    // the batches being committed meanwhile, oldest first
+		later   [][]byte        // failed while batches were flying: rescued after their failures
 	)
 	fail := func(err error) {
 		if firstEr == nil {
@@ -390,14 +395,15 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 	// The rescue must be written even when ctx was cancelled; the lock
 	// timeout still bounds it.
 	r := &rescuer{f: f, txn: f.Writer.Begin(context.WithoutCancel(ctx)), batch: batch}
+	txn := f.Writer.Begin(ctx)
 	rescue := func(msg []byte) {
 		if len(flying) > 0 {
 			later = append(later, msg)
 			return
 		}
+		txn.ReleaseLocks() // the rescue mbox may be one of them
 		r.save(msg)
 	}
-	txn := f.Writer.Begin(ctx)
 	inputs := make(inputCheck)
 	// finish logs the committed batch and rescues its failures.
 	finish := func(job *commitJob, err error) {
@@ -422,6 +428,8 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		if len(flying) == 0 {
 			return
 		}
+		// A failed delivery of the batch may need an mbox lock back.
+		txn.ReleaseLocks()
 		job := flying[0]
 		err := <-job.done
 		flying = flying[1:]
@@ -434,19 +442,18 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		}
 		later = later[:0]
 	}
-	// flush commits the pending batch: in the background when allowed
-	// (see above) and background is set, with at most maxFlying batches
-	// in flight, else before it returns, after those in flight.
+	// flush commits the pending batch: in the background when background
+	// is set, with at most maxFlying batches in flight, else before it
+	// returns, after those in flight.
 	flush := func(background bool) {
-		background = background && !mboxes
 		for len(flying) > 0 && (!background || len(flying) >= maxFlying) {
 			land()
 		}
 		if len(pending) == 0 {
 			return
 		}
-		job := &commitJob{txn: txn, pending: pending}
-		txn, pending = f.Writer.Begin(ctx), nil
+		job := &commitJob{txn: txn, pending: pending, pins: pins}
+		txn, pending, pins = f.Writer.Begin(ctx), nil, nil
 		if background {
 			job.done = make(chan error, 1)
 			go func() { job.done <- job.txn.Commit() }()
@@ -454,10 +461,40 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		} else {
 			finish(job, job.txn.Commit())
 		}
-		mboxes = false
+	}
+	// unpin lands the flying batches up to the last one that must be
+	// able to take a message back from an mbox of plan.
+	unpin := func(plan Plan) {
+		last := -1
+		for _, st := range plan.steps() {
+			if st.Kind != StepFolder || st.Folder.Kind != deliver.Mbox {
+				continue
+			}
+			for i, job := range flying {
+				if job.pins[st.Folder.Path] {
+					last = max(last, i)
+				}
+			}
+		}
+		for range last + 1 {
+			land()
+		}
 	}
 	var readErr error
-	for rm := range f.routeAhead(ctx, src) {
+	ahead := f.routeAhead(ctx, src)
+	for {
+		var rm routedMsg
+		var more bool
+		select {
+		case rm, more = <-ahead:
+		default:
+			// Hold no mbox lock while waiting for input.
+			txn.ReleaseLocks()
+			rm, more = <-ahead
+		}
+		if !more {
+			break
+		}
 		if rm.readErr != nil {
 			readErr = rm.readErr
 			break
@@ -481,6 +518,7 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 					rm.plan.failedHook()
 					return err
 				}
+				unpin(rm.plan)
 				var err error
 				out, err = f.deliverPlan(ctx, txn, rm.plan, msg)
 				return err
@@ -488,8 +526,15 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		}
 		if err == nil {
 			pending = append(pending, pendingMsg{msg: msg, out: out})
-			for _, d := range out.ds {
-				mboxes = mboxes || d.Folder.Kind == deliver.Mbox
+			if len(out.ds) > 1 {
+				for _, d := range out.ds {
+					if d.Folder.Kind == deliver.Mbox {
+						if pins == nil {
+							pins = make(map[string]bool)
+						}
+						pins[d.Folder.Path] = true
+					}
+				}
 			}
 			if len(pending) >= batch {
 				flush(true)
@@ -581,7 +626,8 @@ const routeAheadMax = 64
 type commitJob struct {
 	txn     *deliver.Txn
 	pending []pendingMsg
-	done    chan error // Commit's result, when it runs in the background
+	pins    map[string]bool // mboxes that messages went to along with other folders
+	done    chan error      // Commit's result, when it runs in the background
 }
 
 func deliveryErr(ds []*deliver.Delivery) error {

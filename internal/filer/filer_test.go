@@ -313,6 +313,52 @@ func TestFileAllCommitFailure(t *testing.T) {
 	}
 }
 
+// TestFileAllCommitFailureLaterBatches: batches commit while later ones
+// are written, but a message that goes to an mbox waits for the commit of
+// a batch that appended there along with another folder: when that
+// commit fails, the message is taken back from the mbox, which works
+// only while nothing was appended after it.
+func TestFileAllCommitFailureLaterBatches(t *testing.T) {
+	base := t.TempDir()
+	mdA, mdB, box := folder(t, base, "mdA/"), folder(t, base, "mdB/"), folder(t, base, "box")
+	n := 0
+	route := routeFunc(func(context.Context, []byte) (Plan, error) {
+		n++
+		switch n {
+		case 1:
+			return Plan{Folders: []deliver.Folder{mdA, box}}, nil
+		case 2:
+			return Plan{Folders: []deliver.Folder{mdB}, Steps: []Step{{Kind: StepPipe, Argv: []string{"rm-new"}}}}, nil
+		}
+		return Plan{Folders: []deliver.Folder{box}}, nil
+	})
+	fl, _ := newFiler(t, base, route)
+	fl.Runner = hook(t, "rm-new", filepath.Join(mdA.Path, "new"))
+	fl.BatchSize = 2
+	var in msgs
+	for i := range 10 {
+		in = append(in, fmt.Appendf(nil, "From a@b  Tue Jan  2 03:04:05 2024\nSubject: m%d\n\n", i))
+	}
+	first := in[0]
+	sum, err := fl.FileAll(context.Background(), &in)
+	if want := (Summary{Messages: 10, Delivered: 9, Rescued: 1}); sum != want || err == nil {
+		t.Fatalf("FileAll = %+v, %v; want %+v and a RescueError", sum, err, want)
+	}
+	b, _ := os.ReadFile(box.Path)
+	if bytes.Contains(b, []byte("Subject: m0\n")) || !bytes.Contains(b, []byte("Subject: m2\n")) {
+		t.Errorf("the mbox holds %q; want messages 2 to 9 and not 0", b)
+	}
+	if r, _ := os.ReadFile(fl.Rescue); !bytes.Equal(r, first) {
+		t.Errorf("rescue mbox holds %q", r)
+	}
+	all := tree(t, base)
+	for i := range 10 {
+		if c := countIn(all, fmt.Sprintf("Subject: m%d\n", i)); c != 1 {
+			t.Errorf("message %d is in %d places", i, c)
+		}
+	}
+}
+
 // TestPanicIsAnError: a bug that panics on some message (in the router,
 // the writer or the splitter) must not crash mfilter, whose exit status
 // 2 would make the MTA bounce the message: the message is retried (exit
