@@ -261,10 +261,14 @@ func (s *state) rules(rules []*Rule, depth int) error {
 			}
 		}
 		if !ok {
-			s.tracef(depth, "rule %s (%s): no match: %s", r.Label(), r.Pos, why)
+			if s.trace { // Label formats: only when tracing
+				s.tracef(depth, "rule %s (%s): no match: %s", r.Label(), r.Pos, why)
+			}
 			continue
 		}
-		s.tracef(depth, "rule %s (%s): matched: %s", r.Label(), r.Pos, why)
+		if s.trace {
+			s.tracef(depth, "rule %s (%s): matched: %s", r.Label(), r.Pos, why)
+		}
 		if s.trace {
 			if caps := captures(r.If); len(caps) > 0 {
 				var kv []string
@@ -299,7 +303,9 @@ func (s *state) cond(c Cond) (bool, string, error) {
 			if err != nil || !ok {
 				return false, why, err
 			}
-			whys = append(whys, why)
+			if s.trace {
+				whys = append(whys, why)
+			}
 		}
 		return true, strings.Join(whys, "; "), nil
 	case *AnyCond:
@@ -309,11 +315,19 @@ func (s *state) cond(c Cond) (bool, string, error) {
 			if err != nil || ok {
 				return ok, why, err
 			}
-			whys = append(whys, why)
+			if s.trace {
+				whys = append(whys, why)
+			}
+		}
+		if !s.trace {
+			return false, "", nil
 		}
 		return false, "none of: " + strings.Join(whys, "; "), nil
 	case *NotCond:
 		ok, why, err := s.cond(c.Cond)
+		if !s.trace {
+			return !ok, "", err
+		}
 		return !ok, "not (" + why + ")", err
 	case *HeaderCond:
 		return s.headerCond(c)
@@ -342,6 +356,9 @@ func (s *state) cond(c Cond) (bool, string, error) {
 	case *SizeCond:
 		n := int64(len(s.msg))
 		ok := c.Op == ">" && n > c.N || c.Op == "<" && n < c.N
+		if !s.trace {
+			return ok, "", nil
+		}
 		return ok, fmt.Sprintf("size %d %s %d: %v", n, c.Op, c.N, ok), nil
 	case *ExistsCond:
 		for _, n := range c.Names {
@@ -423,6 +440,9 @@ func (s *state) headerCond(c *HeaderCond) (bool, string, error) {
 		}
 	}
 	if !seen {
+		if !s.trace {
+			return false, "", nil
+		}
 		return false, "no " + strings.Join(c.Fields, "/") + " field", nil
 	}
 	return false, s.matchWhy(c.Fields[0], c.Pattern, last, false), nil
@@ -437,8 +457,13 @@ func (s *state) fieldValue(f *msgview.Field, raw bool) string {
 
 // match runs p on v and, on a match, sets p's named groups as variables.
 func (s *state) match(p *Pattern, v string) bool {
-	if p.pre != nil && !p.pre.mayMatchString(v) {
-		return false
+	if p.pre != nil {
+		switch {
+		case p.pre.exact:
+			return p.pre.matchAround(p.re, bytesOf(v))
+		case !p.pre.mayMatch(bytesOf(v)):
+			return false
+		}
 	}
 	if len(p.names) == 0 {
 		return p.re.MatchString(v)
@@ -461,8 +486,13 @@ func (s *state) match(p *Pattern, v string) bool {
 }
 
 func (s *state) matchBytes(p *Pattern, b []byte) bool {
-	if p.pre != nil && !p.pre.mayMatch(b) {
-		return false
+	if p.pre != nil {
+		switch {
+		case p.pre.exact:
+			return p.pre.matchAround(p.re, b)
+		case !p.pre.mayMatch(b):
+			return false
+		}
 	}
 	if len(p.names) == 0 {
 		return p.re.Match(b)

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"bytes"
+	"regexp"
 	"regexp/syntax"
 	"unicode"
 	"unicode/utf8"
@@ -18,6 +19,14 @@ import (
 type prefilter struct {
 	lit  []byte // lower-cased ASCII when fold
 	fold bool
+	// lit is the runes [runeStart, runeStart+runes) of its literal.
+	runeStart, runes int
+	// When the whole pattern is one literal (a body or subject search
+	// for a phrase, say), a match is lit with at most before bytes
+	// before it and after bytes after it: the regex then only runs on
+	// that window around each place lit is found, not on the whole text.
+	exact         bool
+	before, after int
 }
 
 // minPrefilter is the shortest literal worth a scan of its own.
@@ -30,14 +39,21 @@ func newPrefilter(expr string) *prefilter {
 	if err != nil {
 		return nil
 	}
+	re = re.Simplify()
 	var best *prefilter
-	for _, p := range requiredLiterals(re.Simplify()) {
+	for _, p := range requiredLiterals(re) {
 		if best == nil || len(p.lit) > len(best.lit) {
 			best = p
 		}
 	}
 	if best == nil || len(best.lit) < minPrefilter {
 		return nil
+	}
+	if re.Op == syntax.OpLiteral {
+		// utf8.UTFMax bytes for each rune of the literal outside best
+		// (a 'k' matches the three-byte Kelvin sign).
+		best.exact = true
+		best.before, best.after = utf8.UTFMax*best.runeStart, utf8.UTFMax*(len(re.Rune)-best.runeStart-best.runes)
 	}
 	return best
 }
@@ -73,25 +89,28 @@ func requiredLiterals(re *syntax.Regexp) []*prefilter {
 func literalRuns(runes []rune, fold bool) []*prefilter {
 	var out []*prefilter
 	cur := &prefilter{fold: fold}
-	flush := func() {
+	flush := func(next int) {
 		if len(cur.lit) > 0 {
 			out = append(out, cur)
 		}
-		cur = &prefilter{fold: fold}
+		cur = &prefilter{fold: fold, runeStart: next}
 	}
-	for _, r := range runes {
+	for i, r := range runes {
 		switch {
 		case r == utf8.RuneError:
-			flush()
+			flush(i + 1)
+			continue
 		case !fold:
 			cur.lit = utf8.AppendRune(cur.lit, r)
 		case asciiFoldSafe(r):
 			cur.lit = append(cur.lit, byte(unicode.ToLower(r)))
 		default:
-			flush()
+			flush(i + 1)
+			continue
 		}
+		cur.runes++
 	}
-	flush()
+	flush(len(runes))
 	return out
 }
 
@@ -110,15 +129,36 @@ func asciiFoldSafe(r rune) bool {
 
 // mayMatch reports whether text contains the literal.
 func (p *prefilter) mayMatch(text []byte) bool {
-	if !p.fold {
-		return bytes.Contains(text, p.lit)
-	}
-	return indexFoldASCII(text, p.lit) >= 0
+	return p.index(text) >= 0
 }
 
-// mayMatchString is mayMatch for a string. The bytes are only read.
-func (p *prefilter) mayMatchString(s string) bool {
-	return p.mayMatch(unsafe.Slice(unsafe.StringData(s), len(s)))
+// index is where the literal first is in text, or -1.
+func (p *prefilter) index(text []byte) int {
+	if !p.fold {
+		return bytes.Index(text, p.lit)
+	}
+	return indexFoldASCII(text, p.lit)
+}
+
+// matchAround runs re, the pattern that an exact p was made for, on the
+// window around each place p's literal is in text.
+func (p *prefilter) matchAround(re *regexp.Regexp, text []byte) bool {
+	for from := 0; ; {
+		j := p.index(text[from:])
+		if j < 0 {
+			return false
+		}
+		j += from
+		if re.Match(text[max(0, j-p.before):min(len(text), j+len(p.lit)+p.after)]) {
+			return true
+		}
+		from = j + 1
+	}
+}
+
+// bytesOf is s as bytes, only to be read.
+func bytesOf(s string) []byte {
+	return unsafe.Slice(unsafe.StringData(s), len(s))
 }
 
 // indexFoldASCII finds lower, a lower-case ASCII needle, in text without

@@ -7,23 +7,24 @@ import (
 
 func TestPrefilterLiteral(t *testing.T) {
 	tests := []struct {
-		expr string
-		lit  string // "" for no prefilter
-		fold bool
+		expr  string
+		lit   string // "" for no prefilter
+		fold  bool
+		exact bool // the pattern is the literal: the regex runs only around it
 	}{
-		{`(?i)unsubscribe here`, "cribe here", true}, // 's' also matches the long s
-		{`unsubscribe here`, "unsubscribe here", false},
-		{`(?im)^List-Id:.*<list0\.example\.org>`, "t0.example.org>", true},
-		{`(?i)\[URGENT\]`, "[urgent]", true},
-		{`(?i)^YES`, "", false}, // too short
-		{`(?i)(foo|barbaz)`, "", false},
-		{`(?i)(?P<list>[a-z]+)\.lists\.example\.org$`, ".example.org", true},
-		{`(?i)x(abcdef)+y`, "abcdef", true},
-		{`(?i)x(abcdef)*y`, "", false},
-		{`(?i)x(abcdef){2,3}y`, "abcdef", true},
-		{`Résumé`, "Résumé", false},
-		{`(?i)résumé`, "", false}, // é folds outside ASCII; "r" and "um" are too short
-		{`a\x{FFFD}bcdefg`, "bcdefg", false},
+		{`(?i)unsubscribe here`, "cribe here", true, true}, // 's' also matches the long s
+		{`unsubscribe here`, "unsubscribe here", false, true},
+		{`(?im)^List-Id:.*<list0\.example\.org>`, "t0.example.org>", true, false},
+		{`(?i)\[URGENT\]`, "[urgent]", true, true},
+		{`(?i)^YES`, "", false, false}, // too short
+		{`(?i)(foo|barbaz)`, "", false, false},
+		{`(?i)(?P<list>[a-z]+)\.lists\.example\.org$`, ".example.org", true, false},
+		{`(?i)x(abcdef)+y`, "abcdef", true, false},
+		{`(?i)x(abcdef)*y`, "", false, false},
+		{`(?i)x(abcdef){2,3}y`, "abcdef", true, false},
+		{`Résumé`, "Résumé", false, true},
+		{`(?i)résumé`, "", false, false}, // é folds outside ASCII; "r" and "um" are too short
+		{`a\x{FFFD}bcdefg`, "bcdefg", false, true},
 	}
 	for _, tt := range tests {
 		p := newPrefilter(tt.expr)
@@ -32,8 +33,8 @@ func TestPrefilterLiteral(t *testing.T) {
 			t.Errorf("%s: prefilter %q, want none", tt.expr, p.lit)
 		case tt.lit != "" && p == nil:
 			t.Errorf("%s: no prefilter, want %q", tt.expr, tt.lit)
-		case p != nil && (string(p.lit) != tt.lit || p.fold != tt.fold):
-			t.Errorf("%s: prefilter %q fold %v, want %q fold %v", tt.expr, p.lit, p.fold, tt.lit, tt.fold)
+		case p != nil && (string(p.lit) != tt.lit || p.fold != tt.fold || p.exact != tt.exact):
+			t.Errorf("%s: prefilter %q fold %v exact %v, want %q fold %v exact %v", tt.expr, p.lit, p.fold, p.exact, tt.lit, tt.fold, tt.exact)
 		}
 	}
 }
@@ -70,6 +71,9 @@ func FuzzPrefilter(f *testing.F) {
 		{`(?im)^List-Id:.*<list0\.example\.org>`, "List-Id: x <LIST0.example.ORG>"},
 		{`a\x{FFFD}bcdefg`, "a\xffbcdefg"},
 		{`(?i)résumé`, "RÉSUMÉ"},
+		{`(?i)unsubscribe here`, "xx subscribe here, or unsubscribe\u212A here ... UNſUBSCRIBE HERE"},
+		{`(?i)ask me`, "\u212Ask me"},
+		{`ab\x{FFFD}cdefgh`, "zzab\xffcdefgh"},
 	}
 	for _, s := range seeds {
 		f.Add(s.expr, []byte(s.text))
@@ -80,10 +84,16 @@ func FuzzPrefilter(f *testing.F) {
 			return
 		}
 		p := newPrefilter(expr)
-		if p == nil || !re.Match(text) {
+		if p == nil {
 			return
 		}
-		if !p.mayMatch(text) || !p.mayMatchString(string(text)) {
+		want := re.Match(text)
+		if p.exact {
+			if got := p.matchAround(re, text); got != want {
+				t.Fatalf("%q on %q: %v around the literal %q, %v on the whole text", expr, text, got, p.lit, want)
+			}
+		}
+		if want && (!p.mayMatch(text) || !p.mayMatch(bytesOf(string(text)))) {
 			t.Fatalf("%q matches %q but the prefilter %q (fold %v) rules it out", expr, text, p.lit, p.fold)
 		}
 	})

@@ -22,6 +22,8 @@ type Field struct {
 	Lower string // lower-case name, for lookups
 	Raw   []byte // value as written: after the colon, continuation lines included, final newline (and CR) excluded
 	CR    bool   // the field's last line ended in CR LF
+
+	foldable bool // Name has bytes that strings.EqualFold may match beyond ASCII case
 }
 
 // Message is a view of raw message bytes, which it never modifies.
@@ -114,7 +116,15 @@ func (m *Message) parseFields() {
 		val = bytes.TrimSuffix(val, []byte("\n"))
 		cr := bytes.HasSuffix(val, []byte("\r"))
 		val = bytes.TrimSuffix(val, []byte("\r"))
-		m.fields = append(m.fields, Field{Name: string(name), Lower: strings.ToLower(string(name)), Raw: val, CR: cr})
+		f := Field{Raw: val, CR: cr}
+		if k, ok := knownNames[string(name)]; ok {
+			f.Name, f.Lower = k.name, k.lower
+		} else {
+			f.Name = string(name)
+			f.Lower = strings.ToLower(f.Name)
+			f.foldable = !isASCII(name)
+		}
+		m.fields = append(m.fields, f)
 	}
 }
 
@@ -129,8 +139,9 @@ func cutLine(b []byte) (line, rest []byte) {
 func (m *Message) Get(name string) []*Field {
 	var out []*Field
 	fs := m.Fields()
+	lower := strings.ToLower(name)
 	for i := range fs {
-		if fs[i].Lower == name || strings.EqualFold(fs[i].Name, name) {
+		if fs[i].is(name, lower) {
 			out = append(out, &fs[i])
 		}
 	}
@@ -140,13 +151,54 @@ func (m *Message) Get(name string) []*Field {
 // Has reports whether a field named name exists.
 func (m *Message) Has(name string) bool {
 	fs := m.Fields()
+	lower := strings.ToLower(name)
 	for i := range fs {
-		if strings.EqualFold(fs[i].Name, name) {
+		if fs[i].is(name, lower) {
 			return true
 		}
 	}
 	return false
 }
+
+// is reports whether f is named name (lower-cased: lower), as
+// strings.EqualFold compares them.
+func (f *Field) is(name, lower string) bool {
+	if f.Lower == lower {
+		return true
+	}
+	return (f.foldable || !isASCII([]byte(name))) && strings.EqualFold(f.Name, name)
+}
+
+func isASCII(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// knownNames are the field names that most messages carry, as they are
+// usually written, so that parsing a header allocates no name for them.
+var knownNames = func() map[string]struct{ name, lower string } {
+	m := make(map[string]struct{ name, lower string })
+	for _, n := range []string{
+		"Received", "From", "To", "Cc", "Bcc", "Subject", "Date", "Message-ID", "Message-Id",
+		"Reply-To", "Sender", "Return-Path", "In-Reply-To", "References", "MIME-Version",
+		"Mime-Version", "Content-Type", "Content-Transfer-Encoding", "Content-Disposition",
+		"Content-Length", "Delivered-To", "X-Mailer", "User-Agent", "List-Id", "List-Unsubscribe",
+		"List-Post", "List-Help", "List-Subscribe", "List-Archive", "Precedence", "X-Spam-Flag",
+		"X-Spam-Status", "X-Spam-Level", "X-Spam-Checker-Version", "X-Original-To", "Errors-To",
+		"DKIM-Signature", "Authentication-Results", "ARC-Seal", "ARC-Message-Signature",
+		"ARC-Authentication-Results", "Received-SPF", "X-Priority", "Importance", "Status",
+		"X-Status", "Lines", "X-Beenthere", "X-BeenThere", "X-Mailman-Version", "Thread-Topic",
+		"Thread-Index", "Content-Language", "Organization", "X-Originating-IP", "Auto-Submitted",
+		"X-Virus-Scanned", "X-Loop", "Resent-From", "Resent-To", "Resent-Date", "Mail-Followup-To",
+	} {
+		m[n] = struct{ name, lower string }{n, strings.ToLower(n)}
+	}
+	return m
+}()
 
 // Unfold returns a raw value with its line breaks removed (RFC 5322
 // unfolding: the CRLF before a continuation's white space goes) and the
