@@ -40,6 +40,13 @@ type OffsetSource interface {
 // Unlike FileAll it rescues nothing: at the first message that cannot be
 // delivered it stops, keeps every message before it, and returns the
 // error; the source still holds that message and the rest.
+//
+// As in FileAll, up to maxFlying batches commit while the next one is
+// read and written; the journal has each batch's range before its
+// commit starts, and hears of them as committed in order. Batches that
+// commit after one that failed are filed but not counted as committed:
+// the journal finds their messages again (as it finds the messages
+// after a failed one within a batch).
 func (f *Filer) FileStream(ctx context.Context, src OffsetSource, j Journal) (Summary, error) {
 	batch := f.BatchSize
 	if batch <= 0 {
@@ -48,26 +55,18 @@ func (f *Filer) FileStream(ctx context.Context, src OffsetSource, j Journal) (Su
 	var (
 		sum     Summary
 		pending []streamMsg
-		first   int64 = -1
+		pins    map[string]bool // mboxes pending appended to along with other folders
+		flying  []*streamJob    // oldest first
+		stop    error           // the failures: after the first nothing more is read
+		gap     bool            // a message failed: Committed no longer advances
 	)
 	txn := f.Writer.Begin(ctx)
-	flush := func() error {
-		if len(pending) == 0 {
-			return nil
-		}
-		if err := j.Committing(pending[0].start, pending[len(pending)-1].end); err != nil {
-			for _, p := range pending {
-				p.out.failed()
-			}
-			if aerr := txn.Abort(); aerr != nil {
-				f.warn("%v", aerr)
-			}
-			return err
-		}
-		cerr := txn.Commit()
+	fail := func(err error) { stop = errors.Join(stop, err) }
+	// finish counts and logs a committed batch and tells the journal.
+	finish := func(job *streamJob, cerr error) {
+		end := job.pending[0].start
 		var failed error
-		end := pending[0].start
-		for _, p := range pending {
+		for _, p := range job.pending {
 			if perr := deliveryErr(p.out.ds); perr != nil {
 				p.out.failed()
 				if failed == nil {
@@ -81,18 +80,85 @@ func (f *Filer) FileStream(ctx context.Context, src OffsetSource, j Journal) (Su
 				end = p.end
 			}
 		}
-		pending = pending[:0]
+		if gap {
+			return
+		}
 		// Only a run of filed messages without a gap counts: a message
 		// after a failed one was filed, and the journal finds it again.
 		if err := j.Committed(end); err != nil {
-			return err
+			gap = true
+			fail(err)
+			return
+		}
+		if failed == nil && cerr != nil {
+			failed = cerr
 		}
 		if failed != nil {
-			return failed
+			gap = true
+			fail(failed)
 		}
-		return cerr
 	}
-	for {
+	land := func() {
+		job := flying[0]
+		err := <-job.done
+		flying = flying[1:]
+		finish(job, err)
+	}
+	// flush commits the pending batch, in the background unless wait is
+	// set; it returns with at most maxFlying-1 batches in flight, or none
+	// with wait.
+	flush := func(wait bool) {
+		for len(flying) > 0 && (wait || len(flying) >= maxFlying) {
+			land()
+		}
+		if len(pending) == 0 {
+			return
+		}
+		job := &streamJob{txn: txn, pending: pending, pins: pins}
+		txn, pending, pins = f.Writer.Begin(ctx), nil, nil
+		if err := j.Committing(job.pending[0].start, job.pending[len(job.pending)-1].end); err != nil {
+			for _, p := range job.pending {
+				p.out.failed()
+			}
+			if aerr := job.txn.Abort(); aerr != nil {
+				f.warn("%v", aerr)
+			}
+			gap = true
+			fail(err)
+			return
+		}
+		if wait {
+			finish(job, job.txn.Commit())
+			return
+		}
+		job.done = make(chan error, 1)
+		go func() { job.done <- job.txn.Commit() }()
+		flying = append(flying, job)
+	}
+	// unpin lands the batches in flight up to the last one that must be
+	// able to take a message back from an mbox of plan (see FileAll).
+	unpin := func(plan Plan) {
+		last := -1
+		for _, st := range plan.steps() {
+			if st.Kind != StepFolder || st.Folder.Kind != deliver.Mbox {
+				continue
+			}
+			for i, job := range flying {
+				if job.pins[st.Folder.Path] {
+					last = max(last, i)
+				}
+			}
+		}
+		if last >= 0 {
+			txn.ReleaseLocks() // a take-back may need them
+		}
+		for range last + 1 {
+			land()
+		}
+	}
+	for stop == nil {
+		// The source may wait for the network: hold no mbox lock.
+		txn.ReleaseLocks()
 		var msg []byte
 		err := safely("reading the input", func() (err error) {
 			msg, err = src.Next()
@@ -102,17 +168,14 @@ func (f *Filer) FileStream(ctx context.Context, src OffsetSource, j Journal) (Su
 			break
 		}
 		if err != nil {
-			ferr := flush()
-			return sum, errors.Join(fmt.Errorf("read input: %w", err), ferr)
+			fail(fmt.Errorf("read input: %w", err))
+			break
 		}
 		start, end := src.Offsets()
-		if first < 0 {
-			first = start
-		}
 		sum.Messages++
 		if cerr := ctx.Err(); cerr != nil {
-			ferr := flush()
-			return sum, errors.Join(fmt.Errorf("interrupted: %w", cerr), ferr)
+			fail(fmt.Errorf("interrupted: %w", cerr))
+			break
 		}
 		var out *outcome
 		err = safely("filing a message", func() error {
@@ -120,21 +183,39 @@ func (f *Filer) FileStream(ctx context.Context, src OffsetSource, j Journal) (Su
 			if err != nil {
 				return err
 			}
+			unpin(plan)
 			out, err = f.deliverPlanJournaled(ctx, txn, plan, msg, start, j)
 			return err
 		})
 		if err != nil {
-			ferr := flush()
-			return sum, errors.Join(fmt.Errorf("message at offset %d: %w", start, err), ferr)
+			fail(fmt.Errorf("message at offset %d: %w", start, err))
+			break
 		}
 		pending = append(pending, streamMsg{msg: msg, out: out, start: start, end: end})
-		if len(pending) >= batch {
-			if err := flush(); err != nil {
-				return sum, err
+		if len(out.ds) > 1 {
+			for _, d := range out.ds {
+				if d.Folder.Kind == deliver.Mbox {
+					if pins == nil {
+						pins = make(map[string]bool)
+					}
+					pins[d.Folder.Path] = true
+				}
 			}
 		}
+		if len(pending) >= batch {
+			flush(false)
+		}
 	}
-	return sum, flush()
+	flush(true)
+	return sum, stop
+}
+
+// streamJob is a batch of FileStream being committed.
+type streamJob struct {
+	txn     *deliver.Txn
+	pending []streamMsg
+	pins    map[string]bool
+	done    chan error
 }
 
 type streamMsg struct {
@@ -187,6 +268,7 @@ func (f *Filer) deliverPlanJournaled(ctx context.Context, txn *deliver.Txn, plan
 				out.ds = append(out.ds, d)
 				continue
 			}
+			txn.ReleaseLocks() // no one waits for an mbox while the program runs
 			if err := j.ProgramStarting(off, i); err != nil {
 				return fail(err)
 			}
