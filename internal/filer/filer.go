@@ -383,9 +383,9 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		sum     Summary
 		firstEr error
 		pending []pendingMsg
-		pins    map[string]bool // mboxes pending appended to along with other folders
-		flying  []*commitJob    // the batches being committed meanwhile, oldest first
-		later   [][]byte        // failed while batches were flying: rescued after their failures
+		pins    pinSet       // mboxes pending appended to along with other folders
+		flying  []*commitJob // the batches being committed meanwhile, oldest first
+		later   [][]byte     // failed while batches were flying: rescued after their failures
 	)
 	fail := func(err error) {
 		if firstEr == nil {
@@ -466,14 +466,9 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 	// able to take a message back from an mbox of plan.
 	unpin := func(plan Plan) {
 		last := -1
-		for _, st := range plan.steps() {
-			if st.Kind != StepFolder || st.Folder.Kind != deliver.Mbox {
-				continue
-			}
-			for i, job := range flying {
-				if job.pins[st.Folder.Path] {
-					last = max(last, i)
-				}
+		for i, job := range flying {
+			if job.pins.holds(plan) {
+				last = i
 			}
 		}
 		for range last + 1 {
@@ -526,16 +521,7 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		}
 		if err == nil {
 			pending = append(pending, pendingMsg{msg: msg, out: out})
-			if len(out.ds) > 1 {
-				for _, d := range out.ds {
-					if d.Folder.Kind == deliver.Mbox {
-						if pins == nil {
-							pins = make(map[string]bool)
-						}
-						pins[d.Folder.Path] = true
-					}
-				}
-			}
+			pins.add(out.ds)
 			if len(pending) >= batch {
 				flush(true)
 			}
@@ -626,8 +612,43 @@ const routeAheadMax = 64
 type commitJob struct {
 	txn     *deliver.Txn
 	pending []pendingMsg
-	pins    map[string]bool // mboxes that messages went to along with other folders
-	done    chan error      // Commit's result, when it runs in the background
+	pins    pinSet     // mboxes that messages went to along with other folders
+	done    chan error // Commit's result, when it runs in the background
+}
+
+// pinSet holds the mboxes that a batch appended messages to along with
+// other folders: if such a message fails at the batch's commit, its
+// append must be taken back, which only works while nothing was appended
+// after it, so later appends to these mboxes wait for the commit.
+type pinSet map[string]bool
+
+// add pins the mboxes of ds, one message's deliveries, if there are
+// others.
+func (p *pinSet) add(ds []*deliver.Delivery) {
+	if len(ds) < 2 {
+		return
+	}
+	for _, d := range ds {
+		if d.Folder.Kind == deliver.Mbox {
+			if *p == nil {
+				*p = make(pinSet)
+			}
+			(*p)[d.Folder.Path] = true
+		}
+	}
+}
+
+// holds reports whether plan appends to a pinned mbox.
+func (p pinSet) holds(plan Plan) bool {
+	if len(p) == 0 {
+		return false
+	}
+	for _, st := range plan.steps() {
+		if st.Kind == StepFolder && st.Folder.Kind == deliver.Mbox && p[st.Folder.Path] {
+			return true
+		}
+	}
+	return false
 }
 
 func deliveryErr(ds []*deliver.Delivery) error {

@@ -269,93 +269,65 @@ func TestFileAllNoRescue(t *testing.T) {
 // TestFileAllCommitFailure: a message whose delivery fails only at
 // Commit (here: its maildir's new/ vanished before the link) is taken
 // back from its other folders, mbox included, and rescued; the other
-// messages of the batch are delivered.
+// messages are delivered. Batches commit while later ones are written,
+// but a message for an mbox waits for the commit of a batch that
+// appended there along with another folder: the take-back works only
+// while nothing was appended after it.
 func TestFileAllCommitFailure(t *testing.T) {
-	base := t.TempDir()
-	mdA, mdB, box := folder(t, base, "mdA/"), folder(t, base, "mdB/"), folder(t, base, "box")
-	n := 0
-	route := routeFunc(func(context.Context, []byte) (Plan, error) {
-		n++
-		switch n {
-		case 1:
-			return Plan{Folders: []deliver.Folder{mdA, box}}, nil
-		case 3:
-			// Message 1 is written but not committed yet when this
-			// pipe runs: messages are routed ahead, but written (and
-			// their pipes run) in turn.
-			return Plan{Folders: []deliver.Folder{mdB}, Steps: []Step{{Kind: StepPipe, Argv: []string{"rm-new"}}}}, nil
-		}
-		return Plan{Folders: []deliver.Folder{mdB}}, nil
-	})
-	fl, _ := newFiler(t, base, route)
-	fl.Runner = hook(t, "rm-new", filepath.Join(mdA.Path, "new"))
-	fl.BatchSize = 4
-	var in msgs
-	for i := range 4 {
-		in = append(in, fmt.Appendf(nil, "From a@b  Tue Jan  2 03:04:05 2024\nSubject: m%d\n\n", i))
-	}
-	first := in[0]
-	sum, err := fl.FileAll(context.Background(), &in)
-	if want := (Summary{Messages: 4, Delivered: 3, Rescued: 1}); sum != want || err == nil {
-		t.Fatalf("FileAll = %+v, %v; want %+v and a RescueError", sum, err, want)
-	}
-	if b, _ := os.ReadFile(box.Path); len(b) != 0 {
-		t.Errorf("the failed message stayed in the mbox: %q", b)
-	}
-	if r, _ := os.ReadFile(fl.Rescue); !bytes.Equal(r, first) {
-		t.Errorf("rescue mbox holds %q", r)
-	}
-	all := tree(t, base)
-	for i := range 4 {
-		if c := countIn(all, fmt.Sprintf("Subject: m%d\n", i)); c != 1 {
-			t.Errorf("message %d is in %d places", i, c)
-		}
-	}
-}
-
-// TestFileAllCommitFailureLaterBatches: batches commit while later ones
-// are written, but a message that goes to an mbox waits for the commit of
-// a batch that appended there along with another folder: when that
-// commit fails, the message is taken back from the mbox, which works
-// only while nothing was appended after it.
-func TestFileAllCommitFailureLaterBatches(t *testing.T) {
-	base := t.TempDir()
-	mdA, mdB, box := folder(t, base, "mdA/"), folder(t, base, "mdB/"), folder(t, base, "box")
-	n := 0
-	route := routeFunc(func(context.Context, []byte) (Plan, error) {
-		n++
-		switch n {
-		case 1:
-			return Plan{Folders: []deliver.Folder{mdA, box}}, nil
-		case 2:
-			return Plan{Folders: []deliver.Folder{mdB}, Steps: []Step{{Kind: StepPipe, Argv: []string{"rm-new"}}}}, nil
-		}
-		return Plan{Folders: []deliver.Folder{box}}, nil
-	})
-	fl, _ := newFiler(t, base, route)
-	fl.Runner = hook(t, "rm-new", filepath.Join(mdA.Path, "new"))
-	fl.BatchSize = 2
-	var in msgs
-	for i := range 10 {
-		in = append(in, fmt.Appendf(nil, "From a@b  Tue Jan  2 03:04:05 2024\nSubject: m%d\n\n", i))
-	}
-	first := in[0]
-	sum, err := fl.FileAll(context.Background(), &in)
-	if want := (Summary{Messages: 10, Delivered: 9, Rescued: 1}); sum != want || err == nil {
-		t.Fatalf("FileAll = %+v, %v; want %+v and a RescueError", sum, err, want)
-	}
-	b, _ := os.ReadFile(box.Path)
-	if bytes.Contains(b, []byte("Subject: m0\n")) || !bytes.Contains(b, []byte("Subject: m2\n")) {
-		t.Errorf("the mbox holds %q; want messages 2 to 9 and not 0", b)
-	}
-	if r, _ := os.ReadFile(fl.Rescue); !bytes.Equal(r, first) {
-		t.Errorf("rescue mbox holds %q", r)
-	}
-	all := tree(t, base)
-	for i := range 10 {
-		if c := countIn(all, fmt.Sprintf("Subject: m%d\n", i)); c != 1 {
-			t.Errorf("message %d is in %d places", i, c)
-		}
+	for _, c := range []struct {
+		name     string
+		n, batch int
+		pipeAt   int  // the message whose pipe removes mdA/new
+		toBox    bool // the other messages go to the mbox, not mdB
+	}{
+		{"same batch", 4, 4, 3, false},
+		{"later batches append to the mbox", 10, 2, 2, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			base := t.TempDir()
+			mdA, mdB, box := folder(t, base, "mdA/"), folder(t, base, "mdB/"), folder(t, base, "box")
+			n := 0
+			route := routeFunc(func(context.Context, []byte) (Plan, error) {
+				n++
+				switch {
+				case n == 1:
+					return Plan{Folders: []deliver.Folder{mdA, box}}, nil
+				case n == c.pipeAt:
+					// Message 1 is written but not committed yet when
+					// this pipe runs: messages are routed ahead, but
+					// written (and their pipes run) in turn.
+					return Plan{Folders: []deliver.Folder{mdB}, Steps: []Step{{Kind: StepPipe, Argv: []string{"rm-new"}}}}, nil
+				case c.toBox:
+					return Plan{Folders: []deliver.Folder{box}}, nil
+				}
+				return Plan{Folders: []deliver.Folder{mdB}}, nil
+			})
+			fl, _ := newFiler(t, base, route)
+			fl.Runner = hook(t, "rm-new", filepath.Join(mdA.Path, "new"))
+			fl.BatchSize = c.batch
+			var in msgs
+			for i := range c.n {
+				in = append(in, fmt.Appendf(nil, "From a@b  Tue Jan  2 03:04:05 2024\nSubject: m%d\n\n", i))
+			}
+			first := in[0]
+			sum, err := fl.FileAll(context.Background(), &in)
+			if want := (Summary{Messages: c.n, Delivered: c.n - 1, Rescued: 1}); sum != want || err == nil {
+				t.Fatalf("FileAll = %+v, %v; want %+v and a RescueError", sum, err, want)
+			}
+			b, _ := os.ReadFile(box.Path)
+			if bytes.Contains(b, []byte("Subject: m0\n")) {
+				t.Errorf("the failed message stayed in the mbox: %q", b)
+			}
+			if r, _ := os.ReadFile(fl.Rescue); !bytes.Equal(r, first) {
+				t.Errorf("rescue mbox holds %q", r)
+			}
+			all := tree(t, base)
+			for i := range c.n {
+				if c := countIn(all, fmt.Sprintf("Subject: m%d\n", i)); c != 1 {
+					t.Errorf("message %d is in %d places", i, c)
+				}
+			}
+		})
 	}
 }
 

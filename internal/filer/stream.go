@@ -55,10 +55,10 @@ func (f *Filer) FileStream(ctx context.Context, src OffsetSource, j Journal) (Su
 	var (
 		sum     Summary
 		pending []streamMsg
-		pins    map[string]bool // mboxes pending appended to along with other folders
-		flying  []*streamJob    // oldest first
-		stop    error           // the failures: after the first nothing more is read
-		gap     bool            // a message failed: Committed no longer advances
+		pins    pinSet       // mboxes pending appended to along with other folders
+		flying  []*streamJob // oldest first
+		stop    error        // the failures: after the first nothing more is read
+		gap     bool         // a message failed: Committed no longer advances
 	)
 	txn := f.Writer.Begin(ctx)
 	fail := func(err error) { stop = errors.Join(stop, err) }
@@ -139,14 +139,9 @@ func (f *Filer) FileStream(ctx context.Context, src OffsetSource, j Journal) (Su
 	// able to take a message back from an mbox of plan (see FileAll).
 	unpin := func(plan Plan) {
 		last := -1
-		for _, st := range plan.steps() {
-			if st.Kind != StepFolder || st.Folder.Kind != deliver.Mbox {
-				continue
-			}
-			for i, job := range flying {
-				if job.pins[st.Folder.Path] {
-					last = max(last, i)
-				}
+		for i, job := range flying {
+			if job.pins.holds(plan) {
+				last = i
 			}
 		}
 		if last >= 0 {
@@ -192,16 +187,7 @@ func (f *Filer) FileStream(ctx context.Context, src OffsetSource, j Journal) (Su
 			break
 		}
 		pending = append(pending, streamMsg{msg: msg, out: out, start: start, end: end})
-		if len(out.ds) > 1 {
-			for _, d := range out.ds {
-				if d.Folder.Kind == deliver.Mbox {
-					if pins == nil {
-						pins = make(map[string]bool)
-					}
-					pins[d.Folder.Path] = true
-				}
-			}
-		}
+		pins.add(out.ds)
 		if len(pending) >= batch {
 			flush(false)
 		}
@@ -214,7 +200,7 @@ func (f *Filer) FileStream(ctx context.Context, src OffsetSource, j Journal) (Su
 type streamJob struct {
 	txn     *deliver.Txn
 	pending []streamMsg
-	pins    map[string]bool
+	pins    pinSet
 	done    chan error
 }
 
