@@ -239,6 +239,8 @@ func (f *Filer) deliverPlanJournaled(ctx context.Context, txn *deliver.Txn, plan
 			if !isFolder && !isProgram {
 				continue
 			}
+			// Done may look into an mbox under its locks (after a crash).
+			txn.ReleaseLocks()
 			done, err := j.Done(ctx, off, i, st)
 			if err != nil {
 				return fail(err)
