@@ -557,7 +557,7 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 // writes the next: a commit is mostly waiting for the disk, twice
 // (syncfs for the data, then for the names), and a second one in flight
 // fills those waits.
-var maxFlying = 3
+const maxFlying = 3
 
 // routedMsg is a message read from the source and, unless ctx was
 // cancelled by then, routed.
