@@ -456,6 +456,9 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		txn, pending, pins = f.Writer.Begin(ctx), nil, nil
 		if background {
 			job.done = make(chan error, 1)
+			// Its mbox locks go now, not when the goroutine gets to run:
+			// the next batch's first append may want them.
+			job.txn.ReleaseLocks()
 			go func() { job.done <- job.txn.Commit() }()
 			flying = append(flying, job)
 		} else {

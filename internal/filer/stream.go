@@ -132,6 +132,9 @@ func (f *Filer) FileStream(ctx context.Context, src OffsetSource, j Journal) (Su
 			return
 		}
 		job.done = make(chan error, 1)
+		// Its mbox locks go now, not when the goroutine gets to run:
+		// the next batch's first append may want them.
+		job.txn.ReleaseLocks()
 		go func() { job.done <- job.txn.Commit() }()
 		flying = append(flying, job)
 	}
