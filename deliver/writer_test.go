@@ -766,9 +766,7 @@ func testCommitDurability(t *testing.T, syncfs, named bool) {
 	w.syncfsMin = 0
 	if syncfs {
 		w.syncfsMin = 1
-		if info, err := fdFSInfo(mustOpen(t, dir)); err != nil || !info.syncfs {
-			t.Skipf("syncfs(2) is not trusted on %s (%v)", dir, err)
-		}
+		ffs.trustSyncFS = true
 	}
 	folders := []Folder{mustFolder(t, dir, "md/"), mustFolder(t, dir, "mh/."), mustFolder(t, dir, "dir"), mustFolder(t, dir, "mbox")}
 	const n = 50
@@ -894,9 +892,7 @@ func TestNewFolderDurability(t *testing.T) {
 			w.syncfsMin = 0
 			if syncfs {
 				w.syncfsMin = 1
-				if info, err := fdFSInfo(mustOpen(t, dir)); err != nil || !info.syncfs {
-					t.Skipf("syncfs(2) is not trusted on %s (%v)", dir, err)
-				}
+				ffs.trustSyncFS = true
 			}
 			txn := w.Begin(context.Background())
 			for _, spec := range []string{"a/b/md/", "a/c/mh/.", "md2/"} {
