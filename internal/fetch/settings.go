@@ -1,9 +1,6 @@
 package fetch
 
 import (
-	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -36,92 +33,43 @@ func ParseSettings(sec *rules.Section) (Settings, error) {
 	if sec == nil {
 		return s, nil
 	}
-	var errs rules.ErrorList
-	errf := func(n *yaml.Node, format string, args ...any) {
-		errs = append(errs, &rules.Error{Pos: rules.Pos{File: sec.Path, Line: n.Line, Col: n.Column}, Msg: fmt.Sprintf(format, args...)})
-	}
-	str := func(n *yaml.Node, what string) (string, bool) {
-		if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
-			errf(n, "fetch %s must be a string", what)
-			return "", false
-		}
-		return n.Value, true
-	}
-	list := func(n *yaml.Node, what string) []string {
-		if n.Kind == yaml.SequenceNode {
-			var out []string
-			for _, c := range n.Content {
-				if v, ok := str(c, what); ok {
-					out = append(out, v)
-				}
-			}
-			return out
-		}
-		if v, ok := str(n, what); ok {
-			return []string{v}
-		}
-		return nil
-	}
-	dur := func(n *yaml.Node, what string) time.Duration {
-		v, ok := str(n, what)
-		if !ok {
-			return 0
-		}
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			errf(n, "fetch %s must be a duration like 30s or 5m, found %q", what, v)
-		}
-		return d
-	}
-	n := sec.Node
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
+	r := sec.Reader("fetch")
+	r.Settings(func(k, v *yaml.Node) {
 		switch k.Value {
 		case "host":
-			s.Host, _ = str(v, "host")
+			s.Host, _ = r.Str(v, "host")
 		case "port":
-			if p, ok := str(v, "port"); ok {
-				port, err := strconv.Atoi(p)
-				if err != nil || port < 1 || port > 65535 {
-					errf(v, "fetch port must be a number from 1 to 65535, found %q", p)
-				}
-				s.Port = port
-			}
+			s.Port = r.Port(v, "port")
 		case "user":
-			s.User, _ = str(v, "user")
+			s.User, _ = r.Str(v, "user")
 		case "identity":
-			s.Identity = list(v, "identity")
+			s.Identity = r.List(v, "identity")
 		case "known-hosts":
-			s.KnownHosts = list(v, "known-hosts")
+			s.KnownHosts = r.List(v, "known-hosts")
 		case "spool":
-			s.Spool, _ = str(v, "spool")
+			s.Spool, _ = r.Str(v, "spool")
 		case "compress":
-			if c, ok := str(v, "compress"); ok {
+			if c, ok := r.Str(v, "compress"); ok {
 				switch c {
 				case "auto", "zstd", "gzip", "none":
 				default:
-					errf(v, "fetch compress must be auto, zstd, gzip or none, not %q", c)
+					r.Errorf(v, "fetch compress must be auto, zstd, gzip or none, not %q", c)
 				}
 				s.Compress = c
 			}
 		case "lock-timeout":
-			s.LockTimeout = dur(v, "lock-timeout")
+			s.LockTimeout = r.Duration(v, "lock-timeout")
 		case "timeout":
-			s.Timeout = dur(v, "timeout")
+			s.Timeout = r.Duration(v, "timeout")
 		case "accept-new-host-key":
-			b, ok := str(v, "accept-new-host-key")
-			if ok && b != "true" && b != "false" {
-				errf(v, "fetch accept-new-host-key must be true or false")
+			if b := r.Bool(v, "accept-new-host-key"); b != nil {
+				s.AcceptNewHostKey = *b
 			}
-			s.AcceptNewHostKey = b == "true"
 		case "state-dir":
-			s.StateDir, _ = str(v, "state-dir")
+			s.StateDir, _ = r.Str(v, "state-dir")
 		default:
-			errf(k, "unknown fetch setting %q (known: %s)", k.Value, strings.Join(settingKeys, ", "))
+			r.Unknown(k, settingKeys)
 		}
-	}
-	if len(errs) > 0 {
-		return s, errs
-	}
-	return s, nil
+	})
+	return s, r.Err()
 }

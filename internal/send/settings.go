@@ -80,44 +80,8 @@ func ParseSettings(sec *rules.Section) (Settings, error) {
 	if sec == nil {
 		return s, nil
 	}
-	var errs rules.ErrorList
-	errf := func(n *yaml.Node, format string, args ...any) {
-		errs = append(errs, &rules.Error{Pos: rules.Pos{File: sec.Path, Line: n.Line, Col: n.Column}, Msg: fmt.Sprintf(format, args...)})
-	}
-	str := func(n *yaml.Node, what string) (string, bool) {
-		if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
-			errf(n, "send %s must be a string", what)
-			return "", false
-		}
-		return n.Value, true
-	}
-	list := func(n *yaml.Node, what string) []string {
-		if n.Kind == yaml.SequenceNode {
-			var out []string
-			for _, c := range n.Content {
-				if v, ok := str(c, what); ok {
-					out = append(out, v)
-				}
-			}
-			return out
-		}
-		if v, ok := str(n, what); ok {
-			return []string{v}
-		}
-		return nil
-	}
-	boolean := func(n *yaml.Node, what string) *bool {
-		v, ok := str(n, what)
-		if !ok {
-			return nil
-		}
-		if v != "true" && v != "false" {
-			errf(n, "send %s must be true or false, found %q", what, v)
-			return nil
-		}
-		b := v == "true"
-		return &b
-	}
+	r := sec.Reader("send")
+	str, list, boolean, errf := r.Str, r.List, r.Bool, r.Errorf
 	hostPort := func(n *yaml.Node, what string) string {
 		v, ok := str(n, what)
 		if !ok {
@@ -137,13 +101,7 @@ func ParseSettings(sec *rules.Section) (Settings, error) {
 		case "host":
 			s.Host, _ = str(v, "host")
 		case "port":
-			if p, ok := str(v, "port"); ok {
-				port, err := strconv.Atoi(p)
-				if err != nil || port < 1 || port > 65535 {
-					errf(v, "send port must be a number from 1 to 65535, found %q", p)
-				}
-				s.Port = port
-			}
+			s.Port = r.Port(v, "port")
 		case "user":
 			s.User, _ = str(v, "user")
 		case "identity":
@@ -153,13 +111,7 @@ func ParseSettings(sec *rules.Section) (Settings, error) {
 		case "accept-new-host-key":
 			s.AcceptNewHostKey = boolean(v, "accept-new-host-key")
 		case "timeout":
-			if d, ok := str(v, "timeout"); ok {
-				t, err := time.ParseDuration(d)
-				if err != nil || t <= 0 {
-					errf(v, "send timeout must be a duration like 30s or 5m, found %q", d)
-				}
-				s.Timeout = t
-			}
+			s.Timeout = r.Duration(v, "timeout")
 		case "relay":
 			s.Relay = hostPort(v, "relay")
 		case "helo":
@@ -234,7 +186,7 @@ func ParseSettings(sec *rules.Section) (Settings, error) {
 		case "listen":
 			s.Listen = hostPort(v, "listen")
 		default:
-			errf(k, "unknown send setting %q (known: %s)", k.Value, strings.Join(settingKeys, ", "))
+			r.Unknown(k, settingKeys)
 		}
 	}
 	if password != nil && (allowInline == nil || allowInline.Value != "true") {
@@ -253,10 +205,7 @@ func ParseSettings(sec *rules.Section) (Settings, error) {
 			}
 		}
 	}
-	if len(errs) > 0 {
-		return s, errs
-	}
-	return s, nil
+	return s, r.Err()
 }
 
 func checkHostPort(v string) error {
