@@ -385,30 +385,42 @@ func TestFetchWhileMailArrives(t *testing.T) {
 	checkFiled(t, e, all)
 }
 
-// cutProxy forwards TCP to target and cuts every connection after limit
-// bytes from the server (limit < 0: never).
+// cutProxy forwards TCP to an sshd and cuts every connection after limit
+// bytes (limit < 0: never) in one direction: from the server (what a
+// fetch downloads), or with upload from the client (what a send
+// uploads).
 type cutProxy struct {
 	ln     net.Listener
 	target string
+	upload bool
 	limit  atomic.Int64
-	wire   atomic.Int64 // server bytes forwarded by the last connection
+	wire   atomic.Int64 // bytes the last connection forwarded in the cut direction
 }
 
+// newCutProxy starts a proxy in front of srv that cuts what the server
+// sends; newUploadCutter one that cuts what the client sends.
 func newCutProxy(t *testing.T, srv *sshtest.Server) *cutProxy {
-	target := srv.Addr
+	return startCutProxy(t, srv, false)
+}
+
+func newUploadCutter(t *testing.T, srv *sshtest.Server) *cutProxy {
+	return startCutProxy(t, srv, true)
+}
+
+func startCutProxy(t *testing.T, srv *sshtest.Server, upload bool) *cutProxy {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &cutProxy{ln: ln, target: target}
+	p := &cutProxy{ln: ln, target: srv.Addr, upload: upload}
+	p.limit.Store(-1)
 	// The proxy's address needs its own known_hosts line.
 	kh, err := os.ReadFile(srv.KnownHosts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	line := fmt.Sprintf("[127.0.0.1]:%d %s\n", ln.Addr().(*net.TCPAddr).Port, srv.HostKeyPub)
+	line := fmt.Sprintf("[127.0.0.1]:%d %s\n", p.port(), srv.HostKeyPub)
 	os.WriteFile(srv.KnownHosts, append(kh, line...), 0o600)
-	p.limit.Store(-1)
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -422,6 +434,8 @@ func newCutProxy(t *testing.T, srv *sshtest.Server) *cutProxy {
 	return p
 }
 
+func (p *cutProxy) port() int { return p.ln.Addr().(*net.TCPAddr).Port }
+
 func (p *cutProxy) serve(c net.Conn) {
 	s, err := net.Dial("tcp", p.target)
 	if err != nil {
@@ -429,17 +443,21 @@ func (p *cutProxy) serve(c net.Conn) {
 		return
 	}
 	limit := p.limit.Load()
-	go func() { io.Copy(s, c); s.Close() }()
+	from, to := s, c // the direction that is cut
+	if p.upload {
+		from, to = c, s
+	}
+	go func() { io.Copy(from, to); from.Close() }()
 	var n int64
 	buf := make([]byte, 32<<10)
 	for {
-		k, err := s.Read(buf)
+		k, err := from.Read(buf)
 		if k > 0 {
 			if limit >= 0 && n+int64(k) > limit {
-				c.Write(buf[:limit-n])
+				to.Write(buf[:limit-n])
 				break
 			}
-			if _, werr := c.Write(buf[:k]); werr != nil {
+			if _, werr := to.Write(buf[:k]); werr != nil {
 				break
 			}
 			n += int64(k)

@@ -23,7 +23,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -391,72 +390,6 @@ func TestSendPassword(t *testing.T) {
 	if err := cfg.password(context.Background(), env, &r); send.ExitCode(err) != 77 || !strings.Contains(err.Error(), "chmod 600") {
 		t.Errorf("a readable password file: %v", err)
 	}
-}
-
-// uploadCutter forwards TCP to sshd and cuts each connection after limit
-// bytes from the client (the SSH client's upload; -1: never).
-type uploadCutter struct {
-	ln     net.Listener
-	target string
-	limit  atomic.Int64
-}
-
-func newUploadCutter(t *testing.T, srv *sshtest.Server) *uploadCutter {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &uploadCutter{ln: ln, target: srv.Addr}
-	p.limit.Store(-1)
-	kh, err := os.ReadFile(srv.KnownHosts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	line := fmt.Sprintf("[127.0.0.1]:%d %s\n", ln.Addr().(*net.TCPAddr).Port, srv.HostKeyPub)
-	os.WriteFile(srv.KnownHosts, append(kh, line...), 0o600)
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go p.serve(c)
-		}
-	}()
-	return p
-}
-
-func (p *uploadCutter) port() int { return p.ln.Addr().(*net.TCPAddr).Port }
-
-func (p *uploadCutter) serve(c net.Conn) {
-	s, err := net.Dial("tcp", p.target)
-	if err != nil {
-		c.Close()
-		return
-	}
-	limit := p.limit.Load()
-	go func() { io.Copy(c, s); c.Close() }()
-	var n int64
-	buf := make([]byte, 32<<10)
-	for {
-		k, err := c.Read(buf)
-		if k > 0 {
-			if limit >= 0 && n+int64(k) > limit {
-				s.Write(buf[:limit-n])
-				break
-			}
-			if _, werr := s.Write(buf[:k]); werr != nil {
-				break
-			}
-			n += int64(k)
-		}
-		if err != nil {
-			break
-		}
-	}
-	c.Close()
-	s.Close()
 }
 
 // TestSendDroppedLink: the SSH link drops in the middle of DATA: exit 75,
