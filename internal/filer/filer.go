@@ -180,6 +180,13 @@ func (o *outcome) failed() {
 // and forwards, which cannot be taken back: any failure before them leaves
 // no trace, and a failing program takes the folder deliveries back.
 func (f *Filer) deliverPlan(ctx context.Context, txn *deliver.Txn, plan Plan, msg []byte) (*outcome, error) {
+	return f.deliverPlanJournaled(ctx, txn, plan, msg, 0, nil)
+}
+
+// deliverPlanJournaled is deliverPlan with a journal j (nil: none) for
+// the message at offset off: steps an earlier run made are skipped, and
+// the others are named and announced through j.
+func (f *Filer) deliverPlanJournaled(ctx context.Context, txn *deliver.Txn, plan Plan, msg []byte, off int64, j Journal) (*outcome, error) {
 	steps := plan.steps()
 	if len(steps) == 0 {
 		plan.failedHook()
@@ -196,26 +203,53 @@ func (f *Filer) deliverPlan(ctx context.Context, txn *deliver.Txn, plan Plan, ms
 		return nil, err
 	}
 	for pass := 0; pass < 3; pass++ {
-		for _, st := range steps {
+		for i, st := range steps {
 			m := st.Msg
 			if m == nil {
 				m = msg
 			}
-			switch {
-			case st.Kind == StepFolder && (st.Folder.Kind == deliver.Mbox) == (pass == 1) && pass < 2:
-				d, err := txn.Deliver(st.Folder, m)
+			isFolder := st.Kind == StepFolder && pass < 2 && (st.Folder.Kind == deliver.Mbox) == (pass == 1)
+			isProgram := (st.Kind == StepPipe || st.Kind == StepForward) && pass == 2
+			if !isFolder && !isProgram {
+				continue
+			}
+			var opts deliver.DeliverOptions
+			if j != nil {
+				// Done may look into an mbox under its locks (after a crash).
+				txn.ReleaseLocks()
+				done, err := j.Done(ctx, off, i, st)
+				if err != nil {
+					return fail(err)
+				}
+				if done {
+					continue
+				}
+				opts = j.Options(off, i)
+			}
+			if isFolder {
+				d, err := txn.DeliverWith(st.Folder, m, opts)
 				if err != nil {
 					return fail(err)
 				}
 				out.ds = append(out.ds, d)
-			case (st.Kind == StepPipe || st.Kind == StepForward) && pass == 2:
-				txn.ReleaseLocks() // no one waits for an mbox while the program runs
-				run, err := f.runProgram(ctx, st, m)
-				if err != nil {
+				continue
+			}
+			txn.ReleaseLocks() // no one waits for an mbox while the program runs
+			if j != nil {
+				if err := j.ProgramStarting(off, i); err != nil {
 					return fail(err)
 				}
-				out.runs = append(out.runs, run)
 			}
+			run, err := f.runProgram(ctx, st, m)
+			if err != nil {
+				return fail(err)
+			}
+			if j != nil {
+				if err := j.ProgramDone(off, i); err != nil {
+					return fail(err)
+				}
+			}
+			out.runs = append(out.runs, run)
 		}
 	}
 	return out, nil
