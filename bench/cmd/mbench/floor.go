@@ -33,8 +33,10 @@ var floors = []floor{
 // commits together.
 const floorBatch = 256
 
-// floorRows times every floor runs times, for the files in contents.
-func floorRows(work string, contents [][]byte, runs int) ([]stats, error) {
+// floorRows times every floor runs times, for the files in contents and
+// the mbox files in mboxes (each written at once, made durable with the
+// files: what appending those messages one by one would at least take).
+func floorRows(work string, contents, mboxes [][]byte, runs int) ([]stats, error) {
 	var rows []stats
 	for k, f := range floors {
 		var rs []result
@@ -44,9 +46,9 @@ func floorRows(work string, contents [][]byte, runs int) ([]stats, error) {
 			start := time.Now()
 			var err error
 			if f.syncfs {
-				err = writeMaildirSyncfs(dir, contents)
+				err = writeMaildirSyncfs(dir, contents, mboxes)
 			} else {
-				err = writeMaildirFsync(dir, contents, f.parallel)
+				err = writeMaildirFsync(dir, contents, mboxes, f.parallel)
 			}
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", f.label, err)
@@ -103,10 +105,14 @@ func syncPath(path string) error {
 	return d.Sync()
 }
 
-// writeMaildirFsync writes, fsyncs and publishes each file, with up to
-// parallel files in flight, then fsyncs new/.
-func writeMaildirFsync(dir string, contents [][]byte, parallel int) error {
+// writeMaildirFsync writes and fsyncs the mboxes, writes, fsyncs and
+// publishes each file, with up to parallel files in flight, then fsyncs
+// new/ (and dir, for the mboxes).
+func writeMaildirFsync(dir string, contents, mboxes [][]byte, parallel int) error {
 	if err := makeMaildir(dir); err != nil {
+		return err
+	}
+	if err := writeMboxes(dir, mboxes, true); err != nil {
 		return err
 	}
 	jobs := make(chan int)
@@ -135,13 +141,44 @@ func writeMaildirFsync(dir string, contents [][]byte, parallel int) error {
 	if err := errors.Join(all...); err != nil {
 		return err
 	}
+	if len(mboxes) > 0 {
+		if err := syncPath(dir); err != nil {
+			return err
+		}
+	}
 	return syncPath(filepath.Join(dir, "new"))
 }
 
-// writeMaildirSyncfs writes each batch of files into tmp/, makes them all
-// durable with one syncfs(2), publishes them, and fsyncs new/.
-func writeMaildirSyncfs(dir string, contents [][]byte) error {
+// writeMboxes writes each of mboxes to its own file in dir, fsyncing it
+// when sync is set.
+func writeMboxes(dir string, mboxes [][]byte, sync bool) error {
+	for i, data := range mboxes {
+		f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("floor%d.mbox", i)), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return err
+		}
+		_, err = f.Write(data)
+		if sync && err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeMaildirSyncfs writes the mboxes, then each batch of files into
+// tmp/, makes them all durable with one syncfs(2) (the first also the
+// mboxes and their names), publishes them, and fsyncs new/.
+func writeMaildirSyncfs(dir string, contents, mboxes [][]byte) error {
 	if err := makeMaildir(dir); err != nil {
+		return err
+	}
+	if err := writeMboxes(dir, mboxes, false); err != nil {
 		return err
 	}
 	d, err := os.Open(dir)

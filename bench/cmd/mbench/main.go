@@ -455,7 +455,7 @@ func runFile(args []string) error {
 	for k, t := range tools {
 		rows = append(rows, summarize(t.label, results[k], files[k], true))
 	}
-	floors, err := floorRows(c.runsDir, refContents, c.runs)
+	floors, err := floorRows(c.runsDir, refContents, nil, c.runs)
 	if err != nil {
 		return err
 	}
