@@ -89,6 +89,20 @@ type Rule struct {
 	If    Cond // nil: always
 	Then  []Action
 	Rules []*Rule
+
+	label string // stepLabel, made when the rule is loaded
+}
+
+// stepLabel names the rule in the steps it makes: its name, else where
+// it is.
+func (r *Rule) stepLabel() string {
+	switch {
+	case r.label != "":
+		return r.label
+	case r.Name != "":
+		return r.Name
+	}
+	return r.Pos.String()
 }
 
 // Label names a rule in traces and errors.

@@ -176,22 +176,22 @@ func (e *Engine) Evaluate(ctx context.Context, msg []byte, o EvalOptions) (*Deci
 		env:   o.Envelope,
 		trace: o.Trace,
 		dec:   &Decision{engine: e},
-		vars:  make(map[string]variable, 16),
+		vars:  make(varTable, 0, len(e.opts.Vars)+len(e.cfg.Vars)+8),
 	}
 	for k, v := range e.opts.Vars {
-		s.vars[k] = variable{v, false}
+		s.vars.set(k, variable{v, false})
 	}
-	s.vars["sender"] = variable{o.Envelope.Sender, true}
-	s.vars["recipient"] = variable{o.Envelope.Recipient, true}
-	s.vars["score"] = variable{"0", false}
+	s.vars.set("sender", variable{o.Envelope.Sender, true})
+	s.vars.set("recipient", variable{o.Envelope.Recipient, true})
+	s.vars.set("score", variable{"0", false})
 	s.setMsg(msg)
 	if o.Envelope.Sender == "" {
 		// As envelope-from: conditions see it: the From_ line's address.
-		s.vars["sender"] = variable{s.envelopeSender(), true}
+		s.vars.set("sender", variable{s.envelopeSender(), true})
 	}
 	for _, v := range e.cfg.Vars {
 		val, t := v.Value.Expand(s.lookup, nil)
-		s.vars[v.Name.Value] = variable{val, t}
+		s.vars.set(v.Name.Value, variable{val, t})
 	}
 	if err := s.rules(e.cfg.Rules, 0); err != nil {
 		s.dec.Abort()
@@ -209,13 +209,42 @@ type variable struct {
 	tainted bool // holds message data
 }
 
+// varTable holds a message's variables: a few built-ins, the rules'
+// own and the named captures, so a list searched in order costs less
+// than a map made for every message.
+type varTable []namedVar
+
+type namedVar struct {
+	name string
+	variable
+}
+
+func (t varTable) get(name string) variable {
+	for i := range t {
+		if t[i].name == name {
+			return t[i].variable
+		}
+	}
+	return variable{}
+}
+
+func (t *varTable) set(name string, v variable) {
+	for i := range *t {
+		if (*t)[i].name == name {
+			(*t)[i].variable = v
+			return
+		}
+	}
+	*t = append(*t, namedVar{name, v})
+}
+
 type state struct {
 	e     *Engine
 	ctx   context.Context
 	env   Envelope
 	trace bool
 	dec   *Decision
-	vars  map[string]variable
+	vars  varTable
 	done  bool // a final delivery or stop happened
 
 	msg  []byte
@@ -229,11 +258,11 @@ func (s *state) setMsg(msg []byte) {
 	s.view = msgview.New(msg)
 	s.hdr = nil
 	s.dkim = nil
-	s.vars["size"] = variable{strconv.Itoa(len(msg)), false}
+	s.vars.set("size", variable{strconv.Itoa(len(msg)), false})
 }
 
 func (s *state) lookup(name string) (string, bool) {
-	v := s.vars[name]
+	v := s.vars.get(name)
 	return v.value, v.tainted
 }
 
@@ -273,7 +302,7 @@ func (s *state) rules(rules []*Rule, depth int) error {
 			if caps := captures(r.If); len(caps) > 0 {
 				var kv []string
 				for _, c := range caps {
-					kv = append(kv, fmt.Sprintf("%s=%q", c, s.vars[c].value))
+					kv = append(kv, fmt.Sprintf("%s=%q", c, s.vars.get(c).value))
 				}
 				s.tracef(depth+1, "captures: %s", strings.Join(kv, " "))
 			}
@@ -375,7 +404,7 @@ func (s *state) cond(c Cond) (bool, string, error) {
 		ok := s.match(c.Pattern, v)
 		return ok, s.matchWhy("envelope-"+c.Which, c.Pattern, v, ok), nil
 	case *VarCond:
-		v := s.vars[c.Var].value
+		v := s.vars.get(c.Var).value
 		ok := s.match(c.Pattern, v)
 		return ok, s.matchWhy("${"+c.Var+"}", c.Pattern, v, ok), nil
 	case *ScoreCond:
@@ -418,10 +447,12 @@ func (s *state) envelopeSender() string {
 		return s.env.Sender
 	}
 	if fl := s.view.FromLine(); fl != nil {
-		f := strings.Fields(string(fl[len("From "):]))
-		if len(f) > 0 {
-			return f[0]
+		// The first word after "From ", as strings.Fields splits.
+		w := bytes.TrimLeftFunc(fl[len("From "):], unicode.IsSpace)
+		if i := bytes.IndexFunc(w, unicode.IsSpace); i >= 0 {
+			w = w[:i]
 		}
+		return string(w)
 	}
 	return ""
 }
@@ -434,7 +465,7 @@ func (s *state) headerCond(c *HeaderCond) (bool, string, error) {
 			seen = true
 			v := s.fieldValue(f, c.Pattern.Raw)
 			if s.match(c.Pattern, v) {
-				return true, s.matchWhy(f.Name, c.Pattern, v, true), nil
+				return true, s.matchWhy(f.Name(), c.Pattern, v, true), nil
 			}
 			last = v
 		}
@@ -480,7 +511,7 @@ func (s *state) match(p *Pattern, v string) bool {
 		if m[2*i] >= 0 {
 			val = v[m[2*i]:m[2*i+1]]
 		}
-		s.vars[name] = variable{val, true}
+		s.vars.set(name, variable{val, true})
 	}
 	return true
 }
@@ -509,7 +540,7 @@ func (s *state) matchBytes(p *Pattern, b []byte) bool {
 		if m[2*i] >= 0 {
 			val = string(b[m[2*i]:m[2*i+1]])
 		}
-		s.vars[name] = variable{val, true}
+		s.vars.set(name, variable{val, true})
 	}
 	return true
 }
@@ -592,7 +623,7 @@ func (s *state) headerText(decoded bool) []byte {
 		}
 		fs := s.view.Fields()
 		for i := range fs {
-			b.WriteString(fs[i].Name)
+			b.Write(fs[i].NameBytes())
 			b.WriteString(": ")
 			b.WriteString(s.view.Decoded(&fs[i]))
 			b.WriteByte('\n')
@@ -719,7 +750,7 @@ func (s *state) scoreCond(c *ScoreCond) (bool, string, error) {
 	if total > 0 && total < 1 {
 		n = 1
 	}
-	s.vars["score"] = variable{strconv.FormatInt(n, 10), false}
+	s.vars.set("score", variable{strconv.FormatInt(n, 10), false})
 	ok := total > c.Above
 	why := ""
 	if s.trace {
@@ -816,10 +847,10 @@ func (s *state) dupPath(c *DuplicateCond) string {
 		path, _ = c.Cache.Expand(s.lookup, nil)
 	}
 	if strings.HasPrefix(path, "~/") {
-		path = s.vars["HOME"].value + path[1:]
+		path = s.vars.get("HOME").value + path[1:]
 	}
 	if !strings.HasPrefix(path, "/") {
-		if base := s.vars["MAILDIR"].value; base != "" {
+		if base := s.vars.get("MAILDIR").value; base != "" {
 			path = base + "/" + path
 		}
 	}
@@ -863,10 +894,7 @@ func cleanHeaderValue(v string) string {
 }
 
 func (s *state) action(r *Rule, a Action, depth int) error {
-	label := r.Name
-	if label == "" {
-		label = r.Pos.String()
-	}
+	label := r.stepLabel()
 	switch a := a.(type) {
 	case *FolderAction:
 		for _, t := range a.Folders {
@@ -945,7 +973,7 @@ func (s *state) action(r *Rule, a Action, depth int) error {
 	case *SetAction:
 		for _, v := range a.Vars {
 			val, t := v.Value.Expand(s.lookup, nil)
-			s.vars[v.Name.Value] = variable{val, t}
+			s.vars.set(v.Name.Value, variable{val, t})
 			s.tracef(depth, "set %s=%q", v.Name.Value, val)
 		}
 	case *LogAction:

@@ -563,6 +563,7 @@ func (l *loader) rule(n *yaml.Node) []*Rule {
 	if !seenThen && r.Rules == nil {
 		l.errorf(n, "rule %s has no then: and no rules: (nothing to do)", r.Label())
 	}
+	r.label = r.stepLabel()
 	return []*Rule{r}
 }
 
@@ -610,7 +611,9 @@ func (l *loader) include(v *yaml.Node) []*Rule {
 	}
 	if len(sub.Vars) > 0 {
 		// Included vars behave as if defined before the rules that follow.
-		return []*Rule{{Pos: l.pos(v), Name: "", Then: []Action{&SetAction{Pos: l.pos(v), Vars: sub.Vars}}, Rules: sub.Rules}}
+		r := &Rule{Pos: l.pos(v), Then: []Action{&SetAction{Pos: l.pos(v), Vars: sub.Vars}}, Rules: sub.Rules}
+		r.label = r.stepLabel()
+		return []*Rule{r}
 	}
 	return sub.Rules
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"regexp"
 	"regexp/syntax"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 	"unsafe"
@@ -19,6 +20,10 @@ import (
 type prefilter struct {
 	lit  []byte // lower-cased ASCII when fold
 	fold bool
+	// anchor is the byte of lit that a case-insensitive search scans
+	// for: the one least common in mail text, so that it stops at few
+	// places that are not a match.
+	anchor int
 	// lit is the runes [runeStart, runeStart+runes) of its literal.
 	runeStart, runes int
 	// When the whole pattern is one literal (a body or subject search
@@ -49,6 +54,7 @@ func newPrefilter(expr string) *prefilter {
 	if best == nil || len(best.lit) < minPrefilter {
 		return nil
 	}
+	best.anchor = rarestByte(best.lit)
 	if re.Op == syntax.OpLiteral {
 		// utf8.UTFMax bytes for each rune of the literal outside best
 		// (a 'k' matches the three-byte Kelvin sign).
@@ -137,7 +143,7 @@ func (p *prefilter) index(text []byte) int {
 	if !p.fold {
 		return bytes.Index(text, p.lit)
 	}
-	return indexFoldASCII(text, p.lit)
+	return indexFoldASCII(text, p.lit, p.anchor)
 }
 
 // matchAround runs re, the pattern that an exact p was made for, on the
@@ -162,36 +168,69 @@ func bytesOf(s string) []byte {
 }
 
 // indexFoldASCII finds lower, a lower-case ASCII needle, in text without
-// regard to ASCII case. It scans for the needle's first byte in both cases
-// with bytes.IndexByte and compares the rest at each candidate.
-func indexFoldASCII(text, lower []byte) int {
-	first := lower[0]
-	upper := first
-	if 'a' <= first && first <= 'z' {
+// regard to ASCII case. It scans for the needle's byte at anchor in both
+// cases with bytes.IndexByte and compares the whole needle at each
+// candidate.
+func indexFoldASCII(text, lower []byte, anchor int) int {
+	c := lower[anchor]
+	upper := c
+	if 'a' <= c && c <= 'z' {
 		upper -= 'a' - 'A'
 	}
 	n := len(lower)
-	nextLo, nextUp := -1, -1 // next candidate of each case at or after i; -2: none left
-	for i := 0; i+n <= len(text); {
+	last := len(text) - n + anchor // the last place the anchor can be
+	nextLo, nextUp := -1, -1       // next candidate of each case at or after i; -2: none left
+	for i := anchor; i <= last; {
 		if nextLo != -2 && nextLo < i {
-			nextLo = indexFrom(text, first, i)
+			nextLo = indexFrom(text, c, i)
 		}
-		if upper != first && nextUp != -2 && nextUp < i {
+		if upper != c && nextUp != -2 && nextUp < i {
 			nextUp = indexFrom(text, upper, i)
 		}
 		j := nextLo
-		if upper != first && nextUp != -2 && (j == -2 || nextUp < j) {
+		if upper != c && nextUp != -2 && (j == -2 || nextUp < j) {
 			j = nextUp
 		}
-		if j == -2 || j+n > len(text) {
+		if j == -2 || j > last {
 			return -1
 		}
-		if equalFoldASCII(text[j+1:j+n], lower[1:]) {
-			return j
+		if start := j - anchor; equalFoldASCII(text[start:start+n], lower) {
+			return start
 		}
 		i = j + 1
 	}
 	return -1
+}
+
+// rarestByte is the index of the byte of lit (lower-case ASCII) that is
+// least common in mail (mostly English text, HTML and base64), by a
+// rough ranking; the first of equals.
+func rarestByte(lit []byte) int {
+	best := 0
+	for i := range lit {
+		if byteCommonness(lit[i]) < byteCommonness(lit[best]) {
+			best = i
+		}
+	}
+	return best
+}
+
+// byteCommonness ranks a lower-case ASCII byte (with its upper case)
+// by how often it occurs in mail: higher is more common.
+func byteCommonness(c byte) int {
+	const byFrequency = " etaoinsrhldcumfpgwybvkxjqz" // most common first
+	if i := strings.IndexByte(byFrequency, c); i >= 0 {
+		return 100 - i
+	}
+	switch {
+	case c == '\n' || c == '\r':
+		return 98
+	case '0' <= c && c <= '9', c == '.', c == ',', c == '-', c == '=', c == '/', c == ':':
+		return 80 // about as common as g or w
+	case c < 0x80 && c > ' ':
+		return 70 // other punctuation
+	}
+	return 0
 }
 
 // indexFrom is bytes.IndexByte from i on, or -2.

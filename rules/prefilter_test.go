@@ -53,10 +53,34 @@ func TestIndexFoldASCII(t *testing.T) {
 		{"\xffHERE", "here", 1},
 		{"ab", "abc", -1},
 		{"aB", "ab", 0},
+		{"xHERe", "here", 1},
+		{"heRE", "here", 0},
+		{"her here", "here", 4},
+		{"zz", "z", 0},
 	}
 	for _, tt := range tests {
-		if got := indexFoldASCII([]byte(tt.text), []byte(tt.lower)); got != tt.want {
-			t.Errorf("indexFoldASCII(%q, %q) = %d, want %d", tt.text, tt.lower, got, tt.want)
+		// Whatever byte the scan is anchored on, the answer is the same.
+		for anchor := range len(tt.lower) {
+			if got := indexFoldASCII([]byte(tt.text), []byte(tt.lower), anchor); got != tt.want {
+				t.Errorf("indexFoldASCII(%q, %q, %d) = %d, want %d", tt.text, tt.lower, anchor, got, tt.want)
+			}
+		}
+	}
+}
+
+func TestRarestByte(t *testing.T) {
+	tests := []struct {
+		lit  string
+		want byte
+	}{
+		{"cribe here", 'b'},
+		{"[urgent]", '['},
+		{"list0.example.org", 'x'},
+		{"eee", 'e'},
+	}
+	for _, tt := range tests {
+		if got := tt.lit[rarestByte([]byte(tt.lit))]; got != tt.want {
+			t.Errorf("rarestByte(%q) is %q, want %q", tt.lit, got, tt.want)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"io"
 	"mime"
+	"slices"
 	"strings"
 	"sync"
 
@@ -18,26 +19,36 @@ import (
 
 // Field is one header field.
 type Field struct {
-	Name  string // as written, without the colon
-	Lower string // lower-case name, for lookups
-	Raw   []byte // value as written: after the colon, continuation lines included, final newline (and CR) excluded
-	CR    bool   // the field's last line ended in CR LF
+	name []byte // as written, without the colon
+	Raw  []byte // value as written: after the colon, continuation lines included, final newline (and CR) excluded
+	CR   bool   // the field's last line ended in CR LF
 
-	foldable bool // Name has bytes that strings.EqualFold may match beyond ASCII case
+	beyondASCII bool // name has bytes beyond ASCII
 }
+
+// Name is the field's name as written, without the colon.
+func (f *Field) Name() string { return string(f.name) }
+
+// NameBytes is Name without a copy, to be read only.
+func (f *Field) NameBytes() []byte { return f.name }
 
 // Message is a view of raw message bytes, which it never modifies.
 type Message struct {
 	raw      []byte
 	fromLine []byte // the mbox From_ line, without its newline
 	hdrStart int    // first byte of the header (after the From_ line)
-	bodyOff  int    // first byte of the body (len(raw) if none)
 
-	fieldsOnce sync.Once
-	fields     []Field
+	parseOnce sync.Once // sets fields and bodyOff
+	fields    []Field
+	bodyOff   int // first byte of the body (len(raw) if none)
 
 	decoded  map[*Field]string
 	bodyText *string
+
+	// The last Get: rules often ask for one field many times in a row
+	// (a List-Id rule for each list).
+	lastName string
+	lastGet  []*Field
 }
 
 // New returns a view of raw.
@@ -54,18 +65,6 @@ func New(raw []byte) *Message {
 		}
 	}
 	m.hdrStart = p
-	m.bodyOff = len(raw)
-	for q := p; q < len(raw); {
-		line := raw[q:]
-		if i := bytes.IndexByte(line, '\n'); i >= 0 {
-			line = line[:i+1]
-		}
-		if len(bytes.TrimRight(line, "\r\n")) == 0 {
-			m.bodyOff = q + len(line)
-			break
-		}
-		q += len(line)
-	}
 	return m
 }
 
@@ -80,22 +79,39 @@ func (m *Message) Size() int { return len(m.raw) }
 func (m *Message) FromLine() []byte { return m.fromLine }
 
 // Header is the raw header: From_ line, fields, and the blank line.
-func (m *Message) Header() []byte { return m.raw[:m.bodyOff] }
+func (m *Message) Header() []byte {
+	m.parseOnce.Do(m.parse)
+	return m.raw[:m.bodyOff]
+}
 
 // Body is the raw body, after the blank line that ends the header.
-func (m *Message) Body() []byte { return m.raw[m.bodyOff:] }
+func (m *Message) Body() []byte {
+	m.parseOnce.Do(m.parse)
+	return m.raw[m.bodyOff:]
+}
 
 // Fields returns the header fields in order. Lines inside the header that
 // are not fields (no colon) are skipped.
 func (m *Message) Fields() []Field {
-	m.fieldsOnce.Do(m.parseFields)
+	m.parseOnce.Do(m.parse)
 	return m.fields
 }
 
-func (m *Message) parseFields() {
-	h := m.raw[m.hdrStart:m.bodyOff]
-	for len(h) > 0 {
+// parse reads the header in one pass: its fields, and where the body
+// starts, after the first line that holds nothing but CRs before its
+// newline (the blank line).
+func (m *Message) parse() {
+	// The fields are gathered on the stack, then copied to a slice of
+	// their number: one allocation of the size needed.
+	var buf [48]Field
+	fields := buf[:0]
+	m.bodyOff = len(m.raw)
+	for h := m.raw[m.hdrStart:]; len(h) > 0; {
 		line, rest := cutLine(h)
+		if isBlank(line) {
+			m.bodyOff = len(m.raw) - len(rest)
+			break
+		}
 		end := len(line)
 		for len(rest) > 0 && (rest[0] == ' ' || rest[0] == '\t') {
 			l2, r2 := cutLine(rest)
@@ -109,23 +125,37 @@ func (m *Message) parseFields() {
 			continue
 		}
 		name := bytes.TrimRight(text[:colon], " \t")
-		if len(name) == 0 || bytes.ContainsAny(name, " \t\r\n") {
+		if !isFieldName(name) {
 			continue
 		}
 		val := text[colon+1:]
 		val = bytes.TrimSuffix(val, []byte("\n"))
 		cr := bytes.HasSuffix(val, []byte("\r"))
 		val = bytes.TrimSuffix(val, []byte("\r"))
-		f := Field{Raw: val, CR: cr}
-		if k, ok := knownNames[string(name)]; ok {
-			f.Name, f.Lower = k.name, k.lower
-		} else {
-			f.Name = string(name)
-			f.Lower = strings.ToLower(f.Name)
-			f.foldable = !isASCII(name)
-		}
-		m.fields = append(m.fields, f)
+		fields = append(fields, Field{name: name, Raw: val, CR: cr, beyondASCII: !isASCII(name)})
 	}
+	m.fields = slices.Clip(slices.Clone(fields))
+}
+
+// isBlank reports whether line, with its newline if any, holds nothing
+// else but CRs.
+func isBlank(line []byte) bool {
+	for _, c := range line {
+		if c != '\r' && c != '\n' {
+			return false
+		}
+	}
+	return true // a newline can only be the last byte
+}
+
+// isFieldName: not empty, no white space or line ends inside.
+func isFieldName(name []byte) bool {
+	for _, c := range name {
+		if c == ' ' || c == '\t' || c == '\r' || c == '\n' {
+			return false
+		}
+	}
+	return len(name) > 0
 }
 
 func cutLine(b []byte) (line, rest []byte) {
@@ -135,38 +165,87 @@ func cutLine(b []byte) (line, rest []byte) {
 	return b, nil
 }
 
-// Get returns the fields named name (any case), in order.
+// Get returns the fields named name (any case), in order. The slice is
+// not to be modified.
 func (m *Message) Get(name string) []*Field {
-	var out []*Field
 	fs := m.Fields()
-	lower := strings.ToLower(name)
+	if name == m.lastName && m.lastName != "" {
+		return m.lastGet
+	}
+	var out []*Field
+	var buf [64]byte
+	n := newFieldName(name, buf[:0])
 	for i := range fs {
-		if fs[i].is(name, lower) {
+		if fs[i].is(n) {
 			out = append(out, &fs[i])
 		}
 	}
+	m.lastName, m.lastGet = name, out
 	return out
 }
 
 // Has reports whether a field named name exists.
 func (m *Message) Has(name string) bool {
 	fs := m.Fields()
-	lower := strings.ToLower(name)
+	var buf [64]byte
+	n := newFieldName(name, buf[:0])
 	for i := range fs {
-		if fs[i].is(name, lower) {
+		if fs[i].is(n) {
 			return true
 		}
 	}
 	return false
 }
 
-// is reports whether f is named name (lower-cased: lower), as
-// strings.EqualFold compares them.
-func (f *Field) is(name, lower string) bool {
-	if f.Lower == lower {
-		return true
+// fieldName is a name looked for, prepared once for a whole header
+// without allocating.
+type fieldName struct {
+	name  string
+	lower []byte // strings.ToLower(name)
+	fold  bool   // name has bytes beyond ASCII: compare with strings.EqualFold
+}
+
+// newFieldName prepares name, lower-casing it into buf when it is ASCII.
+func newFieldName(name string, buf []byte) fieldName {
+	if !isASCII([]byte(name)) {
+		return fieldName{name: name, lower: []byte(strings.ToLower(name)), fold: true}
 	}
-	return (f.foldable || !isASCII([]byte(name))) && strings.EqualFold(f.Name, name)
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf = append(buf, c)
+	}
+	return fieldName{name: name, lower: buf}
+}
+
+// is reports whether f is named n, as strings.EqualFold compares them.
+func (f *Field) is(n fieldName) bool {
+	switch {
+	case n.fold:
+		return strings.EqualFold(string(f.name), n.name)
+	case len(f.name) == len(n.lower):
+		return equalFoldASCII(f.name, n.lower)
+	}
+	// An ASCII name matches a longer one only through the two letters
+	// beyond ASCII that fold to ASCII ones: the Kelvin sign (k) and the
+	// long s (s), both more than one byte long.
+	return f.beyondASCII && len(f.name) > len(n.lower) && strings.EqualFold(string(f.name), n.name)
+}
+
+// equalFoldASCII compares b with lower, lower-case ASCII, ignoring the
+// case of ASCII letters in b.
+func equalFoldASCII(b, lower []byte) bool {
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func isASCII(b []byte) bool {
@@ -177,28 +256,6 @@ func isASCII(b []byte) bool {
 	}
 	return true
 }
-
-// knownNames are the field names that most messages carry, as they are
-// usually written, so that parsing a header allocates no name for them.
-var knownNames = func() map[string]struct{ name, lower string } {
-	m := make(map[string]struct{ name, lower string })
-	for _, n := range []string{
-		"Received", "From", "To", "Cc", "Bcc", "Subject", "Date", "Message-ID", "Message-Id",
-		"Reply-To", "Sender", "Return-Path", "In-Reply-To", "References", "MIME-Version",
-		"Mime-Version", "Content-Type", "Content-Transfer-Encoding", "Content-Disposition",
-		"Content-Length", "Delivered-To", "X-Mailer", "User-Agent", "List-Id", "List-Unsubscribe",
-		"List-Post", "List-Help", "List-Subscribe", "List-Archive", "Precedence", "X-Spam-Flag",
-		"X-Spam-Status", "X-Spam-Level", "X-Spam-Checker-Version", "X-Original-To", "Errors-To",
-		"DKIM-Signature", "Authentication-Results", "ARC-Seal", "ARC-Message-Signature",
-		"ARC-Authentication-Results", "Received-SPF", "X-Priority", "Importance", "Status",
-		"X-Status", "Lines", "X-Beenthere", "X-BeenThere", "X-Mailman-Version", "Thread-Topic",
-		"Thread-Index", "Content-Language", "Organization", "X-Originating-IP", "Auto-Submitted",
-		"X-Virus-Scanned", "X-Loop", "Resent-From", "Resent-To", "Resent-Date", "Mail-Followup-To",
-	} {
-		m[n] = struct{ name, lower string }{n, strings.ToLower(n)}
-	}
-	return m
-}()
 
 // Unfold returns a raw value with its line breaks removed (RFC 5322
 // unfolding: the CRLF before a continuation's white space goes) and the

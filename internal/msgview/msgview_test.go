@@ -1,6 +1,7 @@
 package msgview
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -22,6 +23,11 @@ func TestFieldsAndAreas(t *testing.T) {
 		{"blank before the colon", "Subject : s\n\nb", "", "b", "Subject=s", "Subject : s\n\n"},
 		{"only a From_ line", "From a@b", "From a@b", "", "", "From a@b"},
 		{"empty", "", "", "", "", ""},
+		{"a blank line of CRs", "Subject: s\n\r\r\nbody\n", "", "body\n", "Subject=s", "Subject: s\n\r\r\n"},
+		{"CRs alone at the end", "Subject: s\n\r\r", "", "", "Subject=s", "Subject: s\n\r\r"},
+		{"a CR inside a line is no blank line", "Subject: s\n\rX: y\n\nb", "", "b", "Subject=s", "Subject: s\n\rX: y\n\n"},
+		{"a blank line first", "\nSubject: s\n", "", "Subject: s\n", "", "\n"},
+		{"From_ line, then the blank line", "From a@b\n\nbody", "From a@b", "body", "", "From a@b\n\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -31,7 +37,7 @@ func TestFieldsAndAreas(t *testing.T) {
 			}
 			var fs []string
 			for _, f := range m.Fields() {
-				fs = append(fs, f.Name+"="+Unfold(f.Raw))
+				fs = append(fs, f.Name()+"="+Unfold(f.Raw))
 			}
 			if got := strings.Join(fs, "|"); got != tt.fields {
 				t.Errorf("fields %q, want %q", got, tt.fields)
@@ -40,6 +46,41 @@ func TestFieldsAndAreas(t *testing.T) {
 				t.Errorf("size %d", m.Size())
 			}
 		})
+	}
+}
+
+// TestGetFoldsLikeEqualFold: Get and Has find exactly the fields whose
+// names strings.EqualFold matches, also beyond ASCII (the Kelvin sign
+// and the long s fold to k and s).
+func TestGetFoldsLikeEqualFold(t *testing.T) {
+	names := []string{"List-Id", "LIST-ID", "list-id", "List-Ids", "List-I", "\u212aey", "Key", "KEY",
+		"\u017fubject", "Subject", "SUBJECT", "X-\u00e9t\u00e9", "X-\u00c9T\u00c9", "\u0130d", "id", "X-\xff"}
+	var raw strings.Builder
+	for i, n := range names {
+		fmt.Fprintf(&raw, "%s: %d\n", n, i)
+	}
+	raw.WriteString("\nbody\n")
+	m := New([]byte(raw.String()))
+	if len(m.Fields()) != len(names) {
+		t.Fatalf("%d fields, want %d", len(m.Fields()), len(names))
+	}
+	for _, q := range append(names, "list-id", "kEy", "S\u212aY", "x-\u00c9t\u00e9", "") {
+		var want []string
+		for _, n := range names {
+			if strings.EqualFold(n, q) {
+				want = append(want, n)
+			}
+		}
+		var got []string
+		for _, f := range m.Get(q) {
+			got = append(got, f.Name())
+		}
+		if strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Errorf("Get(%q) = %q, want %q", q, got, want)
+		}
+		if m.Has(q) != (len(want) > 0) {
+			t.Errorf("Has(%q) = %v", q, m.Has(q))
+		}
 	}
 }
 
