@@ -254,9 +254,8 @@ func (s *Splitter) Next() ([]byte, error) {
 	// One allocation of the exact size for the caller to keep; the
 	// buffer it was read into serves the next message, unless it is
 	// too big to keep around.
-	out := make([]byte, len(gen)+len(msg))
-	copy(out, gen)
-	copy(out[len(gen):], msg)
+	// append, not make and copy: the copy is not zeroed first.
+	out := append(gen[:len(gen):len(gen)], msg...)
 	if cap(msg) <= maxKeptBuffer {
 		s.buf = msg[:0]
 	} else {
