@@ -455,7 +455,11 @@ func runFile(args []string) error {
 	for k, t := range tools {
 		rows = append(rows, summarize(t.label, results[k], files[k], true))
 	}
-	floors, err := floorRows(c.runsDir, refContents, nil, c.runs)
+	floorFiles := make([]floorFile, len(refContents))
+	for i, b := range refContents {
+		floorFiles[i] = floorFile{data: b}
+	}
+	floors, err := floorRows(c.runsDir, floorFiles, nil, c.runs)
 	if err != nil {
 		return err
 	}

@@ -177,8 +177,9 @@ func runRules(args []string) error {
 		rows = append(rows, summarize(t.label, results[k], counts[k].total(), true))
 	}
 	// The floor rows write what mfilter's first run left, its maildir
-	// files and its mbox files, durably in-process: no rules, no
-	// splitting, no locks, one write for each mbox. They are not a strict
+	// files into the same maildirs and its mbox files, durably
+	// in-process: no rules, no splitting, no locks, one write for each
+	// mbox. They are not a strict
 	// bound (writing while earlier batches sync can beat them), but they
 	// show what a tool that did nothing else would reach here.
 	files, mboxes, err := filedBytes(filepath.Join(c.runsDir, "run1-mfilter"))
@@ -237,17 +238,27 @@ func runRules(args []string) error {
 	return nil
 }
 
-// filedBytes returns the contents of the messages in the maildirs of the
-// rules under dir, and of its mbox files.
-func filedBytes(dir string) (files, mboxes [][]byte, err error) {
-	for _, f := range bench.RulesMaildirs() {
-		hashes, contents, err := maildirContents(filepath.Join(dir, f))
+// filedBytes returns the messages in the maildirs of the rules under dir,
+// each with its folder, the folders' messages spread evenly through the
+// list as they came in the mbox, and the contents of its mbox files.
+func filedBytes(dir string) (files []floorFile, mboxes [][]byte, err error) {
+	type placed struct {
+		at float64 // where in the mbox, from 0 to 1
+		f  floorFile
+	}
+	var all []placed
+	for _, folder := range bench.RulesMaildirs() {
+		hashes, contents, err := maildirContents(filepath.Join(dir, folder))
 		if err != nil {
 			return nil, nil, err
 		}
-		for _, h := range hashes {
-			files = append(files, contents[h])
+		for k, h := range hashes {
+			all = append(all, placed{float64(k) / float64(len(hashes)), floorFile{folder: folder, data: contents[h]}})
 		}
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].at < all[j].at })
+	for _, p := range all {
+		files = append(files, p.f)
 	}
 	for _, f := range bench.RulesMboxes {
 		b, err := os.ReadFile(filepath.Join(dir, f))
