@@ -32,7 +32,9 @@ func (f *Field) Name() string { return string(f.name) }
 // NameBytes is Name without a copy, to be read only.
 func (f *Field) NameBytes() []byte { return f.name }
 
-// Message is a view of raw message bytes, which it never modifies.
+// Message is a view of raw message bytes, which it never modifies. It
+// parses and decodes lazily and remembers what it did, so it is not safe
+// for concurrent use.
 type Message struct {
 	raw      []byte
 	fromLine []byte // the mbox From_ line, without its newline
