@@ -176,7 +176,7 @@ func (e *Engine) Evaluate(ctx context.Context, msg []byte, o EvalOptions) (*Deci
 		env:   o.Envelope,
 		trace: o.Trace,
 		dec:   &Decision{engine: e},
-		vars:  make(varTable, 0, len(e.opts.Vars)+len(e.cfg.Vars)+8),
+		vars:  newVarTable(len(e.opts.Vars) + len(e.cfg.Vars) + 8),
 	}
 	for k, v := range e.opts.Vars {
 		s.vars.set(k, variable{v, false})
@@ -210,32 +210,58 @@ type variable struct {
 }
 
 // varTable holds a message's variables: a few built-ins, the rules'
-// own and the named captures, so a list searched in order costs less
-// than a map made for every message.
-type varTable []namedVar
+// own and the named captures. A list searched in order costs less than a
+// map made for every message; past maxVarList names (rules with many
+// captures) they move to a map.
+type varTable struct {
+	list []namedVar
+	m    map[string]variable
+}
+
+const maxVarList = 32
 
 type namedVar struct {
 	name string
 	variable
 }
 
-func (t varTable) get(name string) variable {
-	for i := range t {
-		if t[i].name == name {
-			return t[i].variable
+func newVarTable(n int) varTable {
+	return varTable{list: make([]namedVar, 0, min(n, maxVarList))}
+}
+
+func (t *varTable) get(name string) variable {
+	if t.m != nil {
+		return t.m[name]
+	}
+	for i := range t.list {
+		if t.list[i].name == name {
+			return t.list[i].variable
 		}
 	}
 	return variable{}
 }
 
 func (t *varTable) set(name string, v variable) {
-	for i := range *t {
-		if (*t)[i].name == name {
-			(*t)[i].variable = v
+	if t.m != nil {
+		t.m[name] = v
+		return
+	}
+	for i := range t.list {
+		if t.list[i].name == name {
+			t.list[i].variable = v
 			return
 		}
 	}
-	*t = append(*t, namedVar{name, v})
+	if len(t.list) < maxVarList {
+		t.list = append(t.list, namedVar{name, v})
+		return
+	}
+	t.m = make(map[string]variable, 2*maxVarList)
+	for _, nv := range t.list {
+		t.m[nv.name] = nv.variable
+	}
+	t.m[name] = v
+	t.list = nil
 }
 
 type state struct {
