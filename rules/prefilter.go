@@ -8,6 +8,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 	"unsafe"
+
+	"github.com/mfilter/mfilter/internal/asciifold"
 )
 
 // A prefilter is a literal that every match of a pattern contains. Most
@@ -194,7 +196,7 @@ func indexFoldASCII(text, lower []byte, anchor int) int {
 		if j == -2 || j > last {
 			return -1
 		}
-		if start := j - anchor; equalFoldASCII(text[start:start+n], lower) {
+		if start := j - anchor; asciifold.Equal(text[start:start+n], lower) {
 			return start
 		}
 		i = j + 1
@@ -240,18 +242,4 @@ func indexFrom(text []byte, c byte, i int) int {
 		return -2
 	}
 	return i + k
-}
-
-// equalFoldASCII compares text with lower, lower-case ASCII, ignoring the
-// case of ASCII letters in text.
-func equalFoldASCII(text, lower []byte) bool {
-	for i, c := range text {
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != lower[i] {
-			return false
-		}
-	}
-	return true
 }

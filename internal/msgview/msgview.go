@@ -15,6 +15,8 @@ import (
 
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/charset"
+
+	"github.com/mfilter/mfilter/internal/asciifold"
 )
 
 // Field is one header field.
@@ -228,26 +230,12 @@ func (f *Field) is(n fieldName) bool {
 	case n.fold:
 		return strings.EqualFold(string(f.name), n.name)
 	case len(f.name) == len(n.lower):
-		return equalFoldASCII(f.name, n.lower)
+		return asciifold.Equal(f.name, n.lower)
 	}
 	// An ASCII name matches a longer one only through the two letters
 	// beyond ASCII that fold to ASCII ones: the Kelvin sign (k) and the
 	// long s (s), both more than one byte long.
 	return f.beyondASCII && len(f.name) > len(n.lower) && strings.EqualFold(string(f.name), n.name)
-}
-
-// equalFoldASCII compares b with lower, lower-case ASCII, ignoring the
-// case of ASCII letters in b.
-func equalFoldASCII(b, lower []byte) bool {
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != lower[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func isASCII(b []byte) bool {

@@ -226,20 +226,30 @@ func writeMboxes(dir string, mboxes [][]byte, sync bool) error {
 	return nil
 }
 
+// openAndWriteMboxes opens the floor's directory for syncfs(2), before
+// anything is written (syncfs reports the write-back errors since), then
+// writes the mboxes, unsynced.
+func (w *floorWriter) openAndWriteMboxes(mboxes [][]byte) (*os.File, error) {
+	d, err := os.Open(w.dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeMboxes(w.dir, mboxes, false); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
 // syncfs writes the mboxes, then each batch of files into tmp/, makes
 // them all durable with one syncfs(2) (the first also the mboxes and
 // their names), publishes them, and fsyncs each new/.
 func (w *floorWriter) syncfs(mboxes [][]byte) error {
-	// Opened before anything is written: syncfs reports the write-back
-	// errors since.
-	d, err := os.Open(w.dir)
+	d, err := w.openAndWriteMboxes(mboxes)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	if err := writeMboxes(w.dir, mboxes, false); err != nil {
-		return err
-	}
 	for lo := 0; lo < len(w.files); lo += floorBatch {
 		hi := min(lo+floorBatch, len(w.files))
 		for i := lo; i < hi; i++ {
@@ -268,14 +278,11 @@ func (w *floorWriter) syncfs(mboxes [][]byte) error {
 // durable with another, while the next batch is written; at most
 // floorFlying batches commit at once.
 func (w *floorWriter) pipelined(mboxes [][]byte) error {
-	d, err := os.Open(w.dir)
+	d, err := w.openAndWriteMboxes(mboxes)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	if err := writeMboxes(w.dir, mboxes, false); err != nil {
-		return err
-	}
 	slots := make(chan struct{}, floorFlying)
 	errs := make(chan error, len(w.files)/floorBatch+1)
 	flying := 0
