@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/fdtable"
 	"github.com/mfilter/mfilter/internal/maillog"
 	"github.com/mfilter/mfilter/internal/runprog"
 )
@@ -428,6 +429,7 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 	}
 	// The rescue must be written even when ctx was cancelled; the lock
 	// timeout still bounds it.
+	go reserveDescriptors(batch)
 	r := &rescuer{f: f, txn: f.Writer.Begin(context.WithoutCancel(ctx)), batch: batch}
 	txn := f.Writer.Begin(ctx)
 	rescue := func(msg []byte) {
@@ -595,6 +597,15 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 // (syncfs for the data, then for the names), and a second one in flight
 // fills those waits.
 const maxFlying = 3
+
+// reserveDescriptors grows the descriptor table to hold the message
+// files of a batch being written and of maxFlying batches committing,
+// which stay open until their commit links them: growing it at need
+// would stall the writing goroutine at each doubling (see fdtable). It
+// is only a head start, so its failure is ignored.
+func reserveDescriptors(batch int) {
+	fdtable.Reserve(batch*(maxFlying+1) + 64)
+}
 
 // routedMsg is a message read from the source and, unless ctx was
 // cancelled by then, routed.

@@ -60,6 +60,7 @@ func (f *Filer) FileStream(ctx context.Context, src OffsetSource, j Journal) (Su
 		stop    error        // the failures: after the first nothing more is read
 		gap     bool         // a message failed: Committed no longer advances
 	)
+	go reserveDescriptors(batch)
 	txn := f.Writer.Begin(ctx)
 	fail := func(err error) { stop = errors.Join(stop, err) }
 	// finish counts and logs a committed batch and tells the journal.
