@@ -3,11 +3,12 @@ package deliver
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -318,13 +319,17 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 
 // jitter spreads retries of competing processes apart.
 func jitter(d time.Duration) time.Duration {
-	var b [1]byte
-	rand.Read(b[:])
-	return d/2 + time.Duration(int64(d)/2*int64(b[0])/255)
+	return d/2 + rand.N(d/2+1)
 }
 
+// randomHex returns n random bytes in hex, for names that must not
+// collide. math/rand/v2's generator (ChaCha8, seeded by the system) is
+// unpredictable enough for that and, unlike crypto/rand here, costs no
+// system call: a maildir name is made for every message.
 func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
+	b := make([]byte, 0, n+8)
+	for len(b) < n {
+		b = binary.LittleEndian.AppendUint64(b, rand.Uint64())
+	}
+	return hex.EncodeToString(b[:n])
 }

@@ -349,3 +349,31 @@ func TestDotlockAbandoned(t *testing.T) {
 		t.Fatalf("procmail's lock was taken over: %v", err)
 	}
 }
+
+func TestRandomHex(t *testing.T) {
+	for _, n := range []int{1, 6, 8, 9, 20} {
+		seen := make(map[string]bool)
+		for range 1000 {
+			h := randomHex(n)
+			if len(h) != 2*n || strings.Trim(h, "0123456789abcdef") != "" {
+				t.Fatalf("randomHex(%d) = %q", n, h)
+			}
+			seen[h] = true
+		}
+		if n >= 6 && len(seen) != 1000 {
+			t.Errorf("randomHex(%d): %d distinct in 1000", n, len(seen))
+		}
+	}
+}
+
+func TestJitter(t *testing.T) {
+	d := 100 * time.Millisecond
+	lo, hi := d, time.Duration(0)
+	for range 2000 {
+		j := jitter(d)
+		lo, hi = min(lo, j), max(hi, j)
+	}
+	if lo < d/2 || hi > d || hi-lo < d/4 {
+		t.Errorf("jitter(%v) ranged over [%v, %v], want a spread within [%v, %v]", d, lo, hi, d/2, d)
+	}
+}
