@@ -429,7 +429,6 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 	}
 	// The rescue must be written even when ctx was cancelled; the lock
 	// timeout still bounds it.
-	go reserveDescriptors(batch)
 	r := &rescuer{f: f, txn: f.Writer.Begin(context.WithoutCancel(ctx)), batch: batch}
 	txn := f.Writer.Begin(ctx)
 	rescue := func(msg []byte) {
@@ -535,6 +534,9 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		}
 		msg := rm.msg
 		sum.Messages++
+		if sum.Messages == reserveAfter {
+			go reserveDescriptors(batch)
+		}
 		if cerr := ctx.Err(); cerr != nil {
 			if rm.routed && rm.err == nil {
 				rm.plan.failedHook()
@@ -606,6 +608,12 @@ const maxFlying = 3
 func reserveDescriptors(batch int) {
 	fdtable.Reserve(batch*(maxFlying+1) + 64)
 }
+
+// reserveAfter is the message at which a batch run reserves descriptors:
+// the table's first 64 hold a few messages' files without growing, and
+// a process cannot exit before the grace period of a growth in progress
+// ends, which would make a run of one message 10 ms slower.
+const reserveAfter = 16
 
 // routedMsg is a message read from the source and, unless ctx was
 // cancelled by then, routed.

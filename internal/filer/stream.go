@@ -60,7 +60,6 @@ func (f *Filer) FileStream(ctx context.Context, src OffsetSource, j Journal) (Su
 		stop    error        // the failures: after the first nothing more is read
 		gap     bool         // a message failed: Committed no longer advances
 	)
-	go reserveDescriptors(batch)
 	txn := f.Writer.Begin(ctx)
 	fail := func(err error) { stop = errors.Join(stop, err) }
 	// finish counts and logs a committed batch and tells the journal.
@@ -172,6 +171,9 @@ func (f *Filer) FileStream(ctx context.Context, src OffsetSource, j Journal) (Su
 		}
 		start, end := src.Offsets()
 		sum.Messages++
+		if sum.Messages == reserveAfter {
+			go reserveDescriptors(batch)
+		}
 		if cerr := ctx.Err(); cerr != nil {
 			fail(fmt.Errorf("interrupted: %w", cerr))
 			break
