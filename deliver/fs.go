@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -299,20 +300,44 @@ func tempErr(err error) error {
 }
 
 // procFD reports whether /proc/self/fd is there: LinkTemp names an
-// unnamed file through it (linkat with AT_EMPTY_PATH would need
-// CAP_DAC_READ_SEARCH).
+// unnamed file through it where linkat(2) refuses AT_EMPTY_PATH.
 var procFD = sync.OnceValue(func() bool {
 	st, err := os.Stat("/proc/self/fd")
 	return err == nil && st.IsDir()
 })
 
+// emptyPathRefused is set once linkat(2) has refused AT_EMPTY_PATH where
+// the /proc/self/fd path worked: kernels before 6.10 allow it only with
+// CAP_DAC_READ_SEARCH. It caches that property of the kernel.
+var emptyPathRefused atomic.Bool
+
 // linkFD gives the unnamed file f the name name in the directory dirfd;
-// display is that name for errors.
+// display is that name for errors. It links the descriptor itself
+// (AT_EMPTY_PATH) where the kernel lets it, which spares a path walk
+// through /proc for every message; else it names the file through
+// /proc/self/fd.
 func linkFD(f file, dirfd int, name, display string) error {
-	src := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
-	err := ignoringEINTR(func() error {
+	fd := int(f.Fd())
+	var err error
+	if !emptyPathRefused.Load() {
+		err = ignoringEINTR(func() error {
+			return unix.Linkat(fd, "", dirfd, name, unix.AT_EMPTY_PATH)
+		})
+		if err == nil || (err != unix.ENOENT && err != unix.EPERM) {
+			return linkErr(f, display, err)
+		}
+	}
+	src := "/proc/self/fd/" + strconv.Itoa(fd)
+	perr := ignoringEINTR(func() error {
 		return unix.Linkat(unix.AT_FDCWD, src, dirfd, name, unix.AT_SYMLINK_FOLLOW)
 	})
+	if perr == nil && err != nil {
+		emptyPathRefused.Store(true)
+	}
+	return linkErr(f, display, perr)
+}
+
+func linkErr(f file, display string, err error) error {
 	if err != nil {
 		return &os.LinkError{Op: "link", Old: f.Name(), New: display, Err: err}
 	}
