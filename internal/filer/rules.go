@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync"
 
 	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/rules"
@@ -15,6 +16,40 @@ type RulesRouter struct {
 	Base     string   // the mail root: relative folders are below it
 	Root     *os.Root // opened on Base, for folders built from message data
 	Envelope rules.Envelope
+
+	// folders remembers what ParseFolder made of each folder name the
+	// rules gave that is not built from message data: most messages go
+	// to a few folders, and an mbox name costs a stat(2) to tell it from
+	// a directory. What a name is stays fixed for the router's life.
+	mu      sync.Mutex
+	folders map[string]deliver.Folder
+}
+
+// maxCachedFolders bounds RulesRouter.folders; names past it are parsed
+// every time.
+const maxCachedFolders = 1024
+
+// parseFolder is deliver.ParseFolder(r.Base, spec), remembered.
+func (r *RulesRouter) parseFolder(spec string) (deliver.Folder, error) {
+	r.mu.Lock()
+	f, ok := r.folders[spec]
+	r.mu.Unlock()
+	if ok {
+		return f, nil
+	}
+	f, err := deliver.ParseFolder(r.Base, spec)
+	if err != nil {
+		return f, err
+	}
+	r.mu.Lock()
+	if r.folders == nil {
+		r.folders = make(map[string]deliver.Folder)
+	}
+	if len(r.folders) < maxCachedFolders {
+		r.folders[spec] = f
+	}
+	r.mu.Unlock()
+	return f, nil
 }
 
 // Route implements Router: it evaluates the rules and turns their
@@ -42,7 +77,7 @@ func (r *RulesRouter) Route(ctx context.Context, msg []byte) (Plan, error) {
 				}
 				f, err = deliver.ParseConfinedFolder(r.Root, r.Base, s.Folder)
 			} else {
-				f, err = deliver.ParseFolder(r.Base, s.Folder)
+				f, err = r.parseFolder(s.Folder)
 			}
 			if err != nil {
 				dec.Abort()
