@@ -131,8 +131,10 @@ func (s *Splitter) Next() ([]byte, error) {
 	// The header: fields and their continuation lines, up to a blank line.
 	prevBlank := true // after the header's blank line
 	var clValue []byte
+	// Lines are read straight into msg.
 	for {
-		line, err := lr.readLine()
+		var line []byte
+		msg, line, err = lr.appendLine(msg)
 		if err == io.EOF {
 			msg = append(msg, eol...) // formail closes an unterminated header
 			break
@@ -141,7 +143,6 @@ func (s *Splitter) Next() ([]byte, error) {
 			return nil, err
 		}
 		if lr.isBlank(line) {
-			msg = append(msg, line...)
 			break
 		}
 		n := fieldNameLen(line)
@@ -150,22 +151,20 @@ func (s *Splitter) Next() ([]byte, error) {
 			// and formail adds one. It does not count as a blank line
 			// before a From_ line here (formail then tests a stale
 			// pointer into freed memory, and in practice escapes it).
-			msg = append(msg, eol...)
-			lr.unread(line)
+			lr.unread(line) // a copy, before eol overwrites it in msg
+			msg = append(msg[:len(msg)-len(line)], eol...)
 			prevBlank = false
 			break
 		}
 		// formail ignores blanks before the colon (cleanheader).
-		if clValue == nil && bytes.EqualFold(bytes.TrimRight(line[:n-1], " \t"), []byte("content-length")) {
+		if clValue == nil && n > len("content-length") && line[0]|0x20 == 'c' &&
+			bytes.EqualFold(bytes.TrimRight(line[:n-1], " \t"), []byte("content-length")) {
 			clValue = bytes.Clone(line[n:])
 		}
-		msg = append(msg, line...)
 		for c := lr.peekByte(); c == ' ' || c == '\t'; c = lr.peekByte() {
-			cont, err := lr.readLine()
-			if err != nil {
+			if msg, _, err = lr.appendLine(msg); err != nil {
 				return nil, err
 			}
-			msg = append(msg, cont...)
 		}
 	}
 
@@ -435,15 +434,25 @@ func (lr *lineReader) eolOf(line []byte) []byte {
 // may lack one). The slice is valid until the next call. io.EOF means no
 // bytes were left.
 func (lr *lineReader) readLine() ([]byte, error) {
-	lr.buf = lr.buf[:0]
+	var line []byte
+	var err error
+	lr.buf, line, err = lr.appendLine(lr.buf[:0])
+	return line, err
+}
+
+// appendLine is readLine appending the line to dst: it returns dst
+// extended and the line, which is its tail. io.EOF means no bytes were
+// left.
+func (lr *lineReader) appendLine(dst []byte) (out, line []byte, err error) {
+	start := len(dst)
 	if len(lr.pre) > 0 {
 		if i := bytes.IndexByte(lr.pre, lr.delim); i >= 0 {
-			lr.buf = append(lr.buf, lr.pre[:i+1]...)
+			dst = append(dst, lr.pre[:i+1]...)
 			lr.pre = lr.pre[i+1:]
 			lr.pos += int64(i + 1)
-			return lr.buf, nil
+			return dst, dst[start:], nil
 		}
-		lr.buf = append(lr.buf, lr.pre...)
+		dst = append(dst, lr.pre...)
 		lr.pos += int64(len(lr.pre))
 		lr.pre = lr.pre[len(lr.pre):]
 		if len(lr.pb) > maxKeptBuffer {
@@ -452,21 +461,21 @@ func (lr *lineReader) readLine() ([]byte, error) {
 	}
 	for {
 		chunk, err := lr.r.ReadSlice(lr.delim)
-		lr.buf = append(lr.buf, chunk...)
+		dst = append(dst, chunk...)
 		lr.pos += int64(len(chunk))
 		if err == nil {
-			return lr.buf, nil
+			return dst, dst[start:], nil
 		}
 		if errors.Is(err, bufio.ErrBufferFull) {
 			continue
 		}
 		if errors.Is(err, io.EOF) {
-			if len(lr.buf) == 0 {
-				return nil, io.EOF
+			if len(dst) == start {
+				return dst, nil, io.EOF
 			}
-			return lr.buf, nil
+			return dst, dst[start:], nil
 		}
-		return nil, err
+		return dst[:start], nil, err
 	}
 }
 
