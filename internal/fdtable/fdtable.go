@@ -11,8 +11,20 @@
 package fdtable
 
 import (
+	"math"
+
 	"golang.org/x/sys/unix"
 )
+
+// Limit is the soft RLIMIT_NOFILE: how many descriptors the process may
+// have open (math.MaxInt when unlimited or unknown).
+func Limit() int {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Cur == unix.RLIM_INFINITY || lim.Cur > math.MaxInt32 {
+		return math.MaxInt
+	}
+	return int(lim.Cur)
+}
 
 // Reserve grows the descriptor table to hold at least n descriptors (or
 // as many as RLIMIT_NOFILE allows) and returns the lowest descriptor
@@ -21,10 +33,7 @@ import (
 // goroutine, so that the wait overlaps other work: opens that fit in the
 // table meanwhile do not wait for it.
 func Reserve(n int) (int, error) {
-	var lim unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err == nil && lim.Cur != unix.RLIM_INFINITY && uint64(n) > lim.Cur {
-		n = int(lim.Cur)
-	}
+	n = min(n, Limit())
 	if n <= 1 {
 		return 0, nil
 	}

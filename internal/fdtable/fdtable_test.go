@@ -77,6 +77,9 @@ func TestReserveClampsToLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Setrlimit(unix.RLIMIT_NOFILE, &lim) })
+	if got := Limit(); got != int(low.Cur) {
+		t.Errorf("Limit() = %d, want %d", got, low.Cur)
+	}
 	fd, err := Reserve(int(low.Cur) + 1000)
 	if err != nil {
 		t.Fatalf("Reserve past RLIMIT_NOFILE (%d): %v", low.Cur, err)

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -410,10 +411,7 @@ func (e *RescueError) Unwrap() error { return e.Cause }
 // only when that mbox does (an I/O error), and is then rescued even if
 // its bytes cannot be taken back.
 func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
-	batch := f.BatchSize
-	if batch <= 0 {
-		batch = 256
-	}
+	batch := f.batchSize()
 	var (
 		sum     Summary
 		firstEr error
@@ -599,6 +597,26 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 // (syncfs for the data, then for the names), and a second one in flight
 // fills those waits.
 const maxFlying = 3
+
+// batchSize is BatchSize (default 256), made smaller where the
+// descriptor limit is too low for the message files that a batch being
+// written and maxFlying batches committing keep open until their commit
+// links them: a delivery that found no descriptor would be rescued
+// instead of filed. A quarter of the limit (at least 64) stays for the
+// rest: mboxes, which every batch in flight keeps open too, locks,
+// programs' pipes.
+func (f *Filer) batchSize() int {
+	batch := f.BatchSize
+	if batch <= 0 {
+		batch = 256
+	}
+	limit := fdtable.Limit()
+	if limit == math.MaxInt {
+		return batch
+	}
+	spare := max(64, limit/4)
+	return max(1, min(batch, (limit-spare)/(maxFlying+1)))
+}
 
 // reserveDescriptors grows the descriptor table to hold the message
 // files of a batch being written and of maxFlying batches committing,

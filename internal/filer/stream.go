@@ -48,10 +48,7 @@ type OffsetSource interface {
 // the journal finds their messages again (as it finds the messages
 // after a failed one within a batch).
 func (f *Filer) FileStream(ctx context.Context, src OffsetSource, j Journal) (Summary, error) {
-	batch := f.BatchSize
-	if batch <= 0 {
-		batch = 256
-	}
+	batch := f.batchSize()
 	var (
 		sum     Summary
 		pending []streamMsg
