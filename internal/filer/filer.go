@@ -16,6 +16,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mfilter/mfilter/deliver"
@@ -413,12 +414,13 @@ func (e *RescueError) Unwrap() error { return e.Cause }
 func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 	batch := f.batchSize()
 	var (
-		sum     Summary
-		firstEr error
-		pending []pendingMsg
-		pins    pinSet       // mboxes pending appended to along with other folders
-		flying  []*commitJob // the batches being committed meanwhile, oldest first
-		later   [][]byte     // failed while batches were flying: rescued after their failures
+		sum          Summary
+		firstEr      error
+		pending      []pendingMsg
+		pendingBytes int          // the size of the pending messages
+		pins         pinSet       // mboxes pending appended to along with other folders
+		flying       []*commitJob // the batches being committed meanwhile, oldest first
+		later        [][]byte     // failed while batches were flying: rescued after their failures
 	)
 	fail := func(err error) {
 		if firstEr == nil {
@@ -486,7 +488,7 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 			return
 		}
 		job := &commitJob{txn: txn, pending: pending, pins: pins}
-		txn, pending, pins = f.Writer.Begin(ctx), nil, nil
+		txn, pending, pins, pendingBytes = f.Writer.Begin(ctx), nil, nil, 0
 		if background {
 			job.done = make(chan error, 1)
 			// Its mbox locks go now, not when the goroutine gets to run:
@@ -512,7 +514,7 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		}
 	}
 	var readErr error
-	ahead := f.routeAhead(ctx, src)
+	ahead, budget := f.routeAhead(ctx, src)
 	for {
 		var rm routedMsg
 		var more bool
@@ -526,6 +528,7 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		if !more {
 			break
 		}
+		budget.release(len(rm.msg))
 		if rm.readErr != nil {
 			readErr = rm.readErr
 			break
@@ -560,8 +563,9 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		}
 		if err == nil {
 			pending = append(pending, pendingMsg{msg: msg, out: out})
+			pendingBytes += len(msg)
 			pins.add(out.ds)
-			if len(pending) >= batch {
+			if len(pending) >= batch || pendingBytes >= batchBytes {
 				flush(true)
 			}
 			continue
@@ -644,13 +648,16 @@ type routedMsg struct {
 }
 
 // routeAhead reads and routes the messages of src in a goroutine of its
-// own, up to routeAheadMax messages ahead of the caller, who writes
-// them: on more than one core, routing (rules can be most of the work)
-// and writing run at the same time. Messages read after ctx is cancelled
-// are not routed. The sequence ends at the end of src or after an item
-// with readErr; the caller must read it to its end.
-func (f *Filer) routeAhead(ctx context.Context, src Source) <-chan routedMsg {
+// own, up to routeAheadMax messages and routeAheadBytes ahead of the
+// caller, who writes them: on more than one core, routing (rules can be
+// most of the work) and writing run at the same time. The caller
+// releases each message's size from the budget once it takes it.
+// Messages read after ctx is cancelled are not routed. The sequence ends
+// at the end of src or after an item with readErr; the caller must read
+// it to its end.
+func (f *Filer) routeAhead(ctx context.Context, src Source) (<-chan routedMsg, *byteBudget) {
 	ch := make(chan routedMsg, routeAheadMax)
+	budget := newByteBudget(routeAheadBytes)
 	go func() {
 		defer close(ch)
 		for {
@@ -673,14 +680,60 @@ func (f *Filer) routeAhead(ctx context.Context, src Source) <-chan routedMsg {
 					return err
 				})
 			}
+			budget.acquire(len(rm.msg))
 			ch <- rm
 		}
 	}()
-	return ch
+	return ch, budget
 }
 
 // routeAheadMax is how many messages routeAhead reads ahead at most.
 const routeAheadMax = 64
+
+// routeAheadBytes and batchBytes bound the memory that messages take
+// whatever their size: a batch is committed once its messages make
+// batchBytes, even before it has BatchSize of them, and routeAhead
+// reads no further while routeAheadBytes wait for the writer. With
+// maxFlying batches in flight, the messages held are then at most about
+// (maxFlying+1)*batchBytes + routeAheadBytes, plus a message for each.
+const (
+	routeAheadBytes = 4 << 20
+	batchBytes      = 4 << 20
+)
+
+// byteBudget counts the bytes handed from one goroutine to another and
+// makes the giver wait while they pass a limit. A single item larger
+// than the limit passes alone.
+type byteBudget struct {
+	mu    sync.Mutex
+	freed sync.Cond
+	limit int
+	used  int
+}
+
+func newByteBudget(limit int) *byteBudget {
+	b := &byteBudget{limit: limit}
+	b.freed.L = &b.mu
+	return b
+}
+
+// acquire waits until n more bytes fit (or nothing is held) and takes them.
+func (b *byteBudget) acquire(n int) {
+	b.mu.Lock()
+	for b.used > 0 && b.used+n > b.limit {
+		b.freed.Wait()
+	}
+	b.used += n
+	b.mu.Unlock()
+}
+
+// release gives back n bytes taken with acquire.
+func (b *byteBudget) release(n int) {
+	b.mu.Lock()
+	b.used -= n
+	b.mu.Unlock()
+	b.freed.Signal()
+}
 
 // commitJob is a batch of messages being committed.
 type commitJob struct {

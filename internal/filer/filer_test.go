@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -571,6 +572,102 @@ func TestFileAllLowDescriptorLimit(t *testing.T) {
 	for _, i := range []int{0, 1, 2, total / 2, total - 1} {
 		if c := countIn(all, fmt.Sprintf("Subject: m%d\n", i)); c != 1 {
 			t.Errorf("message %d is in %d places", i, c)
+		}
+	}
+}
+
+// countingSource hands out n messages of size bytes and counts them.
+type countingSource struct {
+	n, size int
+	read    atomic.Int64
+}
+
+func (s *countingSource) Next() ([]byte, error) {
+	i := int(s.read.Load())
+	if i == s.n {
+		return nil, io.EOF
+	}
+	msg := fmt.Appendf(nil, "From a@b  Tue Jan  2 03:04:05 2024\nSubject: m%d\n\n", i)
+	msg = append(msg, bytes.Repeat([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n"), s.size/64)...)
+	s.read.Add(1)
+	return msg, nil
+}
+
+// TestFileAllReadsAheadBounded holds the writer on the first message
+// (its pipe waits) and checks how far the input was read meanwhile:
+// messages of 1 MiB stop the read-ahead at routeAheadBytes, not at
+// routeAheadMax messages, so that large mail does not pile up in memory.
+func TestFileAllReadsAheadBounded(t *testing.T) {
+	base := t.TempDir()
+	md := folder(t, base, "md/")
+	route := routeFunc(func(_ context.Context, msg []byte) (Plan, error) {
+		if bytes.Contains(msg, []byte("Subject: m0\n")) {
+			return Plan{Folders: []deliver.Folder{md}, Steps: []Step{{Kind: StepPipe, Argv: []string{"wait"}}}}, nil
+		}
+		return Plan{Folders: []deliver.Folder{md}}, nil
+	})
+	src := &countingSource{n: 40, size: 1 << 20}
+	fl, _ := newFiler(t, base, route)
+	var readWhileHeld int64
+	fl.Runner = runnerFunc(func(context.Context, []string, []byte, runprog.Options) (runprog.Result, error) {
+		time.Sleep(300 * time.Millisecond) // the router runs ahead as far as it may
+		readWhileHeld = src.read.Load()
+		return runprog.Result{}, nil
+	})
+	sum, err := fl.FileAll(context.Background(), src)
+	if w := (Summary{Messages: src.n, Delivered: src.n}); sum != w || err != nil {
+		t.Fatalf("FileAll = %+v, %v; want %+v", sum, err, w)
+	}
+	// The message held, those in the budget, the one waiting for room:
+	// far fewer than routeAheadMax.
+	most := int64(1 + routeAheadBytes/src.size + 1)
+	if most >= routeAheadMax/2 {
+		t.Fatalf("routeAheadBytes (%d) lets %d messages of 1 MiB wait: not a bound on large mail", routeAheadBytes, most)
+	}
+	if readWhileHeld > most || readWhileHeld < 2 {
+		t.Errorf("%d messages of 1 MiB read while the first was held; want 2 to %d", readWhileHeld, most)
+	}
+}
+
+// journalRanges is a Journal that records the ranges committed.
+type journalRanges struct{ ranges [][2]int64 }
+
+func (j *journalRanges) Done(context.Context, int64, int, Step) (bool, error) { return false, nil }
+func (j *journalRanges) Options(int64, int) deliver.DeliverOptions            { return deliver.DeliverOptions{} }
+func (j *journalRanges) ProgramStarting(int64, int) error                     { return nil }
+func (j *journalRanges) ProgramDone(int64, int) error                         { return nil }
+func (j *journalRanges) Committed(int64) error                                { return nil }
+func (j *journalRanges) Committing(start, end int64) error {
+	j.ranges = append(j.ranges, [2]int64{start, end})
+	return nil
+}
+
+// TestFileStreamBatchBytes files messages of 1 MiB: batches end once they
+// hold batchBytes, long before BatchSize messages.
+func TestFileStreamBatchBytes(t *testing.T) {
+	base := t.TempDir()
+	md := folder(t, base, "md/")
+	fl, _ := newFiler(t, base, DefaultRouter{Folder: md})
+	src := &countingSource{n: 30, size: 1 << 20}
+	var mbox []byte
+	for {
+		msg, err := src.Next()
+		if err == io.EOF {
+			break
+		}
+		mbox = append(append(mbox, msg...), '\n')
+	}
+	var j journalRanges
+	sum, err := fl.FileStream(context.Background(), deliver.NewSplitter(bytes.NewReader(mbox), deliver.SplitOptions{}), &j)
+	if w := (Summary{Messages: src.n, Delivered: src.n}); sum != w || err != nil {
+		t.Fatalf("FileStream = %+v, %v; want %+v", sum, err, w)
+	}
+	if len(j.ranges) < src.n/5 {
+		t.Errorf("%d batches for %d messages of 1 MiB; want at least %d", len(j.ranges), src.n, src.n/5)
+	}
+	for _, r := range j.ranges {
+		if n := r[1] - r[0]; n > batchBytes+(2<<20) {
+			t.Errorf("a batch of %d bytes, past batchBytes (%d) and a message", n, batchBytes)
 		}
 	}
 }

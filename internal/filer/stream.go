@@ -50,12 +50,13 @@ type OffsetSource interface {
 func (f *Filer) FileStream(ctx context.Context, src OffsetSource, j Journal) (Summary, error) {
 	batch := f.batchSize()
 	var (
-		sum     Summary
-		pending []streamMsg
-		pins    pinSet       // mboxes pending appended to along with other folders
-		flying  []*streamJob // oldest first
-		stop    error        // the failures: after the first nothing more is read
-		gap     bool         // a message failed: Committed no longer advances
+		sum          Summary
+		pending      []streamMsg
+		pendingBytes int          // the size of the pending messages
+		pins         pinSet       // mboxes pending appended to along with other folders
+		flying       []*streamJob // oldest first
+		stop         error        // the failures: after the first nothing more is read
+		gap          bool         // a message failed: Committed no longer advances
 	)
 	txn := f.Writer.Begin(ctx)
 	fail := func(err error) { stop = errors.Join(stop, err) }
@@ -112,7 +113,7 @@ func (f *Filer) FileStream(ctx context.Context, src OffsetSource, j Journal) (Su
 			return
 		}
 		job := &streamJob{txn: txn, pending: pending, pins: pins}
-		txn, pending, pins = f.Writer.Begin(ctx), nil, nil
+		txn, pending, pins, pendingBytes = f.Writer.Begin(ctx), nil, nil, 0
 		if err := j.Committing(job.pending[0].start, job.pending[len(job.pending)-1].end); err != nil {
 			for _, p := range job.pending {
 				p.out.failed()
@@ -190,8 +191,9 @@ func (f *Filer) FileStream(ctx context.Context, src OffsetSource, j Journal) (Su
 			break
 		}
 		pending = append(pending, streamMsg{msg: msg, out: out, start: start, end: end})
+		pendingBytes += len(msg)
 		pins.add(out.ds)
-		if len(pending) >= batch {
+		if len(pending) >= batch || pendingBytes >= batchBytes {
 			flush(false)
 		}
 	}
