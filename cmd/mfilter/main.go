@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -50,37 +49,10 @@ type environ struct {
 }
 
 func main() {
-	tuneGC(os.Getenv)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	env := &environ{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
 	os.Exit(run(ctx, env, os.Args[1:]))
-}
-
-// gcPercent and gcMemoryLimit replace Go's defaults (GOGC=100, no
-// limit) unless GOGC or GOMEMLIMIT say otherwise. mfilter's live heap is
-// a few megabytes (the messages being routed and the batches being
-// committed) while a large mbox makes tens of megabytes of garbage, so
-// at 100 the collector runs every few megabytes of mail. At 400, held
-// to 24 MiB, it runs about half as often and the peak stays where it
-// was, whatever the mbox's size: about a tenth less CPU time (see
-// bench/README.md). Only messages of many megabytes, whose copies alone
-// pass the limit, make it run more often than Go's default would.
-const (
-	gcPercent     = 400
-	gcMemoryLimit = 24 << 20
-)
-
-// tuneGC applies gcPercent and gcMemoryLimit, each unless the
-// environment (getenv) sets its variable; it is process-wide, so only
-// main calls it.
-func tuneGC(getenv func(string) string) {
-	if getenv("GOGC") == "" {
-		debug.SetGCPercent(gcPercent)
-	}
-	if getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(gcMemoryLimit)
-	}
 }
 
 func run(ctx context.Context, env *environ, args []string) int {
