@@ -203,6 +203,7 @@ func newSetup(env *environ, prog string, ff *filingFlags) (*setup, *setupError) 
 		Rescue:   rescue,
 		Berkeley: ff.berkeley,
 		Warn:     warn,
+		Hold:     env.hold,
 	}
 	return s, nil
 }

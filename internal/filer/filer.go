@@ -107,6 +107,18 @@ type Filer struct {
 	BatchSize int
 	// Warn receives non-fatal problems.
 	Warn func(string)
+	// Hold, when set, hears as messages are read and written how many
+	// bytes of messages the filer holds in memory: read ahead, in the
+	// batch being written, in the batches being committed (the command
+	// sizes the garbage collector's memory limit with it). It may be
+	// called from more than one goroutine at a time.
+	Hold func(bytes int)
+}
+
+func (f *Filer) hold(bytes int) {
+	if f.Hold != nil {
+		f.Hold(bytes)
+	}
 }
 
 func (f *Filer) warn(format string, args ...any) {
@@ -121,6 +133,7 @@ func (f *Filer) warn(format string, args ...any) {
 // are taken back. An error means the message must be retried later
 // (exit 75).
 func (f *Filer) FileOne(ctx context.Context, msg []byte) error {
+	f.hold(len(msg))
 	txn := f.Writer.Begin(ctx)
 	var out *outcome
 	err := safely("filing the message", func() error {
@@ -420,6 +433,7 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		pendingBytes int          // the size of the pending messages
 		pins         pinSet       // mboxes pending appended to along with other folders
 		flying       []*commitJob // the batches being committed meanwhile, oldest first
+		flyingBytes  int          // the size of their messages
 		later        [][]byte     // failed while batches were flying: rescued after their failures
 	)
 	fail := func(err error) {
@@ -468,6 +482,7 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		job := flying[0]
 		err := <-job.done
 		flying = flying[1:]
+		flyingBytes -= job.bytes
 		finish(job, err)
 		if len(flying) > 0 {
 			return
@@ -487,7 +502,7 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		if len(pending) == 0 {
 			return
 		}
-		job := &commitJob{txn: txn, pending: pending, pins: pins}
+		job := &commitJob{txn: txn, pending: pending, pins: pins, bytes: pendingBytes}
 		txn, pending, pins, pendingBytes = f.Writer.Begin(ctx), nil, nil, 0
 		if background {
 			job.done = make(chan error, 1)
@@ -496,6 +511,7 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 			job.txn.ReleaseLocks()
 			go func() { job.done <- job.txn.Commit() }()
 			flying = append(flying, job)
+			flyingBytes += job.bytes
 		} else {
 			finish(job, job.txn.Commit())
 		}
@@ -564,6 +580,7 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		if err == nil {
 			pending = append(pending, pendingMsg{msg: msg, out: out})
 			pendingBytes += len(msg)
+			f.hold(budget.held() + pendingBytes + flyingBytes)
 			pins.add(out.ds)
 			if len(pending) >= batch || pendingBytes >= batchBytes {
 				flush(true)
@@ -673,6 +690,9 @@ func (f *Filer) routeAhead(ctx context.Context, src Source) (<-chan routedMsg, *
 				ch <- routedMsg{readErr: fmt.Errorf("read input: %w", err)}
 				return
 			}
+			// Heard before routing, so that a large message's copies
+			// find the collector's limit raised.
+			f.hold(budget.held() + len(rm.msg))
 			if ctx.Err() == nil {
 				rm.routed = true
 				rm.err = safely("filing a message", func() (err error) {
@@ -727,6 +747,13 @@ func (b *byteBudget) acquire(n int) {
 	b.mu.Unlock()
 }
 
+// held is how many bytes are taken.
+func (b *byteBudget) held() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
+}
+
 // release gives back n bytes taken with acquire.
 func (b *byteBudget) release(n int) {
 	b.mu.Lock()
@@ -739,6 +766,7 @@ func (b *byteBudget) release(n int) {
 type commitJob struct {
 	txn     *deliver.Txn
 	pending []pendingMsg
+	bytes   int        // the size of the messages
 	pins    pinSet     // mboxes that messages went to along with other folders
 	done    chan error // Commit's result, when it runs in the background
 }

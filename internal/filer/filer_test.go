@@ -671,3 +671,32 @@ func TestFileStreamBatchBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestFileAllHoldsBounded checks what Hold hears: the bytes held grow
+// with the batches in flight, and shrink as they land, so that they stay
+// within the bounds of the batches and the read-ahead however long the
+// input.
+func TestFileAllHoldsBounded(t *testing.T) {
+	base := t.TempDir()
+	md := folder(t, base, "md/")
+	fl, _ := newFiler(t, base, DefaultRouter{Folder: md})
+	var most atomic.Int64
+	fl.Hold = func(n int) {
+		for {
+			cur := most.Load()
+			if int64(n) <= cur || most.CompareAndSwap(cur, int64(n)) {
+				return
+			}
+		}
+	}
+	src := &countingSource{n: 60, size: 1 << 20}
+	sum, err := fl.FileAll(context.Background(), src)
+	if w := (Summary{Messages: src.n, Delivered: src.n}); sum != w || err != nil {
+		t.Fatalf("FileAll = %+v, %v; want %+v", sum, err, w)
+	}
+	size := int64(1<<20 + 64)
+	bound := (maxFlying+1)*(batchBytes+size) + routeAheadBytes + 2*size
+	if m := most.Load(); m < batchBytes || m > bound {
+		t.Errorf("Hold heard at most %d bytes for %d messages of 1 MiB; want %d to %d", m, src.n, batchBytes, bound)
+	}
+}

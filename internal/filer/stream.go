@@ -55,6 +55,7 @@ func (f *Filer) FileStream(ctx context.Context, src OffsetSource, j Journal) (Su
 		pendingBytes int          // the size of the pending messages
 		pins         pinSet       // mboxes pending appended to along with other folders
 		flying       []*streamJob // oldest first
+		flyingBytes  int          // the size of their messages
 		stop         error        // the failures: after the first nothing more is read
 		gap          bool         // a message failed: Committed no longer advances
 	)
@@ -100,6 +101,7 @@ func (f *Filer) FileStream(ctx context.Context, src OffsetSource, j Journal) (Su
 		job := flying[0]
 		err := <-job.done
 		flying = flying[1:]
+		flyingBytes -= job.bytes
 		finish(job, err)
 	}
 	// flush commits the pending batch, in the background unless wait is
@@ -112,7 +114,7 @@ func (f *Filer) FileStream(ctx context.Context, src OffsetSource, j Journal) (Su
 		if len(pending) == 0 {
 			return
 		}
-		job := &streamJob{txn: txn, pending: pending, pins: pins}
+		job := &streamJob{txn: txn, pending: pending, pins: pins, bytes: pendingBytes}
 		txn, pending, pins, pendingBytes = f.Writer.Begin(ctx), nil, nil, 0
 		if err := j.Committing(job.pending[0].start, job.pending[len(job.pending)-1].end); err != nil {
 			for _, p := range job.pending {
@@ -135,6 +137,7 @@ func (f *Filer) FileStream(ctx context.Context, src OffsetSource, j Journal) (Su
 		job.txn.ReleaseLocks()
 		go func() { job.done <- job.txn.Commit() }()
 		flying = append(flying, job)
+		flyingBytes += job.bytes
 	}
 	// unpin lands the batches in flight up to the last one that must be
 	// able to take a message back from an mbox of plan (see FileAll).
@@ -192,6 +195,7 @@ func (f *Filer) FileStream(ctx context.Context, src OffsetSource, j Journal) (Su
 		}
 		pending = append(pending, streamMsg{msg: msg, out: out, start: start, end: end})
 		pendingBytes += len(msg)
+		f.hold(pendingBytes + flyingBytes)
 		pins.add(out.ds)
 		if len(pending) >= batch || pendingBytes >= batchBytes {
 			flush(false)
@@ -205,6 +209,7 @@ func (f *Filer) FileStream(ctx context.Context, src OffsetSource, j Journal) (Su
 type streamJob struct {
 	txn     *deliver.Txn
 	pending []streamMsg
+	bytes   int // the size of the messages
 	pins    pinSet
 	done    chan error
 }

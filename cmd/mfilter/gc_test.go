@@ -1,0 +1,74 @@
+package main
+
+import (
+	"math"
+	"runtime/debug"
+	"testing"
+)
+
+// resetGC puts Go's defaults back for a test and restores what was set
+// before it when the test ends.
+func resetGC(t *testing.T) {
+	pct := debug.SetGCPercent(100)
+	lim := debug.SetMemoryLimit(math.MaxInt64)
+	t.Cleanup(func() {
+		debug.SetGCPercent(pct)
+		debug.SetMemoryLimit(lim)
+	})
+}
+
+func TestTuneGC(t *testing.T) {
+	resetGC(t)
+	tests := []struct {
+		name      string
+		env       map[string]string
+		wantPct   int
+		wantLim   int64
+		wantTuner bool
+	}{
+		{"defaults", nil, gcPercent, gcMinLimit, true},
+		{"GOGC set", map[string]string{"GOGC": "100"}, 100, gcMinLimit, true},
+		{"GOMEMLIMIT set", map[string]string{"GOMEMLIMIT": "1GiB"}, gcPercent, math.MaxInt64, false},
+		{"both set", map[string]string{"GOGC": "100", "GOMEMLIMIT": "1GiB"}, 100, math.MaxInt64, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// The runtime read the variables at start: here they stay
+			// unset and the test's values stand for what it read.
+			debug.SetGCPercent(100)
+			debug.SetMemoryLimit(math.MaxInt64)
+			tuner := tuneGC(func(k string) string { return tt.env[k] })
+			if got := debug.SetGCPercent(100); got != tt.wantPct {
+				t.Errorf("GC percent = %d, want %d", got, tt.wantPct)
+			}
+			if got := debug.SetMemoryLimit(-1); got != tt.wantLim {
+				t.Errorf("memory limit = %d, want %d", got, tt.wantLim)
+			}
+			if (tuner != nil) != tt.wantTuner {
+				t.Errorf("tuner = %v, want one: %v", tuner, tt.wantTuner)
+			}
+		})
+	}
+}
+
+// TestGCTunerHold keeps the limit at its floor for the few megabytes
+// that ordinary mail holds, raises it above what large mail holds, so
+// that the collector does not run without pause, and never lowers it.
+func TestGCTunerHold(t *testing.T) {
+	resetGC(t)
+	tuner := tuneGC(func(string) string { return "" })
+	limit := func() int64 { return debug.SetMemoryLimit(-1) }
+	tuner.hold(4 << 20) // 1,000 messages of 4 KiB
+	if got := limit(); got != gcMinLimit {
+		t.Errorf("holding 4 MiB: limit %d, want the floor %d", got, gcMinLimit)
+	}
+	tuner.hold(100 << 20)
+	want := int64(gcHeldBase + gcPerHeldByte*(100<<20))
+	if got := limit(); got != want || got < 2*(100<<20) {
+		t.Errorf("holding 100 MiB: limit %d, want %d (at least twice what is held)", got, want)
+	}
+	tuner.hold(1 << 20)
+	if got := limit(); got != want {
+		t.Errorf("holding less again moved the limit to %d, want %d kept", got, want)
+	}
+}
