@@ -327,9 +327,15 @@ func jitter(d time.Duration) time.Duration {
 // unpredictable enough for that and, unlike crypto/rand here, costs no
 // system call: a maildir name is made for every message.
 func randomHex(n int) string {
-	b := make([]byte, 0, n+8)
-	for len(b) < n {
-		b = binary.LittleEndian.AppendUint64(b, rand.Uint64())
+	return string(appendRandomHex(nil, n))
+}
+
+// appendRandomHex appends n random bytes in hex to dst.
+func appendRandomHex(dst []byte, n int) []byte {
+	for ; n > 0; n -= 8 {
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], rand.Uint64())
+		dst = hex.AppendEncode(dst, b[:min(n, 8)])
 	}
-	return hex.EncodeToString(b[:n])
+	return dst
 }

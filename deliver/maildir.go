@@ -18,18 +18,32 @@ import (
 // instead of stat(2). Logs show the name without it (see MaildirUnique),
 // so that procmail's mailstat still folds deliveries into their folder.
 func (w *Writer) MaildirName(size int) string {
-	return w.maildirUnique() + ",S=" + strconv.Itoa(size)
+	var buf [128]byte
+	b := append(w.appendUnique(buf[:0]), ",S="...)
+	return string(strconv.AppendInt(b, int64(size), 10))
 }
 
 func (w *Writer) maildirUnique() string {
+	var buf [128]byte
+	return string(w.appendUnique(buf[:0]))
+}
+
+// appendUnique appends a fresh unique name part to b (one allocation a
+// name instead of one a part: a name is made for every message).
+func (w *Writer) appendUnique(b []byte) []byte {
 	now := w.opts.Now()
 	n := w.counter.Add(1)
-	return strconv.FormatInt(now.Unix(), 10) +
-		".M" + strconv.Itoa(now.Nanosecond()/1000) +
-		"P" + strconv.Itoa(w.pid) +
-		"Q" + strconv.FormatUint(n, 10) +
-		"R" + randomHex(8) +
-		"." + w.host
+	b = strconv.AppendInt(b, now.Unix(), 10)
+	b = append(b, ".M"...)
+	b = strconv.AppendInt(b, int64(now.Nanosecond()/1000), 10)
+	b = append(b, 'P')
+	b = strconv.AppendInt(b, int64(w.pid), 10)
+	b = append(b, 'Q')
+	b = strconv.AppendUint(b, n, 10)
+	b = append(b, 'R')
+	b = appendRandomHex(b, 8)
+	b = append(b, '.')
+	return append(b, w.host...)
 }
 
 // MaildirHas reports whether maildir folder f holds a message whose unique

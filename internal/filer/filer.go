@@ -344,6 +344,9 @@ func (f *Filer) delivered(ctx context.Context, msg []byte, out *outcome) {
 }
 
 func (f *Filer) logDeliveries(msg []byte, ds []*deliver.Delivery) {
+	if !f.Log.Enabled() {
+		return // LogName costs an allocation each
+	}
 	for _, d := range ds {
 		if err := f.Log.Log(msg, LogName(d), d.Size); err != nil {
 			f.warn("log: %v", err)

@@ -29,6 +29,9 @@ type Logger struct {
 	now    func() time.Time
 }
 
+// Enabled reports whether the Logger writes anything.
+func (l *Logger) Enabled() bool { return l != nil && l.w != nil }
+
 // New returns a Logger writing procmail abstracts to w (nil: log nothing).
 func New(w io.Writer) *Logger { return &Logger{w: w, now: time.Now} }
 
