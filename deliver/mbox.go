@@ -40,7 +40,9 @@ func MboxBytes(msg []byte, now func() []byte, berkeley, mboxrd bool) []byte {
 		m := make([]byte, 0, len(gen)+len(msg))
 		msg = append(append(m, gen...), msg...)
 	}
-	data, l := prepare(msg, berkeley)
+	// A view: each edit below copies before it changes anything, so
+	// msg's bytes are copied only when they must change.
+	data, l := prepareView(msg, berkeley)
 	if mboxrd {
 		data = escapeMboxrd(data)
 		// mboxrd is mfilter's own format, not procmail's: every message

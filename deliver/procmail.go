@@ -112,7 +112,8 @@ func prepareMaybeCopy(raw []byte, berkeley bool) (data []byte, l layout, copied 
 func findContentLength(header []byte) int {
 	const name = "content-length:"
 	for i := 0; i < len(header); {
-		if len(header)-i >= len(name) && bytes.EqualFold(header[i:i+len(name)], []byte(name)) {
+		// The first byte first: few lines start with a C.
+		if len(header)-i >= len(name) && header[i]|0x20 == 'c' && bytes.EqualFold(header[i:i+len(name)], []byte(name)) {
 			return i + len(name)
 		}
 		j := bytes.IndexByte(header[i:], '\n')
