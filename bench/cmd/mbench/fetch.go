@@ -393,7 +393,7 @@ func fetchMeasure(cmd *exec.Cmd, scratch string) (result, []byte, error) {
 	if errb.Len() > 0 {
 		fmt.Fprintf(os.Stderr, "%s says:\n%s", filepath.Base(args[0]), errb.Bytes())
 	}
-	r := result{wall: wall, maxRSS: -1}
+	r := result{wall: wall, maxRSS: -1, steal: -1}
 	if gnuTime == "" {
 		return r, out.Bytes(), nil
 	}

@@ -63,7 +63,7 @@ func floorRows(work string, files []floorFile, mboxes [][]byte, runs int) ([]sta
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", f.label, err)
 			}
-			rs = append(rs, result{wall: time.Since(start)})
+			rs = append(rs, result{wall: time.Since(start), steal: -1})
 		}
 		rows = append(rows, summarize(f.label, rs, len(files), false))
 	}

@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -196,7 +197,45 @@ type tool struct {
 // result is one run of one tool.
 type result struct {
 	wall, user, sys time.Duration
-	maxRSS          int64 // bytes: the largest process of the run
+	maxRSS          int64   // bytes: the largest process of the run
+	steal           float64 // share of the machine's CPU time the hypervisor took during the run; -1: unknown
+}
+
+// cpuTimes reads the machine's CPU time from /proc/stat: all of it and
+// the steal (time a hypervisor gave the virtual CPUs to others), in
+// clock ticks.
+func cpuTimes() (total, steal uint64, ok bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0, false
+	}
+	for i, v := range f[1:] {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return 0, 0, false
+		}
+		total += n
+		if i == 7 {
+			steal = n
+		}
+	}
+	return total, steal, true
+}
+
+// stealDuring runs fn and returns the share of CPU time stolen meanwhile.
+func stealDuring(fn func()) float64 {
+	t0, s0, ok0 := cpuTimes()
+	fn()
+	t1, s1, ok1 := cpuTimes()
+	if !ok0 || !ok1 || t1 <= t0 {
+		return -1
+	}
+	return float64(s1-s0) / float64(t1-t0)
 }
 
 // gnuTime is GNU time(1), used for each tool's peak RSS and CPU times:
@@ -227,16 +266,19 @@ func measure(cmd *exec.Cmd, input, scratch string) (result, error) {
 	}
 	var out bytes.Buffer
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = in, &out, &out
-	start := time.Now()
-	err = cmd.Run()
-	wall := time.Since(start)
+	var wall time.Duration
+	steal := stealDuring(func() {
+		start := time.Now()
+		err = cmd.Run()
+		wall = time.Since(start)
+	})
 	if err != nil {
 		return result{}, fmt.Errorf("%s: %v\n%s", strings.Join(args, " "), err, out.Bytes())
 	}
 	if out.Len() > 0 {
 		fmt.Fprintf(os.Stderr, "%s says:\n%s", filepath.Base(args[0]), out.Bytes())
 	}
-	r := result{wall: wall, maxRSS: -1}
+	r := result{wall: wall, maxRSS: -1, steal: steal}
 	if gnuTime == "" {
 		return r, nil
 	}
@@ -320,7 +362,8 @@ type stats struct {
 	user, sys    time.Duration // of the median run
 	maxRSS       int64
 	files        int
-	hasUsage     bool // user, sys and maxRSS are known
+	hasUsage     bool    // user, sys and maxRSS are known
+	steal        float64 // median steal of the runs (-1: unknown)
 }
 
 func summarize(label string, rs []result, files int, usage bool) stats {
@@ -330,11 +373,34 @@ func summarize(label string, rs []result, files int, usage bool) stats {
 	if len(sorted)%2 == 0 {
 		med = sorted[len(sorted)/2-1] // the lower middle: a run that happened
 	}
-	s := stats{label: label, best: sorted[0].wall, median: med.wall, user: med.user, sys: med.sys, files: files, hasUsage: usage && gnuTime != ""}
+	s := stats{label: label, best: sorted[0].wall, median: med.wall, user: med.user, sys: med.sys, files: files, hasUsage: usage && gnuTime != "", steal: -1}
+	var steals []float64
 	for _, r := range rs {
 		s.maxRSS = max(s.maxRSS, r.maxRSS)
+		if r.steal >= 0 {
+			steals = append(steals, r.steal)
+		}
+	}
+	if len(steals) == len(rs) && len(steals) > 0 {
+		slices.Sort(steals)
+		s.steal = steals[(len(steals)-1)/2]
 	}
 	return s
+}
+
+// printSteal says how much CPU time the hypervisor took during each
+// tool's runs: on a shared virtual machine it explains much of the
+// spread from run to run, and it weighs most on the shortest runs.
+func printSteal(rows []stats) {
+	var parts []string
+	for _, r := range rows {
+		if r.steal >= 0 {
+			parts = append(parts, fmt.Sprintf("%s %.1f%%", strings.Fields(r.label)[0], 100*r.steal))
+		}
+	}
+	if len(parts) > 0 {
+		fmt.Printf("CPU time stolen by the hypervisor during the runs (median): %s\n", strings.Join(parts, ", "))
+	}
 }
 
 func printTable(rows []stats) {
@@ -466,6 +532,7 @@ func runFile(args []string) error {
 	rows = append(rows, floors...)
 	fmt.Println()
 	printTable(rows)
+	printSteal(rows)
 	fmt.Println()
 
 	for k, t := range tools {

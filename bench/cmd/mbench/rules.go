@@ -191,6 +191,7 @@ func runRules(args []string) error {
 		return err
 	}
 	printTable(append(rows, floors...))
+	printSteal(rows)
 	fmt.Println()
 	floor := floors[0]
 	for _, f := range floors[1:] {
