@@ -479,6 +479,24 @@ func (lr *lineReader) appendLine(dst []byte) (out, line []byte, err error) {
 	}
 }
 
+// indexLineStart returns the index of the first occurrence of pat in b
+// that starts a line (follows delim) after b's first byte, or -1. It
+// looks for pat itself rather than for the line end before it: in text
+// a line starts with 'F' far less often than a line ends.
+func indexLineStart(b, pat []byte, delim byte) int {
+	for off := 1; off < len(b); {
+		k := bytes.Index(b[off:], pat)
+		if k < 0 {
+			return -1
+		}
+		if i := off + k; b[i-1] == delim {
+			return i
+		}
+		off += k + 1
+	}
+	return -1
+}
+
 // appendPlainLines appends to msg, and consumes, the complete lines that
 // the input holds in its buffer up to (not including) the first line that
 // starts with "From ": what readLine would return one by one. It reports
@@ -498,10 +516,8 @@ func (lr *lineReader) appendPlainLines(msg []byte, checkAll bool) (out []byte, n
 	if end == 0 || bytes.HasPrefix(buf, []byte("From ")) {
 		return msg, 0, false, false
 	}
-	pat := []byte("\nFrom ")
-	pat[0] = lr.delim
-	if i := bytes.Index(buf, pat); i >= 0 {
-		buf = buf[:i+1]
+	if i := indexLineStart(buf, []byte("From "), lr.delim); i >= 0 {
+		buf = buf[:i]
 	}
 	last := bytes.LastIndexByte(buf[:len(buf)-1], lr.delim) + 1
 	lastBlank = lr.isBlank(buf[last:])

@@ -444,3 +444,27 @@ func FuzzSplitter(f *testing.F) {
 		}
 	})
 }
+
+func TestIndexLineStart(t *testing.T) {
+	for _, tt := range []struct {
+		in    string
+		delim byte
+		want  int
+	}{
+		{"", '\n', -1},
+		{"From x\n", '\n', -1}, // only after the first byte
+		{"a\nFrom x\n", '\n', 2},
+		{"aFrom x\nFrom y\n", '\n', 8},
+		{"a\n>From x\nFrom", '\n', -1},
+		{"a\nFrom", '\n', -1},
+		{"a\nFrom ", '\n', 2},
+		{"a\r\nFrom x", '\n', 3},
+		{"a\rFrom x", '\r', 2},
+		{"a\nFrom x", '\r', -1},
+		{"FFrom From \nFrom ", '\n', 12},
+	} {
+		if got := indexLineStart([]byte(tt.in), []byte("From "), tt.delim); got != tt.want {
+			t.Errorf("indexLineStart(%q, %q) = %d, want %d", tt.in, tt.delim, got, tt.want)
+		}
+	}
+}
