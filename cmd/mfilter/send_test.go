@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -123,6 +124,31 @@ func (e *sendEnv) delivered(user string, n int) (msgs, traces []string) {
 	}
 	return msgs, traces
 }
+
+// inSubmissionOrder sorts delivered messages into the order Postfix
+// received them, which its cleanup logs with each one's Message-ID:
+// delivery can swap two messages that arrive close together.
+func (e *sendEnv) inSubmissionOrder(msgs []string) []string {
+	e.t.Helper()
+	log := e.mta.Log()
+	at := make(map[string]int, len(msgs))
+	for _, m := range msgs {
+		id := messageIDRE.FindStringSubmatch(m)
+		if id == nil {
+			e.t.Fatalf("a delivered message without a Message-ID: %q", m)
+		}
+		i := strings.Index(log, "message-id="+id[1])
+		if i < 0 {
+			e.t.Fatalf("Postfix's log does not show %s", id[1])
+		}
+		at[m] = i
+	}
+	out := slices.Clone(msgs)
+	slices.SortStableFunc(out, func(a, b string) int { return at[a] - at[b] })
+	return out
+}
+
+var messageIDRE = regexp.MustCompile(`(?mi)^Message-ID:[ \t]*(<[^>\r\n]+>)`)
 
 // exactMessage is a message that is hard to carry: raw UTF-8 in the
 // header and the body, body lines that start with dots (a lone dot among
@@ -307,9 +333,10 @@ func TestSendTempFailQueueFlush(t *testing.T) {
 		t.Fatalf("flush of an empty queue: exit %d: %s", code, out)
 	}
 	got, _ := e.delivered("tempfail", 2)
+	got = e.inSubmissionOrder(got)
 	for i, m := range [][]byte{msg, second} {
 		if !strings.HasPrefix(got[i], string(m[:bytes.Index(m, []byte("\n\n"))])) {
-			t.Errorf("delivered %d: %q", i, got[i])
+			t.Errorf("sent %d: %q", i, got[i])
 		}
 	}
 	e.mta.WaitIdle(t)
@@ -437,6 +464,7 @@ func TestSendDroppedLink(t *testing.T) {
 		t.Fatalf("the next send: exit %d: %s", code, out)
 	}
 	got, _ = e.delivered("cc", 2)
+	got = e.inSubmissionOrder(got)
 	if !strings.Contains(got[0], "X-Test-ID: nolink-1") || !strings.Contains(got[1], "X-Test-ID: next-1") {
 		t.Errorf("the queued message must go first, then the new one:\n%s\n---\n%s", got[0], got[1])
 	}
