@@ -49,16 +49,8 @@ func prepareMaybeCopy(raw []byte, berkeley bool) (data []byte, l layout, copied 
 	}
 	l.realstart = p
 	l.body = n
-	for q := p; ; {
-		i := bytes.IndexByte(raw[q:], '\n')
-		if i < 0 {
-			break
-		}
-		q += i + 1
-		if q < n && raw[q] == '\n' {
-			l.body = q + 1
-			break
-		}
+	if i := bytes.Index(raw[p:], []byte("\n\n")); i >= 0 {
+		l.body = p + i + 2 // just past the blank line
 	}
 	l.restbody = l.body
 	if l.body > 0 {

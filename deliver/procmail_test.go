@@ -287,3 +287,43 @@ func newestFile(t *testing.T, folder string, maildir bool) []byte {
 	}
 	return b
 }
+
+// TestPrepareBodyOffset checks where prepareMaybeCopy puts the body
+// against the line-by-line search it replaced, on every string of up to
+// 12 bytes of '\n' and 'a'.
+func TestPrepareBodyOffset(t *testing.T) {
+	ref := func(raw []byte) int {
+		n, p := len(raw), 0
+		for p < n {
+			c := raw[p]
+			p++
+			if c != '\n' {
+				break
+			}
+		}
+		body := n
+		for q := p; ; {
+			i := bytes.IndexByte(raw[q:], '\n')
+			if i < 0 {
+				break
+			}
+			q += i + 1
+			if q < n && raw[q] == '\n' {
+				body = q + 1
+				break
+			}
+		}
+		return body
+	}
+	for n := 0; n <= 12; n++ {
+		for bits := 0; bits < 1<<n; bits++ {
+			raw := make([]byte, n)
+			for i := range raw {
+				raw[i] = "a\n"[bits>>i&1]
+			}
+			if _, l, _ := prepareMaybeCopy(raw, true); l.body != ref(raw) {
+				t.Fatalf("body of %q at %d, want %d", raw, l.body, ref(raw))
+			}
+		}
+	}
+}
