@@ -3,6 +3,7 @@ package main
 import (
 	"math"
 	"runtime/debug"
+	"sync"
 	"testing"
 )
 
@@ -70,5 +71,27 @@ func TestGCTunerHold(t *testing.T) {
 	tuner.hold(1 << 20)
 	if got := limit(); got != want {
 		t.Errorf("holding less again moved the limit to %d, want %d kept", got, want)
+	}
+}
+
+// TestGCTunerHoldConcurrent raises the limit from several goroutines, as
+// the filer's reader and writer do: the runtime ends with the largest.
+func TestGCTunerHoldConcurrent(t *testing.T) {
+	resetGC(t)
+	tuner := tuneGC(func(string) string { return "" })
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 2000 {
+				tuner.hold((i*8 + g) << 12)
+			}
+		}()
+	}
+	wg.Wait()
+	want := int64(gcHeldBase + gcPerHeldByte*((1999*8+7)<<12))
+	if got := debug.SetMemoryLimit(-1); got != want {
+		t.Errorf("limit %d after concurrent raises, want the largest, %d", got, want)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -84,7 +85,8 @@ const (
 
 // gcTuner raises the collector's memory limit as the mail held grows.
 type gcTuner struct {
-	limit atomic.Int64
+	limit atomic.Int64 // what was last set, for a check without the lock
+	mu    sync.Mutex   // orders the raises: the runtime keeps the last one set
 }
 
 // tuneGC applies gcPercent and the memory limit, each unless the
@@ -108,15 +110,14 @@ func tuneGC(getenv func(string) string) *gcTuner {
 // messages, their copies and the rest of the heap.
 func (t *gcTuner) hold(held int) {
 	want := gcHeldBase + gcPerHeldByte*int64(held)
-	for {
-		cur := t.limit.Load()
-		if want <= cur {
-			return
-		}
-		if t.limit.CompareAndSwap(cur, want) {
-			debug.SetMemoryLimit(want)
-			return
-		}
+	if want <= t.limit.Load() {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if want > t.limit.Load() {
+		debug.SetMemoryLimit(want)
+		t.limit.Store(want)
 	}
 }
 
