@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"regexp"
+	"runtime/debug"
 	"strconv"
 	"time"
 )
@@ -69,6 +70,9 @@ type Splitter struct {
 	buf   []byte // the message being read, reused: Next returns a copy
 	// start and end input offsets of the last message returned
 	off, end int64
+	// mem is the input mapped into memory (NewFileSplitter), or nil;
+	// input offset 0 is mem.data[mem.base].
+	mem *mappedInput
 }
 
 // NewSplitter returns a Splitter reading r.
@@ -86,8 +90,20 @@ func NewSplitter(r io.Reader, opts SplitOptions) *Splitter {
 // returned by Next was read from.
 func (s *Splitter) Offsets() (start, end int64) { return s.off, s.end }
 
-// Next returns the next message, or io.EOF after the last one.
-func (s *Splitter) Next() ([]byte, error) {
+// Next returns the next message, or io.EOF after the last one. The
+// message is the caller's; when the Splitter reads a mapped file
+// (NewFileSplitter), it may be a read-only slice of the map, valid until
+// Close.
+func (s *Splitter) Next() (msg []byte, err error) {
+	if s.mem != nil {
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		defer s.mem.recoverFault(&err)
+		s.mem.releaseBefore(s.end)
+	}
+	return s.next()
+}
+
+func (s *Splitter) next() ([]byte, error) {
 	lr := s.lr
 	if s.start {
 		s.start = false
@@ -113,6 +129,8 @@ func (s *Splitter) Next() ([]byte, error) {
 	}
 	msg := s.buf[:0]
 	eol := lr.eolOf(first)
+	// verbatim: msg is, so far, the input from s.off on as it is.
+	verbatim := true
 	// "From :x" is a From: field with a blank before its colon.
 	hasFrom := bytes.HasPrefix(first, []byte("From ")) && fieldNameLen(first) == 5
 	if hasFrom {
@@ -137,6 +155,7 @@ func (s *Splitter) Next() ([]byte, error) {
 		msg, line, err = lr.appendLine(msg)
 		if err == io.EOF {
 			msg = append(msg, eol...) // formail closes an unterminated header
+			verbatim = false
 			break
 		}
 		if err != nil {
@@ -153,6 +172,7 @@ func (s *Splitter) Next() ([]byte, error) {
 			// pointer into freed memory, and in practice escapes it).
 			lr.unread(line) // a copy, before eol overwrites it in msg
 			msg = append(msg[:len(msg)-len(line)], eol...)
+			verbatim = false
 			prevBlank = false
 			break
 		}
@@ -211,6 +231,7 @@ func (s *Splitter) Next() ([]byte, error) {
 			}
 			if !s.opts.Mboxrd && (!prevBlank || !formailPostmark(line)) {
 				msg = append(msg, '>')
+				verbatim = false
 			}
 		}
 		msg = append(msg, line...)
@@ -226,8 +247,10 @@ func (s *Splitter) Next() ([]byte, error) {
 	// its line end has text, whatever its bytes: it gets both.
 	if len(msg) == 0 || msg[len(msg)-1] != lr.delim {
 		msg = append(append(msg, eol...), eol...)
+		verbatim = false
 	} else if !endsBlank(msg, lr) {
 		msg = append(msg, eol...)
+		verbatim = false
 	}
 	if lr.delim == '\r' {
 		// Every format and edit downstream (procmail's too) knows only
@@ -243,6 +266,14 @@ func (s *Splitter) Next() ([]byte, error) {
 		}
 		msg = append(msg[:skip:skip], unescapeMboxrd(msg[skip:])...)
 	}
+	if verbatim && hasFrom && lr.delim == '\n' && !s.opts.Mboxrd {
+		if out := s.mem.slice(s.off, s.end); len(out) == len(msg) {
+			// The message is the input's bytes: hand out the map's,
+			// which cost no memory of the process's own.
+			s.keep(msg)
+			return out, nil
+		}
+	}
 	var gen []byte
 	if !hasFrom {
 		gen = GeneratedFromLine(msg, s.opts.Now())
@@ -255,12 +286,17 @@ func (s *Splitter) Next() ([]byte, error) {
 	// too big to keep around.
 	// append, not make and copy: the copy is not zeroed first.
 	out := append(gen[:len(gen):len(gen)], msg...)
+	s.keep(msg)
+	return out, nil
+}
+
+// keep keeps msg's buffer for the next message unless it is too big.
+func (s *Splitter) keep(msg []byte) {
 	if cap(msg) <= maxKeptBuffer {
 		s.buf = msg[:0]
 	} else {
 		s.buf = nil
 	}
-	return out, nil
 }
 
 // maxKeptBuffer is the largest buffer the Splitter keeps for reuse.

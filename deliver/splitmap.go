@@ -1,0 +1,154 @@
+package deliver
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strconv"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// NewFileSplitter is NewSplitter reading f. A regular file is read
+// through a read-only memory map, and a message that is the file's bytes
+// as they are (most are: the splitter changes only messages it must
+// escape, complete or give a From_ line) is handed out as a slice of the
+// map rather than as a copy: such messages take no memory of the
+// process's own, which spares it allocating, zeroing and copying all of
+// them, a tenth of the time of filing an mbox. Bytes appended to f after
+// it was mapped are read as from any file. Other files (pipes, terminals)
+// are read as NewSplitter reads them.
+//
+// Messages from the map are valid until Close, which the caller calls
+// once it is done with every message. The map's pages more than
+// mapResidentLag behind the message being split leave the process's
+// resident memory, so that it does not grow with the file: a message
+// still in use there is read from the file again (from the page cache)
+// when it is next touched, at the cost of a page fault.
+//
+// A file that shrinks while it is mapped (another program truncating an
+// mbox that mfilter reads) cannot be read beyond its new end: Next then
+// fails instead of faulting.
+func NewFileSplitter(f *os.File, opts SplitOptions) *Splitter {
+	m := mapInput(f)
+	if m == nil {
+		return NewSplitter(f, opts)
+	}
+	s := NewSplitter(io.MultiReader(bytes.NewReader(m.data[m.base:]), f), opts)
+	s.mem = m
+	return s
+}
+
+// Mapped reports whether the Splitter reads a mapped file.
+func (s *Splitter) Mapped() bool { return s.mem != nil }
+
+// Close unmaps the file, if NewFileSplitter mapped it: the messages that
+// are slices of the map must not be used after it. It does not close the
+// file.
+func (s *Splitter) Close() error {
+	m := s.mem
+	if m == nil {
+		return nil
+	}
+	s.mem = nil
+	if err := unix.Munmap(m.data); err != nil {
+		return fmt.Errorf("unmap the input: %w", err)
+	}
+	return nil
+}
+
+// mappedInput is a file mapped into memory for a Splitter.
+type mappedInput struct {
+	data     []byte // the file's bytes from offset 0 to its size when mapped
+	base     int    // where the Splitter started reading: its input offset 0
+	released int    // data[:released] was given back (MADV_DONTNEED)
+}
+
+// mapResidentLag is how far behind the message being split the map's
+// pages stay resident; releaseStep is how many bytes of pages are given
+// back at once at least, one madvise(2) for many messages. The messages
+// between the splitter and the writer (several megabytes: the read-ahead
+// and the batches being written) are mostly beyond the lag: the writer
+// faults them in again, 64 KiB a fault, which costs far less than the
+// copies the map saves.
+const (
+	mapResidentLag = 1 << 20
+	releaseStep    = 1 << 20
+)
+
+// mapInput maps f from offset 0 to its size and moves f's offset to
+// that size, where reading goes on after the map. It returns nil, and
+// leaves f as it was, when f is not a regular file with bytes left after
+// its offset, or cannot be mapped.
+func mapInput(f *os.File) *mappedInput {
+	if strconv.IntSize < 64 {
+		return nil // a large mbox would not fit the address space
+	}
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() || st.Size() > math.MaxInt {
+		return nil
+	}
+	base, err := f.Seek(0, io.SeekCurrent)
+	if err != nil || base >= st.Size() {
+		return nil
+	}
+	data, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_PRIVATE)
+	if err != nil {
+		return nil
+	}
+	if _, err := f.Seek(st.Size(), io.SeekStart); err != nil {
+		unix.Munmap(data)
+		return nil
+	}
+	// The splitter reads the map once, front to back.
+	unix.Madvise(data, unix.MADV_SEQUENTIAL)
+	return &mappedInput{data: data, base: int(base)}
+}
+
+// slice returns the input from offset start to end as a slice of the
+// map that cannot be appended to in place, or nil when the map does not
+// hold it all (m may be nil).
+func (m *mappedInput) slice(start, end int64) []byte {
+	if m == nil || start < 0 || end < start || end > int64(len(m.data)-m.base) {
+		return nil
+	}
+	lo, hi := m.base+int(start), m.base+int(end)
+	return m.data[lo:hi:hi]
+}
+
+// releaseBefore gives back the pages more than mapResidentLag before
+// input offset off, once they make releaseStep.
+func (m *mappedInput) releaseBefore(off int64) {
+	end := m.base + int(off) - mapResidentLag
+	end -= end % os.Getpagesize()
+	if end-m.released < releaseStep {
+		return
+	}
+	// Only a hint: the pages are the file's, read again if touched.
+	unix.Madvise(m.data[m.released:end], unix.MADV_DONTNEED)
+	m.released = end
+}
+
+// recoverFault, deferred by Next, turns a fault reading the map (the
+// file was truncated under it: the kernel sends SIGBUS) into an error
+// instead of a crash.
+// The goroutine must have debug.SetPanicOnFault set.
+func (m *mappedInput) recoverFault(err *error) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	if f, ok := r.(interface{ Addr() uintptr }); ok && m.holds(f.Addr()) {
+		*err = fmt.Errorf("the input file changed while it was read (truncated?): %v", r)
+		return
+	}
+	panic(r)
+}
+
+func (m *mappedInput) holds(addr uintptr) bool {
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(m.data)))
+	return addr >= start && addr-start < uintptr(len(m.data))
+}

@@ -1,0 +1,295 @@
+package deliver
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+	"unsafe"
+)
+
+// tempInput writes data to a new file and returns it opened for reading
+// at offset skip.
+func tempInput(t testing.TB, data []byte, skip int64) *os.File {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "in.mbox")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	if _, err := f.Seek(skip, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// splitFileAndReader splits data[skip:] from a mapped file and from a
+// reader, fails unless both give the same messages from the same ranges,
+// and returns how many messages were slices of the map.
+func splitFileAndReader(t testing.TB, data []byte, skip int64, opts SplitOptions) (mapped, total int) {
+	t.Helper()
+	opts.Now = func() time.Time { return splitNow }
+	s := NewFileSplitter(tempInput(t, data, skip), opts)
+	defer s.Close()
+	ref := NewSplitter(bytes.NewReader(data[skip:]), opts)
+	for i := 0; ; i++ {
+		m, err := s.Next()
+		rm, rerr := ref.Next()
+		if (err == nil) != (rerr == nil) || err != nil && err.Error() != rerr.Error() {
+			t.Fatalf("message %d: error %v, from a reader %v", i, err, rerr)
+		}
+		if err != nil {
+			return mapped, total
+		}
+		if !bytes.Equal(m, rm) {
+			t.Fatalf("message %d differs:\n\tmapped %q\n\treader %q", i, m, rm)
+		}
+		a, b := s.Offsets()
+		ra, rb := ref.Offsets()
+		if a != ra || b != rb {
+			t.Fatalf("message %d: range [%d,%d), from a reader [%d,%d)", i, a, b, ra, rb)
+		}
+		total++
+		if s.mem != nil && s.mem.holds(uintptr(unsafe.Pointer(unsafe.SliceData(m)))) {
+			mapped++
+			if cap(m) != len(m) {
+				t.Fatalf("message %d: a slice of the map with room to append in place", i)
+			}
+		}
+	}
+}
+
+// TestFileSplitterSameAsReader: splitting a mapped file gives the same
+// messages as splitting the same bytes from a reader, for the corpus, the
+// golden cases and inputs that make the Splitter change messages; the
+// messages it leaves as they are come from the map.
+func TestFileSplitterSameAsReader(t *testing.T) {
+	seeds := corpusSeeds(t)
+	var all []byte
+	for _, s := range seeds {
+		all = append(all, s...)
+		all = append(all, '\n')
+	}
+	long := bytes.Repeat([]byte("x"), 150<<10)
+	tests := []struct {
+		name      string
+		in        []byte
+		opts      SplitOptions
+		mapped    bool // every message should come from the map
+		notMapped bool // none should
+	}{
+		{name: "plain", in: []byte("From a b\nX: 1\n\nbody\n\nFrom c d\nY: 2\n\nmore\n\n"), mapped: true},
+		{name: "crlf", in: []byte("From a b\r\nX: 1\r\n\r\nbody\r\n\r\nFrom c d\r\nY: 2\r\n\r\n"), mapped: true},
+		{name: "long lines", in: fmt.Appendf(nil, "From a b\nX: 1\n\n%s\n\nFrom c d\nY: 2\n\n%s\n\n", long, long), mapped: true},
+		{name: "content-length", in: fmt.Appendf(nil, "From a b\nContent-Length: %d\n\n%s\n\nFrom c d\nY: 2\n\n", len(long)+2, long), mapped: true},
+		{name: "quoted from", in: []byte("From a b\n>From c\nX: 1\n\nb\n\n"), mapped: true},
+		{name: "escaped body line", in: []byte("From a b\nX: 1\n\nb\nFrom here on\n\n"), notMapped: true},
+		{name: "no blank line at the end", in: []byte("From a b\nX: 1\n\nb\n"), notMapped: true},
+		{name: "no line end at the end", in: []byte("From a b\nX: 1\n\nb"), notMapped: true},
+		{name: "unterminated header", in: []byte("From a b\nX: 1"), notMapped: true},
+		{name: "header ended by a non-field", in: []byte("From a b\nX: 1\nnot a field\n\n"), notMapped: true},
+		{name: "no From_ line", in: []byte("From: a@example.com\nX: 1\n\nb\n\n"), notMapped: true},
+		{name: "bare CR", in: []byte("From a b\rX: 1\r\rb\r\rFrom c d\rY: 2\r\r"), notMapped: true},
+		{name: "mboxrd", in: []byte("From a b\nX: 1\n\n>From x\n\n"), opts: SplitOptions{Mboxrd: true}, notMapped: true},
+		{name: "byte order mark", in: []byte("\xef\xbb\xbfFrom a b\nX: 1\n\nb\n\n"), mapped: true},
+		{name: "blank lines first", in: []byte("\n\n\nFrom a b\nX: 1\n\nb\n\n"), mapped: true},
+		{name: "corpus", in: all},
+		{name: "corpus crlf", in: bytes.ReplaceAll(all, []byte("\n"), []byte("\r\n"))},
+		{name: "corpus berkeley", in: all, opts: SplitOptions{Berkeley: true}},
+	}
+	for _, s := range seeds {
+		tests = append(tests, struct {
+			name              string
+			in                []byte
+			opts              SplitOptions
+			mapped, notMapped bool
+		}{name: "seed", in: s})
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			mapped, total := splitFileAndReader(t, tc.in, 0, tc.opts)
+			switch {
+			case tc.mapped && mapped != total:
+				t.Errorf("%d of %d messages from the map, want all", mapped, total)
+			case tc.notMapped && mapped != 0:
+				t.Errorf("%d of %d messages from the map, want none", mapped, total)
+			}
+		})
+	}
+	t.Run("the corpus is mostly mapped", func(t *testing.T) {
+		mapped, total := splitFileAndReader(t, all, 0, SplitOptions{})
+		if total == 0 || mapped < total/2 {
+			t.Errorf("%d of %d corpus messages from the map", mapped, total)
+		}
+	})
+}
+
+// TestFileSplitterOffset: a file already read into (mfilter < mbox after
+// a shell read a line of it) is split from where its offset is.
+func TestFileSplitterOffset(t *testing.T) {
+	in := []byte("junk line\nFrom a b\nX: 1\n\nb\n\nFrom c d\nY: 2\n\n")
+	skip := int64(len("junk line\n"))
+	mapped, total := splitFileAndReader(t, in, skip, SplitOptions{})
+	if total != 2 || mapped != 2 {
+		t.Errorf("%d messages, %d from the map; want 2 and 2", total, mapped)
+	}
+	// At the end of the file: nothing to map, nothing to split.
+	s := NewFileSplitter(tempInput(t, in, int64(len(in))), SplitOptions{})
+	if s.mem != nil {
+		t.Error("mapped a file read to its end")
+	}
+	if _, err := s.Next(); err != io.EOF {
+		t.Errorf("Next = %v, want EOF", err)
+	}
+}
+
+// TestFileSplitterGrowing: what is appended to the file after it was
+// mapped is split too, as formail reads on to the end.
+func TestFileSplitterGrowing(t *testing.T) {
+	first := "From a b\nX: 1\n\nb\n\n"
+	f := tempInput(t, []byte(first), 0)
+	s := NewFileSplitter(f, SplitOptions{})
+	defer s.Close()
+	if s.mem == nil {
+		t.Fatal("a regular file was not mapped")
+	}
+	w, err := os.OpenFile(f.Name(), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := "From c d\nY: 2\n\nlater\n\n"
+	if _, err := w.WriteString(second); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	var got []string
+	for {
+		m, err := s.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, string(m))
+	}
+	if want := []string{first, second}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("messages %q, want %q", got, want)
+	}
+}
+
+// TestFileSplitterTruncated: a file truncated while it is split makes
+// Next fail, where reading the map beyond the new end would otherwise
+// crash the process (SIGBUS).
+func TestFileSplitterTruncated(t *testing.T) {
+	msg := "From a b\nX: 1\n\n" + strings.Repeat("body line\n", 100) + "\n"
+	in := []byte(strings.Repeat(msg, 2000)) // 2 MB: far more than is read ahead
+	f := tempInput(t, in, 0)
+	s := NewFileSplitter(f, SplitOptions{})
+	defer s.Close()
+	if _, err := s.Next(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(f.Name(), int64(len(msg))); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	for i := 0; err == nil && i < 2000; i++ {
+		_, err = s.Next()
+	}
+	if err == nil || err == io.EOF || !strings.Contains(err.Error(), "changed while it was read") {
+		t.Fatalf("Next after truncation = %v, want the input-changed error", err)
+	}
+}
+
+// TestFileSplitterResident: the map's pages behind the splitter leave
+// resident memory, so that it does not grow with the file, and the
+// messages handed out before are intact (read from the file again).
+func TestFileSplitterResident(t *testing.T) {
+	msg := "From a b\nX: 1\n\n" + strings.Repeat("body line\n", 400) + "\n"
+	in := []byte(strings.Repeat(msg, 4000)) // 16 MB
+	s := NewFileSplitter(tempInput(t, in, 0), SplitOptions{})
+	defer s.Close()
+	if s.mem == nil {
+		t.Fatal("a regular file was not mapped")
+	}
+	var msgs [][]byte
+	most := 0
+	for {
+		m, err := s.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, m)
+		if len(msgs)%500 == 0 {
+			most = max(most, mappedRSS(t, s.mem.data))
+		}
+	}
+	// The lag, a step not yet given back, what was read ahead.
+	if limit := mapResidentLag + releaseStep + 1<<20; most > limit || most == 0 {
+		t.Errorf("up to %d bytes of the map resident, want 1 to %d", most, limit)
+	}
+	for i, m := range msgs {
+		if string(m) != msg {
+			t.Fatalf("message %d changed", i)
+		}
+	}
+}
+
+// mappedRSS reads from /proc/self/smaps how much of the mapping that
+// holds data is resident.
+func mappedRSS(t *testing.T, data []byte) int {
+	t.Helper()
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	start := strconv.FormatUint(uint64(uintptr(unsafe.Pointer(unsafe.SliceData(data)))), 16)
+	sc := bufio.NewScanner(f)
+	in := false
+	for sc.Scan() {
+		line := sc.Text()
+		if addr, _, ok := strings.Cut(line, "-"); ok && !strings.Contains(addr, " ") && !strings.HasSuffix(line, ":") {
+			in = strings.TrimLeft(addr, "0") == start
+			continue
+		}
+		if v, ok := strings.CutPrefix(line, "Rss:"); in && ok {
+			kb, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			if err != nil {
+				t.Fatalf("smaps: %q: %v", line, err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatalf("no mapping at %s in /proc/self/smaps", start)
+	return 0
+}
+
+// FuzzFileSplitter: for any input, a mapped file splits as a reader does.
+func FuzzFileSplitter(f *testing.F) {
+	for _, s := range corpusSeeds(f) {
+		f.Add(s, false, false)
+	}
+	f.Add([]byte("From a b\r\nX: 1\r\n\r\nb\r\n\r\nFrom c d\r\nY: 2\r\n\r\n"), false, false)
+	f.Add([]byte("\xef\xbb\xbfFrom a b\n>From c\n>>From d\nContent-Length: 3\n\nabc\nFrom e f\nZ: 1\n"), true, true)
+	f.Fuzz(func(t *testing.T, in []byte, berkeley, mboxrd bool) {
+		if len(in) == 0 {
+			return
+		}
+		splitFileAndReader(t, in, 0, SplitOptions{Berkeley: berkeley, Mboxrd: mboxrd})
+	})
+}
