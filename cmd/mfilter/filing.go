@@ -339,8 +339,21 @@ func worse(a, b int) int {
 }
 
 func fileMbox(ctx context.Context, env *environ, s *setup, name string, r io.Reader, ff *filingFlags) int {
-	src := deliver.NewSplitter(r, deliver.SplitOptions{Berkeley: ff.berkeley, Mboxrd: ff.readMboxrd})
+	opts := deliver.SplitOptions{Berkeley: ff.berkeley, Mboxrd: ff.readMboxrd}
+	var src *deliver.Splitter
+	if f, ok := r.(*os.File); ok {
+		src = deliver.NewFileSplitter(f, opts) // mapped, when a regular file
+	} else {
+		src = deliver.NewSplitter(r, opts)
+	}
+	if src.Mapped() && env.mapped != nil {
+		env.mapped()
+	}
 	sum, err := s.filer.FileAll(ctx, src)
+	// FileAll is done with every message.
+	if cerr := src.Close(); cerr != nil && err == nil {
+		fmt.Fprintf(env.stderr, "mfilter: %s: %v\n", name, cerr)
+	}
 	if err != nil {
 		fmt.Fprintf(env.stderr, "mfilter: %s: %v\n", name, err)
 		return sysexits.TempFail

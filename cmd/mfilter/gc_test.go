@@ -1,8 +1,13 @@
 package main
 
 import (
+	"context"
+	"io"
 	"math"
+	"os"
+	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -93,5 +98,77 @@ func TestGCTunerHoldConcurrent(t *testing.T) {
 	want := int64(gcHeldBase + gcPerHeldByte*((1999*8+7)<<12))
 	if got := debug.SetMemoryLimit(-1); got != want {
 		t.Errorf("limit %d after concurrent raises, want the largest, %d", got, want)
+	}
+}
+
+// TestMappedGC: a mapped input lowers the collector's percent, unless
+// GOGC is the user's.
+func TestMappedGC(t *testing.T) {
+	resetGC(t)
+	if f := mappedGC(func(k string) string { return map[string]string{"GOGC": "300"}[k] }); f != nil {
+		t.Error("GOGC set, and a mapped input would still change the collector's percent")
+	}
+	f := mappedGC(func(string) string { return "" })
+	debug.SetGCPercent(gcPercent)
+	f()
+	if got := debug.SetGCPercent(100); got != gcPercentMapped {
+		t.Errorf("GC percent = %d after a mapped input, want %d", got, gcPercentMapped)
+	}
+}
+
+// TestFileInputMapped: mfilter < mbox maps a regular file and tells
+// main (environ.mapped); an mbox through a pipe is read as it comes.
+// Both file every message.
+func TestFileInputMapped(t *testing.T) {
+	mbox := []byte("From a b\nSubject: one\n\nbody\n\nFrom c d\nSubject: two\n\nbody\n\n")
+	for _, tc := range []struct {
+		name       string
+		open       func(t *testing.T) *os.File
+		wantMapped bool
+	}{
+		{"file", func(t *testing.T) *os.File {
+			path := filepath.Join(t.TempDir(), "in.mbox")
+			if err := os.WriteFile(path, mbox, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}, true},
+		{"pipe", func(t *testing.T) *os.File {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			go func() { w.Write(mbox); w.Close() }()
+			return r
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := t.TempDir()
+			in := tc.open(t)
+			defer in.Close()
+			mapped := false
+			var stderr strings.Builder
+			env := &environ{stdin: in, stdout: io.Discard, stderr: &stderr,
+				getenv: func(k string) string {
+					if k == "HOME" {
+						return base
+					}
+					return ""
+				},
+				mapped: func() { mapped = true }}
+			if code := run(context.Background(), env, []string{"--maildir", base, "--default", "md/"}); code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr.String())
+			}
+			if mapped != tc.wantMapped {
+				t.Errorf("mapped = %v, want %v", mapped, tc.wantMapped)
+			}
+			if got, _ := os.ReadDir(filepath.Join(base, "md", "new")); len(got) != 2 {
+				t.Errorf("%d messages filed, want 2", len(got))
+			}
+		})
 	}
 }

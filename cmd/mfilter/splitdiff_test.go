@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -562,7 +563,7 @@ func splitDifferential(t *testing.T, mboxes []corpusFile, k folderKind) {
 			}
 			runs = append(runs, fed{f.name, mf, mf})
 		}
-		if _, err := runTool(mfDir, f.data, nil, mfilterBin, mfArgs...); err != nil {
+		if err := runMfilterOn(t, mfDir, f.data, k.folder != "mbox" || k.berkeley, mfArgs); err != nil {
 			t.Fatalf("%s: mfilter: %v", f.name, err)
 		}
 	}
@@ -599,6 +600,32 @@ func splitDifferential(t *testing.T, mboxes []corpusFile, k folderKind) {
 	checkMailstat(t, pmLog, mfLog, n, mfTotal)
 	t.Logf("%d mboxes, %d messages into %s (%s): %d compared with formail -s procmail, %d (with documented deviations) with procmail -m message by message",
 		len(mboxes), n, k.folder, k.name, direct, perMessage)
+}
+
+// runMfilterOn runs mfilter in dir on the mbox data: from a regular
+// file when fromFile is set (mfilter < mbox, which maps the file), else
+// through a pipe.
+func runMfilterOn(t *testing.T, dir string, data []byte, fromFile bool, args []string) error {
+	if !fromFile {
+		_, err := runTool(dir, data, nil, mfilterBin, args...)
+		return err
+	}
+	path := filepath.Join(t.TempDir(), "in.mbox")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		return err
+	}
+	in, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	cmd := exec.Command(mfilterBin, args...)
+	cmd.Dir = dir
+	cmd.Stdin = in // the file itself, not a pipe
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%w: %s", err, out)
+	}
+	return nil
 }
 
 // loggedDeliveries reads what each logged delivery wrote, in log order:
