@@ -577,6 +577,53 @@ func TestMboxRollbackRespectsOthers(t *testing.T) {
 	}
 }
 
+// TestMboxRollbackChecksBytes: an append whose bytes someone rewrote in
+// place (the size unchanged) is not truncated either; one left as it was
+// is, also when it spans more than one read.
+func TestMboxRollbackChecksBytes(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		body    string
+		rewrite bool
+	}{
+		{"rewritten", "short\n", true},
+		{"rewritten near the end of a long one", strings.Repeat("x", 200<<10) + "\n", true},
+		{"as it was", "short\n", false},
+		{"long, as it was", strings.Repeat("x", 200<<10) + "\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			w := NewWriter(testOptions())
+			mb := mustFolder(t, dir, "mbox")
+			deliverCommit(t, w, []byte("Subject: first\n\nbody\n"), mb)
+			committed, _ := os.ReadFile(mb.Path)
+			txn := w.Begin(context.Background())
+			if _, err := txn.Deliver(mb, []byte("Subject: ours\n\n"+tc.body)); err != nil {
+				t.Fatal(err)
+			}
+			txn.ReleaseLocks()
+			if tc.rewrite {
+				b, _ := os.ReadFile(mb.Path)
+				b[len(b)-3] ^= 0x20 // one byte of ours, in place
+				if err := os.WriteFile(mb.Path, b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before, _ := os.ReadFile(mb.Path)
+			err := txn.RollbackTo(0)
+			after, _ := os.ReadFile(mb.Path)
+			switch {
+			case tc.rewrite && (err == nil || !strings.Contains(err.Error(), "changed")):
+				t.Errorf("RollbackTo = %v, want an error saying the bytes changed", err)
+			case tc.rewrite && !bytes.Equal(before, after):
+				t.Errorf("a rewritten append was truncated")
+			case !tc.rewrite && (err != nil || !bytes.Equal(after, committed)):
+				t.Errorf("RollbackTo = %v; mbox %d bytes, want the %d committed", err, len(after), len(committed))
+			}
+		})
+	}
+}
+
 // TestMboxLocksHeld: a Txn keeps an mbox's locks for its next appends
 // there (others wait) until ReleaseLocks or Commit.
 func TestMboxLocksHeld(t *testing.T) {
