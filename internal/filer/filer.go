@@ -533,6 +533,8 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		}
 	}
 	var readErr error
+	idle := time.NewTimer(lockIdleGrace)
+	idle.Stop()
 	ahead, budget := f.routeAhead(ctx, src)
 	for {
 		var rm routedMsg
@@ -540,9 +542,18 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		select {
 		case rm, more = <-ahead:
 		default:
-			// Hold no mbox lock while waiting for input.
-			txn.ReleaseLocks()
-			rm, more = <-ahead
+			// Hold no mbox lock while waiting for input, unless the
+			// next message comes within lockIdleGrace: the router
+			// is usually only busy, and each release costs a lock
+			// cycle of four directory changes.
+			idle.Reset(lockIdleGrace)
+			select {
+			case rm, more = <-ahead:
+				idle.Stop()
+			case <-idle.C:
+				txn.ReleaseLocks()
+				rm, more = <-ahead
+			}
 		}
 		if !more {
 			break
@@ -615,6 +626,12 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 	}
 	return sum, readErr
 }
+
+// lockIdleGrace is how long FileAll keeps its mbox locks while it waits
+// for the next message: long enough for the router's work on a message,
+// short enough that mail delivered by other programs to the same mboxes
+// meanwhile hardly notices.
+const lockIdleGrace = time.Millisecond
 
 // maxFlying is how many batches FileAll lets commit at once while it
 // writes the next: a commit is mostly waiting for the disk, twice

@@ -700,3 +700,56 @@ func TestFileAllHoldsBounded(t *testing.T) {
 		t.Errorf("Hold heard at most %d bytes for %d messages of 1 MiB; want %d to %d", m, src.n, batchBytes, bound)
 	}
 }
+
+// slowSource hands out its messages, but before each after the first it
+// waits (up to a deadline) until check(the number handed out) says yes:
+// the test's view of what FileAll does while it waits for input.
+type slowSource struct {
+	msgs  msgs
+	check func(n int) bool
+	saw   []bool // check's answer before each message after the first
+	n     int
+}
+
+func (s *slowSource) Next() ([]byte, error) {
+	if s.n > 0 && len(s.msgs) > 0 {
+		ok := false
+		for end := time.Now().Add(5 * time.Second); !ok && time.Now().Before(end); {
+			if ok = s.check(s.n); !ok {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		s.saw = append(s.saw, ok)
+	}
+	s.n++
+	return s.msgs.Next()
+}
+
+// TestFileAllReleasesLocksWhileWaiting: FileAll holds no mbox lock for
+// long while the input is slow to come, so that other programs can
+// deliver to the mbox meanwhile.
+func TestFileAllReleasesLocksWhileWaiting(t *testing.T) {
+	base := t.TempDir()
+	mb := folder(t, base, "box")
+	lock := mb.Path + ".lock"
+	// The last message handed out is in the mbox (FileAll took the
+	// locks for it) and the lock is gone.
+	src := &slowSource{check: func(n int) bool {
+		b, _ := os.ReadFile(mb.Path)
+		_, err := os.Lstat(lock)
+		return bytes.Contains(b, fmt.Appendf(nil, "Subject: m%d\n", n-1)) && errors.Is(err, os.ErrNotExist)
+	}}
+	for i := range 3 {
+		src.msgs = append(src.msgs, fmt.Appendf(nil, "From a@b  Tue Jan  2 03:04:05 2024\nSubject: m%d\n\nbody\n\n", i))
+	}
+	fl, _ := newFiler(t, base, routeFunc(func(context.Context, []byte) (Plan, error) {
+		return Plan{Folders: []deliver.Folder{mb}}, nil
+	}))
+	sum, err := fl.FileAll(context.Background(), src)
+	if w := (Summary{Messages: 3, Delivered: 3}); sum != w || err != nil {
+		t.Fatalf("FileAll = %+v, %v; want %+v", sum, err, w)
+	}
+	if !slices.Equal(src.saw, []bool{true, true}) {
+		t.Errorf("lock released while waiting for input: %v, want it each time", src.saw)
+	}
+}
