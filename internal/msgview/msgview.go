@@ -11,7 +11,6 @@ import (
 	"mime"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/charset"
@@ -42,9 +41,9 @@ type Message struct {
 	fromLine []byte // the mbox From_ line, without its newline
 	hdrStart int    // first byte of the header (after the From_ line)
 
-	parseOnce sync.Once // sets fields and bodyOff
-	fields    []Field
-	bodyOff   int // first byte of the body (len(raw) if none)
+	parsed  bool // fields and bodyOff are set
+	fields  []Field
+	bodyOff int // first byte of the body (len(raw) if none)
 
 	decoded  map[*Field]string
 	bodyText *string
@@ -84,20 +83,20 @@ func (m *Message) FromLine() []byte { return m.fromLine }
 
 // Header is the raw header: From_ line, fields, and the blank line.
 func (m *Message) Header() []byte {
-	m.parseOnce.Do(m.parse)
+	m.parseHeader()
 	return m.raw[:m.bodyOff]
 }
 
 // Body is the raw body, after the blank line that ends the header.
 func (m *Message) Body() []byte {
-	m.parseOnce.Do(m.parse)
+	m.parseHeader()
 	return m.raw[m.bodyOff:]
 }
 
 // Fields returns the header fields in order. Lines inside the header that
 // are not fields (no colon) are skipped.
 func (m *Message) Fields() []Field {
-	m.parseOnce.Do(m.parse)
+	m.parseHeader()
 	return m.fields
 }
 
@@ -109,64 +108,79 @@ func (m *Message) parse() {
 	// their number: one allocation of the size needed.
 	var buf [48]Field
 	fields := buf[:0]
-	m.bodyOff = len(m.raw)
-	for h := m.raw[m.hdrStart:]; len(h) > 0; {
-		line, rest := cutLine(h)
-		if isBlank(line) {
-			m.bodyOff = len(m.raw) - len(rest)
+	raw := m.raw
+	m.bodyOff = len(raw)
+	for i := m.hdrStart; i < len(raw); {
+		// A line of nothing but CRs before its newline (or the end)
+		// is the blank line.
+		j := i
+		for j < len(raw) && raw[j] == '\r' {
+			j++
+		}
+		if j == len(raw) || raw[j] == '\n' {
+			m.bodyOff = min(j+1, len(raw))
 			break
 		}
-		end := len(line)
-		for len(rest) > 0 && (rest[0] == ' ' || rest[0] == '\t') {
-			l2, r2 := cutLine(rest)
-			end += len(l2)
-			rest = r2
+		// The field: its line and the continuation lines after it.
+		end := lineEnd(raw, i)
+		for end < len(raw) && (raw[end] == ' ' || raw[end] == '\t') {
+			end = lineEnd(raw, end)
 		}
-		text := h[:end]
-		h = rest
-		colon := bytes.IndexByte(text, ':')
-		if colon <= 0 {
-			continue
+		text := raw[i:end]
+		i = end
+		if f, ok := parseField(text); ok {
+			fields = append(fields, f)
 		}
-		name := bytes.TrimRight(text[:colon], " \t")
-		if !isFieldName(name) {
-			continue
-		}
-		val := text[colon+1:]
-		val = bytes.TrimSuffix(val, []byte("\n"))
-		cr := bytes.HasSuffix(val, []byte("\r"))
-		val = bytes.TrimSuffix(val, []byte("\r"))
-		fields = append(fields, Field{name: name, Raw: val, CR: cr, beyondASCII: !isASCII(name)})
 	}
 	m.fields = slices.Clip(slices.Clone(fields))
 }
 
-// isBlank reports whether line, with its newline if any, holds nothing
-// else but CRs.
-func isBlank(line []byte) bool {
-	for _, c := range line {
-		if c != '\r' && c != '\n' {
-			return false
-		}
+// parseHeader parses the header unless it was (a Message is used by one
+// goroutine at a time: no sync.Once).
+func (m *Message) parseHeader() {
+	if !m.parsed {
+		m.parse()
+		m.parsed = true
 	}
-	return true // a newline can only be the last byte
 }
 
-// isFieldName: not empty, no white space or line ends inside.
-func isFieldName(name []byte) bool {
-	for _, c := range name {
-		if c == ' ' || c == '\t' || c == '\r' || c == '\n' {
-			return false
-		}
+// lineEnd returns the index just after the newline that ends the line
+// starting at i, or len(b).
+func lineEnd(b []byte, i int) int {
+	if k := bytes.IndexByte(b[i:], '\n'); k >= 0 {
+		return i + k + 1
 	}
-	return len(name) > 0
+	return len(b)
 }
 
-func cutLine(b []byte) (line, rest []byte) {
-	if i := bytes.IndexByte(b, '\n'); i >= 0 {
-		return b[:i+1], b[i+1:]
+// parseField splits a field's text (its lines, newlines included) at
+// the colon. The name is what comes before the colon less the blanks
+// right before it, and must be neither empty nor hold blanks or line
+// ends; else the text is no field.
+func parseField(text []byte) (Field, bool) {
+	k := 0
+	beyondASCII := false
+	for ; k < len(text); k++ {
+		c := text[k]
+		if c == ':' || c == ' ' || c == '\t' || c == '\r' || c == '\n' {
+			break
+		}
+		if c >= 0x80 {
+			beyondASCII = true
+		}
 	}
-	return b, nil
+	colon := k
+	for colon < len(text) && (text[colon] == ' ' || text[colon] == '\t') {
+		colon++
+	}
+	if k == 0 || colon == len(text) || text[colon] != ':' {
+		return Field{}, false
+	}
+	val := text[colon+1:]
+	val = bytes.TrimSuffix(val, []byte("\n"))
+	cr := bytes.HasSuffix(val, []byte("\r"))
+	val = bytes.TrimSuffix(val, []byte("\r"))
+	return Field{name: text[:k], Raw: val, CR: cr, beyondASCII: beyondASCII}, true
 }
 
 // Get returns the fields named name (any case), in order. The slice is
