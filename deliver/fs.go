@@ -61,7 +61,9 @@ type file interface {
 	Readdirnames(n int) ([]string, error)
 }
 
-type osFS struct{}
+// osFS is the OS name space. dirs, when set, keeps the directories of
+// unnamed files open (see dirCache).
+type osFS struct{ dirs *dirCache }
 
 func (osFS) OpenFile(name string, flag int, perm os.FileMode) (file, error) {
 	f, err := os.OpenFile(name, flag, perm)
@@ -78,23 +80,50 @@ func (osFS) Lstat(name string) (os.FileInfo, error)    { return os.Lstat(name) }
 func (osFS) SyncFS(f file) error                       { return syncFS(f) }
 func (osFS) FSInfo(f file) (fsInfo, error)             { return fdFSInfo(f) }
 
-func (osFS) OpenTemp(dir, label string) (file, error) {
+func (o osFS) OpenTemp(dir, label string) (file, error) {
 	if !procFD() {
 		return nil, errors.ErrUnsupported
 	}
-	var fd int
-	err := ignoringEINTR(func() (err error) {
-		fd, err = unix.Open(dir, unix.O_WRONLY|unix.O_TMPFILE|unix.O_CLOEXEC, 0o600)
-		return err
-	})
+	open := func(dirfd int, name string) (fd int, err error) {
+		err = ignoringEINTR(func() (err error) {
+			fd, err = unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_TMPFILE|unix.O_CLOEXEC, 0o600)
+			return err
+		})
+		return fd, err
+	}
+	fd, err := -1, error(unix.EBADF)
+	if dirfd := o.cachedDir(dir); dirfd >= 0 {
+		if fd, err = open(dirfd, "."); err == unix.ENOENT {
+			o.dirs.drop(dir, dirfd) // removed: maybe made again
+		}
+	}
+	if fd < 0 && err != nil {
+		fd, err = open(unix.AT_FDCWD, dir)
+	}
 	if err != nil {
 		return nil, tempErr(&os.PathError{Op: "open", Path: dir, Err: err})
 	}
 	return &rawFile{fd: fd, dir: dir, label: label}, nil
 }
 
-func (osFS) LinkTemp(f file, newname string) error {
+func (o osFS) LinkTemp(f file, newname string) error {
+	dir := filepath.Dir(newname)
+	if dirfd := o.cachedDir(dir); dirfd >= 0 {
+		err := linkFD(f, dirfd, filepath.Base(newname), newname)
+		if !errors.Is(err, unix.ENOENT) {
+			return err
+		}
+		o.dirs.drop(dir, dirfd) // removed: maybe made again
+	}
 	return linkFD(f, unix.AT_FDCWD, newname, newname)
+}
+
+// cachedDir returns a descriptor of dir from the cache, or -1.
+func (o osFS) cachedDir(dir string) int {
+	if o.dirs == nil {
+		return -1
+	}
+	return o.dirs.get(dir)
 }
 
 type rootFS struct{ r *os.Root }

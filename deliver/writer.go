@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -55,6 +56,7 @@ type Writer struct {
 	// syncfsMin is how many files on one file system make Commit use
 	// one syncfs(2) instead of an fsync for each (0: never).
 	syncfsMin int
+	dirs      *dirCache // the directories of unnamed files, kept open
 
 	// wrapFS, when set, wraps every folder's file system; tests use it
 	// to inject faults.
@@ -79,7 +81,7 @@ func NewWriter(opts Options) *Writer {
 			opts.Hostname = "localhost"
 		}
 	}
-	return &Writer{
+	w := &Writer{
 		opts:      opts,
 		host:      maildirHost(opts.Hostname),
 		pid:       os.Getpid(),
@@ -87,7 +89,11 @@ func NewWriter(opts Options) *Writer {
 		named:     make(map[string]bool),
 		pending:   make(map[dirRef]pendingDir),
 		syncfsMin: SyncfsMin,
+		dirs:      newDirCache(),
 	}
+	// A Writer has no Close: its directories close when it is gone.
+	runtime.AddCleanup(w, (*dirCache).close, w.dirs)
+	return w
 }
 
 func (w *Writer) warn(format string, args ...any) {
@@ -153,7 +159,7 @@ func (t *Txn) BeginMessage() { t.group++ }
 
 // fsFor is the file system that holds f.
 func (w *Writer) fsFor(f Folder) fileSystem {
-	var fsys fileSystem = osFS{}
+	var fsys fileSystem = osFS{dirs: w.dirs}
 	if f.root != nil {
 		fsys = rootFS{f.root}
 	}
