@@ -98,3 +98,15 @@ func openFDs(t *testing.T) int {
 	}
 	return len(es)
 }
+
+// TestInFolder: inFolder is filepath.Join.
+func TestInFolder(t *testing.T) {
+	for _, dir := range []string{"/home/u/Mail/md", "md", ".", "/", "", "a//b", "a/b/", "../x", "/a/./b"} {
+		for _, name := range [][]string{nil, {"1795946209.M8P3Q1.vm,S=2855"}} {
+			want := filepath.Join(append([]string{dir, "new"}, name...)...)
+			if got := inFolder(dir, "new", name...); got != want {
+				t.Errorf("inFolder(%q, new, %q) = %q, want %q", dir, name, got, want)
+			}
+		}
+	}
+}
