@@ -444,9 +444,13 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 			firstEr = err
 		}
 	}
+	// The files open for reading now are the input: none is opened
+	// later, while the descriptors of the messages being written would
+	// make the look slower.
+	inputs := inputCheck{open: readOnlyFiles(), seen: make(map[string]bool)}
 	// The rescue must be written even when ctx was cancelled; the lock
 	// timeout still bounds it.
-	r := &rescuer{f: f, txn: f.Writer.Begin(context.WithoutCancel(ctx)), batch: batch}
+	r := &rescuer{f: f, txn: f.Writer.Begin(context.WithoutCancel(ctx)), batch: batch, inputs: &inputs}
 	txn := f.Writer.Begin(ctx)
 	rescue := func(msg []byte) {
 		if len(flying) > 0 {
@@ -456,7 +460,6 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		txn.ReleaseLocks() // the rescue mbox may be one of them
 		r.save(msg)
 	}
-	inputs := make(inputCheck)
 	// finish logs the committed batch and rescues its failures.
 	finish := func(job *commitJob, err error) {
 		for _, p := range job.pending {
@@ -850,6 +853,7 @@ type rescuer struct {
 	batch   int
 	pending []pendingMsg
 	path    string // the rescue mbox, once decided
+	inputs  *inputCheck
 	rescued int
 	lost    int
 	err     error // the first failure
@@ -865,50 +869,62 @@ func (r *rescuer) target() string {
 		return r.path
 	}
 	r.path = r.f.Rescue
-	if st, err := os.Stat(r.path); err == nil && openForReading(st) {
+	if r.inputs.is(r.path) {
 		r.path = fmt.Sprintf("%s.%s.%d", r.f.Rescue, time.Now().Format("20060102T150405"), os.Getpid())
 		r.f.warn("%s is being filed; saving the messages that fail to %s instead", r.f.Rescue, r.path)
 	}
 	return r.path
 }
 
-// inputCheck remembers, per mbox folder path, whether it is the input
-// being filed: appending to it would feed the reader its own output.
-type inputCheck map[string]bool
+// inputCheck tells, per mbox folder path, whether it is the input being
+// filed: appending to it would feed the reader its own output.
+type inputCheck struct {
+	open []os.FileInfo  // the regular files open read-only when filing began
+	seen map[string]bool // the answer for each path asked about
+}
 
-func (c inputCheck) check(plan Plan) error {
+func (c *inputCheck) check(plan Plan) error {
 	for _, st := range plan.steps() {
 		f := st.Folder
 		if st.Kind != StepFolder || f.Kind != deliver.Mbox {
 			continue
 		}
-		is, ok := c[f.Path]
-		if !ok {
-			st, err := os.Stat(f.Path)
-			if err != nil {
-				continue // not there yet, so not the input; ask again later
-			}
-			is = openForReading(st)
-			c[f.Path] = is
-		}
-		if is {
+		if c.is(f.Path) {
 			return fmt.Errorf("folder %s is the mbox being filed: appending to it would be read again", f.Path)
 		}
 	}
 	return nil
 }
 
-// openForReading reports whether this process has the file st open
+// is reports whether path is one of the files open for reading.
+func (c *inputCheck) is(path string) bool {
+	if is, ok := c.seen[path]; ok {
+		return is
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return false // not there yet, so not the input; ask again later
+	}
+	is := false
+	for _, o := range c.open {
+		is = is || os.SameFile(st, o)
+	}
+	c.seen[path] = is
+	return is
+}
+
+// readOnlyFiles returns the regular files this process has open
 // read-only: the input it files (stdin or a named mbox). Linux's
-// /proc/self tells; elsewhere the answer is no.
-func openForReading(st os.FileInfo) bool {
+// /proc/self tells; elsewhere there are none.
+func readOnlyFiles() []os.FileInfo {
 	fds, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
-		return false
+		return nil
 	}
+	var open []os.FileInfo
 	for _, fd := range fds {
-		fst, err := os.Stat("/proc/self/fd/" + fd.Name())
-		if err != nil || !os.SameFile(fst, st) {
+		st, err := os.Stat("/proc/self/fd/" + fd.Name())
+		if err != nil || !st.Mode().IsRegular() {
 			continue
 		}
 		info, err := os.ReadFile("/proc/self/fdinfo/" + fd.Name())
@@ -918,12 +934,12 @@ func openForReading(st os.FileInfo) bool {
 		for _, line := range strings.Split(string(info), "\n") {
 			if v, ok := strings.CutPrefix(line, "flags:"); ok {
 				if flags, err := strconv.ParseUint(strings.TrimSpace(v), 8, 64); err == nil && flags&uint64(os.O_WRONLY|os.O_RDWR) == 0 {
-					return true
+					open = append(open, st)
 				}
 			}
 		}
 	}
-	return false
+	return open
 }
 
 func (r *rescuer) save(msg []byte) {
