@@ -879,7 +879,7 @@ func (r *rescuer) target() string {
 // inputCheck tells, per mbox folder path, whether it is the input being
 // filed: appending to it would feed the reader its own output.
 type inputCheck struct {
-	open []os.FileInfo  // the regular files open read-only when filing began
+	open []os.FileInfo   // the regular files open read-only when filing began
 	seen map[string]bool // the answer for each path asked about
 }
 

@@ -75,7 +75,6 @@ func cutLine(b []byte) (line, rest []byte) {
 	return b, nil
 }
 
-
 // parseBoth fails unless parse and refParse agree on raw.
 func parseBoth(t *testing.T, raw []byte) {
 	t.Helper()
