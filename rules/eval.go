@@ -8,6 +8,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 
@@ -52,6 +53,10 @@ type Engine struct {
 	opts     Options
 	trusted  []string
 	sendmail []string
+	// states are evaluation states to use again: their variables and
+	// their view of the message keep their memory from one message to
+	// the next.
+	states sync.Pool
 }
 
 // NewEngine returns an engine for cfg.
@@ -170,14 +175,13 @@ type EvalOptions struct {
 // filed now (a program condition failed to run, the duplicate cache is
 // unreadable, a filter failed with on-failure: retry): try again later.
 func (e *Engine) Evaluate(ctx context.Context, msg []byte, o EvalOptions) (*Decision, error) {
-	s := &state{
-		e:     e,
-		ctx:   ctx,
-		env:   o.Envelope,
-		trace: o.Trace,
-		dec:   &Decision{engine: e},
-		vars:  newVarTable(len(e.opts.Vars) + len(e.cfg.Vars) + 8),
+	s, _ := e.states.Get().(*state)
+	if s == nil {
+		s = &state{vars: newVarTable(len(e.opts.Vars) + len(e.cfg.Vars) + 8)}
 	}
+	defer e.putState(s)
+	s.e, s.ctx, s.env, s.trace = e, ctx, o.Envelope, o.Trace
+	s.dec = &Decision{engine: e}
 	for k, v := range e.opts.Vars {
 		s.vars.set(k, variable{v, false})
 	}
@@ -274,14 +278,30 @@ type state struct {
 	done  bool // a final delivery or stop happened
 
 	msg  []byte
-	view *msgview.Message
+	view *msgview.Message // page, once a message is set
+	page msgview.Message
 	hdr  map[bool][]byte // whole-header text, raw and decoded
 	dkim *dkimResult
 }
 
+// putState clears s of the message it evaluated, keeping its memory,
+// and keeps it for the next Evaluate.
+func (e *Engine) putState(s *state) {
+	vars := s.vars
+	if vars.m != nil { // grown into a map: start again small
+		vars = newVarTable(len(e.opts.Vars) + len(e.cfg.Vars) + 8)
+	}
+	clear(vars.list[:cap(vars.list)]) // no strings of the message kept
+	vars.list = vars.list[:0]
+	s.page.Reset(nil)
+	*s = state{vars: vars, page: s.page}
+	e.states.Put(s)
+}
+
 func (s *state) setMsg(msg []byte) {
 	s.msg = msg
-	s.view = msgview.New(msg)
+	s.page.Reset(msg)
+	s.view = &s.page
 	s.hdr = nil
 	s.dkim = nil
 	s.vars.set("size", variable{strconv.Itoa(len(msg)), false})

@@ -447,3 +447,55 @@ func TestForwardViaMfilter(t *testing.T) {
 		}
 	}
 }
+
+// TestEvaluateReusesNothingOfTheLastMessage: an Engine keeps its
+// evaluation states (variables, the view of the message) for the next
+// message; evaluating messages one after another on one Engine decides
+// exactly what a new Engine decides for each, captures, variables,
+// header edits, scores and logs included.
+func TestEvaluateReusesNothingOfTheLastMessage(t *testing.T) {
+	src := `
+vars: {tag: plain}
+rules:
+  - if: {list-id: '(?P<list>[a-z-]+)\.googlegroups\.com'}
+    then: [{add-header: 'X-List: ${list}'}, {log: 'list ${list} size ${size}'}, {folder: 'lists/${list}/'}]
+  - if: {subject: '(?P<word>r.sum.)'}
+    then: [{set-header: 'X-Word: ${word}'}, {copy: words/}]
+  - if:
+      score:
+        above: 1
+        terms:
+          - {weight: 2, header: {X-Spam-Flag: YES}}
+          - {weight: 1, repeat: 1, body: {regex: free}}
+    then: [{set-header: 'X-Score: ${score}'}, {folder: spam/}]
+  - if: {from: {domain: example.com}}
+    then: [{log: 'from example.com: ${sender} ${tag}'}, {folder: example/}]
+`
+	cfg := mustParse(t, src)
+	msgs := []string{listMsg, encMsg, spamMsg, plainMsg, b64Msg, listMsg, "From x@y  Mon Jan  1 00:00:00 2024\nSubject: bare\n\n", spamMsg, encMsg}
+	render := func(d *Decision) string {
+		var b strings.Builder
+		b.WriteString(summary(d))
+		for _, s := range d.Steps {
+			fmt.Fprintf(&b, "\n%q", s.Msg)
+		}
+		fmt.Fprintf(&b, "\nlogs %q warnings %q", d.Logs, d.Warnings)
+		return b.String()
+	}
+	shared := NewEngine(cfg, Options{Default: "inbox/"})
+	for round := range 3 {
+		for i, m := range msgs {
+			got, err := shared.Evaluate(context.Background(), []byte(m), EvalOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := NewEngine(cfg, Options{Default: "inbox/"}).Evaluate(context.Background(), []byte(m), EvalOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g, w := render(got), render(want); g != w {
+				t.Errorf("round %d, message %d: on a used Engine\n%s\nwant\n%s", round, i, g, w)
+			}
+		}
+	}
+}

@@ -56,7 +56,20 @@ type Message struct {
 
 // New returns a view of raw.
 func New(raw []byte) *Message {
-	m := &Message{raw: raw}
+	m := new(Message)
+	m.Reset(raw)
+	return m
+}
+
+// Reset makes m a view of raw instead of the message it viewed, keeping
+// the memory it had for that one (its fields, its decoded values): a
+// program that views one message after another then allocates that
+// memory once. Nothing m returned before may be used afterwards.
+func (m *Message) Reset(raw []byte) {
+	fields, decoded := m.fields[:0], m.decoded
+	clear(fields[:cap(fields)]) // no pointers into the old message
+	clear(decoded)
+	*m = Message{raw: raw, fields: fields, decoded: decoded}
 	p := 0
 	if bytes.HasPrefix(raw, []byte("From ")) {
 		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
@@ -68,7 +81,6 @@ func New(raw []byte) *Message {
 		}
 	}
 	m.hdrStart = p
-	return m
 }
 
 // Raw is the whole message.
@@ -104,12 +116,23 @@ func (m *Message) Fields() []Field {
 // starts, after the first line that holds nothing but CRs before its
 // newline (the blank line).
 func (m *Message) parse() {
-	// The fields are gathered on the stack, then copied to a slice of
-	// their number: one allocation of the size needed.
+	// The fields go into the slice that Reset kept, else onto the stack
+	// and then into a slice of their number: one allocation of the size
+	// needed.
+	if cap(m.fields) > 0 {
+		m.fields, m.bodyOff = m.parseInto(m.fields[:0])
+		return
+	}
 	var buf [48]Field
-	fields := buf[:0]
+	fields, bodyOff := m.parseInto(buf[:0])
+	m.fields, m.bodyOff = slices.Clip(slices.Clone(fields)), bodyOff
+}
+
+// parseInto appends the header's fields to fields and returns them with
+// the offset of the body.
+func (m *Message) parseInto(fields []Field) ([]Field, int) {
 	raw := m.raw
-	m.bodyOff = len(raw)
+	bodyOff := len(raw)
 	for i := m.hdrStart; i < len(raw); {
 		// A line of nothing but CRs before its newline (or the end)
 		// is the blank line.
@@ -118,7 +141,7 @@ func (m *Message) parse() {
 			j++
 		}
 		if j == len(raw) || raw[j] == '\n' {
-			m.bodyOff = min(j+1, len(raw))
+			bodyOff = min(j+1, len(raw))
 			break
 		}
 		// The field: its line and the continuation lines after it.
@@ -132,7 +155,7 @@ func (m *Message) parse() {
 			fields = append(fields, f)
 		}
 	}
-	m.fields = slices.Clip(slices.Clone(fields))
+	return fields, bodyOff
 }
 
 // parseHeader parses the header unless it was (a Message is used by one

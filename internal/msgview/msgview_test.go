@@ -162,3 +162,31 @@ func TestBodyText(t *testing.T) {
 		})
 	}
 }
+
+// TestResetIsNew: a Message Reset to a message sees it as New would,
+// whatever it viewed and decoded before, with more or fewer fields.
+func TestResetIsNew(t *testing.T) {
+	msgs := []string{
+		"From a@b  Mon Jan  1 00:00:00 2024\nSubject: =?UTF-8?Q?R=C3=A9sum=C3=A9?=\nX-Only-First: 1\nTo: a@example.org, b@example.org\n\nbody one\n",
+		"Subject: two\n\nbody two\n",
+		"From: =?iso-8859-1?Q?Andr=E9?= <andre@example.fr>\nSubject: three\nA: 1\nB: 2\nC: 3\nD: 4\nE: 5\nF: 6\n\nbody three\n",
+		"",
+		"Subject: last\r\nX-Only-First: no, here too\r\n\r\nbody\r\n",
+	}
+	view := func(m *Message) string {
+		var b strings.Builder
+		for i := range m.Fields() {
+			f := &m.Fields()[i]
+			fmt.Fprintf(&b, "%s=%q/%q|", f.Name(), f.Raw, m.Decoded(f))
+		}
+		fmt.Fprintf(&b, "get=%d body=%q from=%q", len(m.Get("X-Only-First")), m.Body(), m.FromLine())
+		return b.String()
+	}
+	reused := New(nil)
+	for _, raw := range msgs {
+		reused.Reset([]byte(raw))
+		if got, want := view(reused), view(New([]byte(raw))); got != want {
+			t.Errorf("after Reset:\n\t%s\nNew:\n\t%s", got, want)
+		}
+	}
+}
