@@ -81,11 +81,12 @@ func main() {
 // for large mail, where a fixed limit would make the collector run
 // without pause (see bench/README.md). Messages split from a mapped
 // file are not copied onto the heap, which then holds little and makes
-// little garbage: gcPercentMapped keeps that heap small (the peak of a
-// long run where a short run's is) for about the same work.
+// little garbage: gcPercentMapped, Go's default, keeps that heap small
+// (the peak of a long run where a short run's is) for a collection or
+// two more in a run.
 const (
 	gcPercent       = 400
-	gcPercentMapped = 150
+	gcPercentMapped = 100
 	gcMinLimit      = 20 << 20
 	gcHeldBase      = 8 << 20
 	gcPerHeldByte   = 3
