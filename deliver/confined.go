@@ -34,6 +34,7 @@ func ParseConfinedFolder(root *os.Root, base, spec string) (Folder, error) {
 	}
 	f.Path = p
 	f.root = root
+	f.clean = true // cleaned above, and never the dot
 	if f.Kind == Mbox {
 		if st, err := root.Stat(p); err == nil && st.IsDir() {
 			f.Kind = Dir

@@ -99,13 +99,27 @@ func openFDs(t *testing.T) int {
 	return len(es)
 }
 
-// TestInFolder: inFolder is filepath.Join.
-func TestInFolder(t *testing.T) {
-	for _, dir := range []string{"/home/u/Mail/md", "md", ".", "/", "", "a//b", "a/b/", "../x", "/a/./b"} {
+// TestFolderIn: Folder.in is filepath.Join, for folders from ParseFolder
+// (clean paths) and others.
+func TestFolderIn(t *testing.T) {
+	var folders []Folder
+	for _, spec := range []string{"md/", "/home/u/Mail/md/", "a//b/", "../x/", "/a/./b/", "x"} {
+		for _, base := range []string{"", "/home/u/Mail", ".", "/"} {
+			f, err := ParseFolder(base, spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			folders = append(folders, f)
+		}
+	}
+	for _, p := range []string{"a//b", "a/b/", ".", "/", ""} {
+		folders = append(folders, Folder{Path: p, Kind: Maildir}) // made by hand: not known clean
+	}
+	for _, f := range folders {
 		for _, name := range [][]string{nil, {"1795946209.M8P3Q1.vm,S=2855"}} {
-			want := filepath.Join(append([]string{dir, "new"}, name...)...)
-			if got := inFolder(dir, "new", name...); got != want {
-				t.Errorf("inFolder(%q, new, %q) = %q, want %q", dir, name, got, want)
+			want := filepath.Join(append([]string{f.Path, "new"}, name...)...)
+			if got := f.in("new", name...); got != want {
+				t.Errorf("Folder{Path: %q}.in(new, %q) = %q, want %q", f.Path, name, got, want)
 			}
 		}
 	}

@@ -52,6 +52,22 @@ type Folder struct {
 	Kind Kind
 
 	root *os.Root // non-nil: Path is relative to this confined root
+	// clean: Path is filepath.Clean's and names below it can be put
+	// together without cleaning them again (see in).
+	clean bool
+}
+
+// in is filepath.Join(f.Path, sub[, name]) for a sub and a name that need
+// no cleaning, in one allocation when f.Path is clean already (ParseFolder
+// makes it so): a message's names are made for every message.
+func (f Folder) in(sub string, name ...string) string {
+	if !f.clean || len(name) > 1 {
+		return filepath.Join(append([]string{f.Path, sub}, name...)...)
+	}
+	if len(name) == 1 {
+		return f.Path + "/" + sub + "/" + name[0]
+	}
+	return f.Path + "/" + sub
 }
 
 // ParseFolder applies procmail's folder typing to spec: a trailing "/"
@@ -86,6 +102,7 @@ func ParseFolder(base, spec string) (Folder, error) {
 		return Folder{}, fmt.Errorf("folder %q names the root directory", spec)
 	}
 	f.Path = resolve(base, trimmed)
+	f.clean = f.Path != "/" && f.Path != "."
 	if f.Kind == Maildir || f.Kind == MH {
 		f.Name = trimmedName(spec, f.Kind)
 	}

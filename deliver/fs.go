@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -107,9 +108,15 @@ func (o osFS) OpenTemp(dir, label string) (file, error) {
 }
 
 func (o osFS) LinkTemp(f file, newname string) error {
-	dir := filepath.Dir(newname)
+	// newname is a maildir's or MH folder's path and a plain name: cut
+	// at the last slash rather than clean it twice for Dir and Base.
+	i := strings.LastIndexByte(newname, '/')
+	if i <= 0 || i == len(newname)-1 {
+		return linkFD(f, unix.AT_FDCWD, newname, newname)
+	}
+	dir := newname[:i]
 	if dirfd := o.cachedDir(dir); dirfd >= 0 {
-		err := linkFD(f, dirfd, filepath.Base(newname), newname)
+		err := linkFD(f, dirfd, newname[i+1:], newname)
 		if !errors.Is(err, unix.ENOENT) {
 			return err
 		}

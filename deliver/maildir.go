@@ -140,7 +140,7 @@ func (w *Writer) writeMaildir(d *Delivery, msg []byte) error {
 	if d.opts.MaildirName != "" {
 		name = d.opts.MaildirName + ",S=" + strconv.Itoa(len(data))
 	}
-	tmpDir := inFolder(dir, "tmp")
+	tmpDir := d.Folder.in("tmp")
 	for attempt := 0; ; attempt++ {
 		if err := w.ensureMaildir(d.fsys, dir); err != nil {
 			return err
@@ -166,21 +166,8 @@ func (w *Writer) writeMaildir(d *Delivery, msg []byte) error {
 		return err
 	}
 	d.Size = len(data)
-	d.Path = inFolder(dir, "new", name)
+	d.Path = d.Folder.in("new", name)
 	return nil
-}
-
-// inFolder is filepath.Join(dir, sub[, name]) for a sub and name that
-// need no cleaning, in one allocation when dir (a Folder's Path) is
-// clean already: a message's names are made for every message.
-func inFolder(dir, sub string, name ...string) string {
-	if dir == "" || dir == "." || dir == "/" || filepath.Clean(dir) != dir || len(name) > 1 {
-		return filepath.Join(append([]string{dir, sub}, name...)...)
-	}
-	if len(name) == 1 {
-		return dir + "/" + sub + "/" + name[0]
-	}
-	return dir + "/" + sub
 }
 
 // createTemp opens d's file in dir: unnamed (OpenTemp) where the file

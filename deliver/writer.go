@@ -461,7 +461,7 @@ type dirRef struct {
 
 func (d *Delivery) syncTarget() string {
 	if d.Folder.Kind == Maildir {
-		return inFolder(d.Folder.Path, "new")
+		return d.Folder.in("new")
 	}
 	return d.Folder.Path
 }
