@@ -77,13 +77,17 @@ type Splitter struct {
 
 // NewSplitter returns a Splitter reading r.
 func NewSplitter(r io.Reader, opts SplitOptions) *Splitter {
+	return newSplitter(bufio.NewReaderSize(r, 64<<10), opts)
+}
+
+func newSplitter(r bufferedReader, opts SplitOptions) *Splitter {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	if opts.MaxContentLength <= 0 {
 		opts.MaxContentLength = 1 << 30
 	}
-	return &Splitter{lr: newLineReader(r), opts: opts, start: true}
+	return &Splitter{lr: &lineReader{r: r, delim: '\n'}, opts: opts, start: true}
 }
 
 // Offsets returns the byte range of the input that the last message
@@ -400,7 +404,7 @@ func parseContentLength(v []byte) int64 {
 
 // lineReader reads lines with pushback and tracks the input offset.
 type lineReader struct {
-	r     *bufio.Reader
+	r     bufferedReader
 	pre   []byte // pushed-back bytes, read before r: always the end of pb
 	pb    []byte // room for pushed-back bytes, reused
 	seen  []byte // scratch buffer for peekPastQuoted
@@ -410,8 +414,13 @@ type lineReader struct {
 	peek  []byte // scratch buffer for look-ahead
 }
 
-func newLineReader(r io.Reader) *lineReader {
-	return &lineReader{r: bufio.NewReaderSize(r, 64<<10), delim: '\n'}
+// bufferedReader is what lineReader needs of a *bufio.Reader; a
+// memReader serves a mapped file without copying it into a buffer.
+type bufferedReader interface {
+	ReadSlice(delim byte) ([]byte, error)
+	Peek(n int) ([]byte, error)
+	Buffered() int
+	Discard(n int) (int, error)
 }
 
 // detectCR switches to CR line ends when the input's first 64 KiB hold a

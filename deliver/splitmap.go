@@ -1,6 +1,7 @@
 package deliver
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -37,9 +38,65 @@ func NewFileSplitter(f *os.File, opts SplitOptions) *Splitter {
 	if m == nil {
 		return NewSplitter(f, opts)
 	}
-	s := NewSplitter(io.MultiReader(bytes.NewReader(m.data[m.base:]), f), opts)
+	s := newSplitter(&memReader{mem: m.data[m.base:], more: f}, opts)
 	s.mem = m
 	return s
+}
+
+// memReader is a bufio.Reader for a Splitter over mapped bytes: it hands
+// out slices of them instead of copies in a buffer. Once a line or a
+// look-ahead goes past their end (the file grew after it was mapped), it
+// carries on as a bufio.Reader over what is left of them and then more.
+type memReader struct {
+	mem  []byte    // the bytes not yet consumed
+	more io.Reader // what follows them
+	rest *bufio.Reader
+}
+
+// memWindow is how much memReader says it has buffered: as much as a
+// bufio.Reader of the Splitter's, so that the Splitter's scans of what
+// is buffered stay as long.
+const memWindow = 64 << 10
+
+func (r *memReader) tail() *bufio.Reader {
+	if r.rest == nil {
+		r.rest = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(r.mem), r.more), memWindow)
+		r.mem = nil
+	}
+	return r.rest
+}
+
+func (r *memReader) ReadSlice(delim byte) ([]byte, error) {
+	if r.rest == nil {
+		if i := bytes.IndexByte(r.mem, delim); i >= 0 {
+			line := r.mem[: i+1 : i+1]
+			r.mem = r.mem[i+1:]
+			return line, nil
+		}
+	}
+	return r.tail().ReadSlice(delim)
+}
+
+func (r *memReader) Peek(n int) ([]byte, error) {
+	if r.rest == nil && n <= len(r.mem) {
+		return r.mem[:n:n], nil
+	}
+	return r.tail().Peek(n)
+}
+
+func (r *memReader) Buffered() int {
+	if r.rest == nil {
+		return min(len(r.mem), memWindow)
+	}
+	return r.rest.Buffered()
+}
+
+func (r *memReader) Discard(n int) (int, error) {
+	if r.rest == nil && n <= len(r.mem) {
+		r.mem = r.mem[n:]
+		return n, nil
+	}
+	return r.tail().Discard(n)
 }
 
 // Mapped reports whether the Splitter reads a mapped file.
