@@ -48,18 +48,12 @@ func prepareMaybeCopy(raw []byte, berkeley bool) (data []byte, l layout, copied 
 		}
 	}
 	l.realstart = p
-	l.body = n
-	if i := bytes.Index(raw[p:], []byte("\n\n")); i >= 0 {
-		l.body = p + i + 2 // just past the blank line
-	}
+	var off int
+	l.body, off = scanHeader(raw, p, !berkeley)
 	l.restbody = l.body
 	if l.body > 0 {
 		l.restbody = l.body - 1
 	}
-	if berkeley {
-		return raw[:n:n], l, false
-	}
-	off := findContentLength(raw[:l.body])
 	if off < 0 {
 		return raw[:n:n], l, false
 	}
@@ -101,20 +95,36 @@ func prepareMaybeCopy(raw []byte, berkeley bool) (data []byte, l layout, copied 
 
 // findContentLength returns the offset just past the colon of the first
 // header line matching ^Content-Length: (case-insensitively), or -1.
-func findContentLength(header []byte) int {
+// scanHeader finds, in one pass over the lines of raw from p on (p is
+// layout.realstart), where the body starts: past the first blank line, as
+// procmail looks for "\n\n" from there (len(raw) if none); and, when
+// wantCL, the offset just past the first
+// "Content-Length:" that starts a line of the header (-1 if none).
+func scanHeader(raw []byte, p int, wantCL bool) (body, cl int) {
 	const name = "content-length:"
-	for i := 0; i < len(header); {
-		// The first byte first: few lines start with a C.
-		if len(header)-i >= len(name) && header[i]|0x20 == 'c' && bytes.EqualFold(header[i:i+len(name)], []byte(name)) {
-			return i + len(name)
-		}
-		j := bytes.IndexByte(header[i:], '\n')
-		if j < 0 {
-			return -1
-		}
-		i += j + 1
+	n := len(raw)
+	isCL := func(s int) bool {
+		return wantCL && n-s >= len(name) && raw[s]|0x20 == 'c' && bytes.EqualFold(raw[s:s+len(name)], []byte(name))
 	}
-	return -1
+	body, cl = n, -1
+	// Before p all lines are empty but the one that starts at p-1.
+	if p > 0 && isCL(p-1) {
+		cl = p - 1 + len(name)
+	}
+	for i := p; ; {
+		j := bytes.IndexByte(raw[i:], '\n')
+		if j < 0 {
+			return body, cl
+		}
+		e := i + j
+		if e+1 < n && raw[e+1] == '\n' {
+			return e + 2, cl // just past the blank line
+		}
+		i = e + 1
+		if cl < 0 && isCL(i) {
+			cl = i + len(name)
+		}
+	}
 }
 
 // escapeFrom inserts '>' before every "From " that starts a line where
