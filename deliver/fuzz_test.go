@@ -40,7 +40,12 @@ func corpusSeeds(t testing.TB) [][]byte {
 
 func splitAll(t *testing.T, data []byte, opts SplitOptions) [][]byte {
 	t.Helper()
-	sp := NewSplitter(bytes.NewReader(data), opts)
+	return nextAll(t, NewSplitter(bytes.NewReader(data), opts))
+}
+
+// nextAll returns every message sp has left.
+func nextAll(t *testing.T, sp *Splitter) [][]byte {
+	t.Helper()
 	var out [][]byte
 	for {
 		m, err := sp.Next()
@@ -52,6 +57,16 @@ func splitAll(t *testing.T, data []byte, opts SplitOptions) [][]byte {
 		}
 		out = append(out, m)
 	}
+}
+
+// corpusMbox returns the corpus seeds and one mbox of all of them.
+func corpusMbox(t testing.TB) (seeds [][]byte, all []byte) {
+	seeds = corpusSeeds(t)
+	for _, s := range seeds {
+		all = append(all, s...)
+		all = append(all, '\n')
+	}
+	return seeds, all
 }
 
 // FuzzMboxBytes: for any message, what the mbox writer appends starts with

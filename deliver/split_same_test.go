@@ -50,12 +50,7 @@ func sameSplitReaders() map[string]func(io.Reader) io.Reader {
 // alone, and all of them as one mbox) and the golden cases exactly as
 // it did before it was made faster, however the input arrives.
 func TestSplitterSameAsBefore(t *testing.T) {
-	seeds := corpusSeeds(t)
-	var all []byte
-	for _, s := range seeds {
-		all = append(all, s...)
-		all = append(all, '\n')
-	}
+	seeds, all := corpusMbox(t)
 	long := bytes.Repeat([]byte("x"), 150<<10)
 	synthetic := [][]byte{
 		// Lines longer than the read buffer, before a From line that

@@ -74,12 +74,7 @@ func splitFileAndReader(t testing.TB, data []byte, skip int64, opts SplitOptions
 // golden cases and inputs that make the Splitter change messages; the
 // messages it leaves as they are come from the map.
 func TestFileSplitterSameAsReader(t *testing.T) {
-	seeds := corpusSeeds(t)
-	var all []byte
-	for _, s := range seeds {
-		all = append(all, s...)
-		all = append(all, '\n')
-	}
+	seeds, all := corpusMbox(t)
 	long := bytes.Repeat([]byte("x"), 150<<10)
 	tests := []struct {
 		name      string
@@ -173,14 +168,7 @@ func TestFileSplitterGrowing(t *testing.T) {
 	}
 	w.Close()
 	var got []string
-	for {
-		m, err := s.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, m := range nextAll(t, s) {
 		got = append(got, string(m))
 	}
 	if want := []string{first, second}; fmt.Sprint(got) != fmt.Sprint(want) {
@@ -225,18 +213,18 @@ func TestFileSplitterResident(t *testing.T) {
 	}
 	var msgs [][]byte
 	most := 0
-	for {
+	for len(msgs) < 4000 {
 		m, err := s.Next()
-		if err == io.EOF {
-			break
-		}
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("message %d: %v", len(msgs), err)
 		}
 		msgs = append(msgs, m)
 		if len(msgs)%500 == 0 {
 			most = max(most, mappedRSS(t, s.mem.data))
 		}
+	}
+	if rest := nextAll(t, s); len(rest) != 0 {
+		t.Fatalf("%d messages more than the 4,000 written", len(rest))
 	}
 	// The lag, a step not yet given back, what was read ahead.
 	if limit := mapResidentLag + releaseStep + 1<<20; most > limit || most == 0 {
