@@ -102,7 +102,6 @@ func (s *Splitter) Next() (msg []byte, err error) {
 	if s.mem != nil {
 		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 		defer s.mem.recoverFault(&err)
-		s.mem.releaseBefore(s.end)
 	}
 	return s.next()
 }

@@ -24,11 +24,11 @@ import (
 // are read as NewSplitter reads them.
 //
 // Messages from the map are valid until Close, which the caller calls
-// once it is done with every message. The map's pages more than
-// mapResidentLag behind the message being split leave the process's
-// resident memory, so that it does not grow with the file: a message
-// still in use there is read from the file again (from the page cache)
-// when it is next touched, at the cost of a page fault.
+// once it is done with every message. The map's pages stay resident as
+// the messages are read and filed, until Release says that the messages
+// up to one are done with: a caller that files one batch after another
+// and releases each keeps resident only the messages in flight, however
+// long the file.
 //
 // A file that shrinks while it is mapped (another program truncating an
 // mbox that mfilter reads) cannot be read beyond its new end: Next then
@@ -124,18 +124,6 @@ type mappedInput struct {
 	released int    // data[:released] was given back (MADV_DONTNEED)
 }
 
-// mapResidentLag is how far behind the message being split the map's
-// pages stay resident; releaseStep is how many bytes of pages are given
-// back at once at least, one madvise(2) for many messages. The messages
-// between the splitter and the writer (several megabytes: the read-ahead
-// and the batches being written) are mostly beyond the lag: the writer
-// faults them in again, 64 KiB a fault, which costs far less than the
-// copies the map saves.
-const (
-	mapResidentLag = 1 << 20
-	releaseStep    = 1 << 20
-)
-
 // mapInput maps f from offset 0 to its size and moves f's offset to
 // that size, where reading goes on after the map. It returns nil, and
 // leaves f as it was, when f is not a regular file with bytes left after
@@ -176,12 +164,26 @@ func (m *mappedInput) slice(start, end int64) []byte {
 	return m.data[lo:hi:hi]
 }
 
-// releaseBefore gives back the pages more than mapResidentLag before
-// input offset off, once they make releaseStep.
-func (m *mappedInput) releaseBefore(off int64) {
-	end := m.base + int(off) - mapResidentLag
+// Release says that the caller is done with msg, a message from Next,
+// and with every message before it: the map's pages up to its end leave
+// the process's resident memory. They stay mapped: a message that is
+// read again after all (a rescue after a failed batch) is read from the
+// file again, from the page cache. Release may be called from another
+// goroutine than Next's, but not from two at once. It ignores messages
+// that are not slices of the map.
+func (s *Splitter) Release(msg []byte) {
+	m := s.mem
+	if m == nil || len(msg) == 0 {
+		return
+	}
+	p := uintptr(unsafe.Pointer(unsafe.SliceData(msg)))
+	if !m.holds(p) {
+		return // a copy
+	}
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(m.data)))
+	end := int(p-start) + len(msg)
 	end -= end % os.Getpagesize()
-	if end-m.released < releaseStep {
+	if end <= m.released {
 		return
 	}
 	// Only a hint: the pages are the file's, read again if touched.

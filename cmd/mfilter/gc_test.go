@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -170,5 +173,47 @@ func TestFileInputMapped(t *testing.T) {
 				t.Errorf("%d messages filed, want 2", len(got))
 			}
 		})
+	}
+}
+
+// TestLargeMessagesFromFileBounded: an mbox of large messages, given as a
+// file (and so mapped), is filed in memory bounded by the messages in
+// flight, not the file: the map's pages of each finished batch leave
+// resident memory, also those the writer read again after the splitter.
+func TestLargeMessagesFromFileBounded(t *testing.T) {
+	base := t.TempDir()
+	path := filepath.Join(base, "in.mbox")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := strings.Repeat(strings.Repeat("x", 76)+"\n", 2<<20/77) // 2 MB
+	const n = 120                                                  // 240 MB
+	for i := range n {
+		fmt.Fprintf(f, "From a@b  Tue Jan  2 03:04:05 2024\nSubject: big %d\n\n%s\n", i, body)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	in, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	cmd := exec.Command(mfilterBin, "--maildir", base, "--default", "md/")
+	cmd.Stdin = in
+	cmd.Env = append(os.Environ(), "HOME="+base)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mfilter: %v: %s", err, out)
+	}
+	if got, _ := os.ReadDir(filepath.Join(base, "md", "new")); len(got) != n {
+		t.Fatalf("%d messages filed, want %d", len(got), n)
+	}
+	// Batches end at 4 MiB: the read-ahead, a batch being written and
+	// three committing hold about 20 MB of messages.
+	peak := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10
+	t.Logf("peak RSS %d MB", peak>>20)
+	if peak > 80<<20 {
+		t.Errorf("peak RSS %d MB filing %d MB of 2 MB messages", peak>>20, n*2)
 	}
 }

@@ -379,6 +379,14 @@ type Source interface {
 	Next() ([]byte, error)
 }
 
+// A Releaser is a Source that holds memory for the messages it returned
+// until it hears that they are done with: FileAll calls Release with
+// the last message of each batch once the batch is finished (filed or
+// rescued, and logged). deliver.Splitter reading a mapped file is one.
+type Releaser interface {
+	Release(msg []byte)
+}
+
 // Summary counts what a batch run did.
 type Summary struct {
 	Messages  int // messages read
@@ -476,6 +484,9 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 			fail(err)
 		}
 		r.commit()
+		if rel, ok := src.(Releaser); ok && len(job.pending) > 0 {
+			rel.Release(job.pending[len(job.pending)-1].msg)
+		}
 	}
 	// land waits for the oldest flying batch and finishes it; the
 	// messages rescued meanwhile follow once none is left in flight.

@@ -753,3 +753,62 @@ func TestFileAllReleasesLocksWhileWaiting(t *testing.T) {
 		t.Errorf("lock released while waiting for input: %v, want it each time", src.saw)
 	}
 }
+
+// releasingSource is a Source that records, at each Release, the message
+// released and the messages up to it that were not filed by then.
+type releasingSource struct {
+	msgs     msgs
+	dir      string // the maildir the messages go to
+	released []string
+	missing  []string
+}
+
+func (s *releasingSource) Next() ([]byte, error) { return s.msgs.Next() }
+
+func (s *releasingSource) Release(msg []byte) {
+	subject := func(b []byte) string {
+		_, rest, _ := bytes.Cut(b, []byte("Subject: "))
+		line, _, _ := bytes.Cut(rest, []byte("\n"))
+		return string(line)
+	}
+	s.released = append(s.released, subject(msg))
+	filed := make(map[string]bool)
+	entries, _ := os.ReadDir(filepath.Join(s.dir, "new"))
+	for _, e := range entries {
+		b, _ := os.ReadFile(filepath.Join(s.dir, "new", e.Name()))
+		filed[subject(b)] = true
+	}
+	var n int
+	fmt.Sscanf(subject(msg), "m%d", &n)
+	for i := 0; i <= n; i++ {
+		if subj := fmt.Sprintf("m%d", i); !filed[subj] {
+			s.missing = append(s.missing, subj)
+		}
+	}
+}
+
+// TestFileAllReleases: a Source that is a Releaser hears of the last
+// message of each batch once the batch is filed, and of no message
+// before it is filed.
+func TestFileAllReleases(t *testing.T) {
+	base := t.TempDir()
+	md := folder(t, base, "md/")
+	src := &releasingSource{dir: md.Path}
+	for i := range 10 {
+		src.msgs = append(src.msgs, fmt.Appendf(nil, "From a@b  Tue Jan  2 03:04:05 2024\nSubject: m%d\n\nbody\n\n", i))
+	}
+	fl, _ := newFiler(t, base, routeFunc(func(context.Context, []byte) (Plan, error) {
+		return Plan{Folders: []deliver.Folder{md}}, nil
+	}))
+	fl.BatchSize = 4
+	sum, err := fl.FileAll(context.Background(), src)
+	if w := (Summary{Messages: 10, Delivered: 10}); sum != w || err != nil {
+		t.Fatalf("FileAll = %+v, %v; want %+v", sum, err, w)
+	}
+	if want := []string{"m3", "m7", "m9"}; !slices.Equal(src.released, want) {
+		t.Errorf("released %q, want %q", src.released, want)
+	}
+	if len(src.missing) > 0 {
+		t.Errorf("released before they were filed: %q", src.missing)
+	}
+}
