@@ -293,9 +293,14 @@ func (s *Splitter) next() ([]byte, error) {
 	return out, nil
 }
 
-// keep keeps msg's buffer for the next message unless it is too big.
+// keep keeps msg's buffer for the next message unless it is too big. A
+// Splitter over a map keeps it whatever its size: its messages take no
+// memory of their own, so one buffer as large as the largest message is
+// all it holds, where growing a new one for each large message made
+// garbage of several times its size (a mapped mbox of 2 MB messages was
+// filed 40% slower than one from a pipe).
 func (s *Splitter) keep(msg []byte) {
-	if cap(msg) <= maxKeptBuffer {
+	if cap(msg) <= maxKeptBuffer || s.mem != nil {
 		s.buf = msg[:0]
 	} else {
 		s.buf = nil

@@ -289,3 +289,30 @@ func FuzzFileSplitter(f *testing.F) {
 		splitFileAndReader(t, in, 0, SplitOptions{Berkeley: berkeley, Mboxrd: mboxrd})
 	})
 }
+
+// TestFileSplitterKeepsLargeBuffer: over a map the Splitter reads every
+// large message into the same buffer; from a reader it lets one larger
+// than maxKeptBuffer go, as its messages are copies held by the caller.
+func TestFileSplitterKeepsLargeBuffer(t *testing.T) {
+	big := "From a b\nX: 1\n\n" + strings.Repeat("0123456789abcdef0123456789abcdef\n", 3*maxKeptBuffer/33) + "\n"
+	in := []byte(big + big)
+	for _, tc := range []struct {
+		name string
+		s    *Splitter
+		kept bool
+	}{
+		{"map", NewFileSplitter(tempInput(t, in, 0), SplitOptions{}), true},
+		{"reader", NewSplitter(bytes.NewReader(in), SplitOptions{}), false},
+	} {
+		defer tc.s.Close()
+		if _, err := tc.s.Next(); err != nil {
+			t.Fatal(err)
+		}
+		if kept := cap(tc.s.buf) >= len(big); kept != tc.kept {
+			t.Errorf("%s: buffer of %d bytes kept after a message of %d; want kept: %v", tc.name, cap(tc.s.buf), len(big), tc.kept)
+		}
+		if m, err := tc.s.Next(); err != nil || string(m) != big {
+			t.Errorf("%s: second message %d bytes, %v", tc.name, len(m), err)
+		}
+	}
+}
