@@ -4,7 +4,8 @@
 # Installs what the tests use when it is missing (Debian/Ubuntu packages,
 # as root or through sudo): procmail and formail (the byte-compatibility
 # oracle), openssh-server (the real sshd that fetch tests start on
-# loopback), zstd, fdm (benchmark peer), mandoc (man page lint), postfix
+# loopback), zstd, fdm (benchmark peer), mandoc (man page lint), GNU time
+# (a child's peak memory), postfix
 # (the SMTP relay mfilter send and tunnel tests run privately on 127.0.0.2;
 # debconf is told "No configuration", so the system's own Postfix is not
 # set up or started; installing it replaces exim4). Then runs
@@ -20,6 +21,8 @@ for pair in procmail:procmail formail:procmail sshd:openssh-server ssh:openssh-c
             postfix:postfix; do
   have "${pair%%:*}" || need+=("${pair#*:}")
 done
+# GNU time measures a child's peak memory (time is also a shell word).
+[ -x /usr/bin/time ] || need+=(time)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "test.sh: installing ${need[*]}" >&2
