@@ -18,22 +18,39 @@ func splitBoth(t *testing.T, in []byte, opts SplitOptions, wrap func(io.Reader) 
 	opts.Now = func() time.Time { return splitNow }
 	s := NewSplitter(wrap(bytes.NewReader(in)), opts)
 	ref := refNewSplitter(wrap(bytes.NewReader(in)), opts)
+	sameSplits(t, s, ref, "before", nil)
+}
+
+// splitSource is what the splitters compared have in common.
+type splitSource interface {
+	Next() ([]byte, error)
+	Offsets() (start, end int64)
+}
+
+// sameSplits fails unless s and ref (named refName in failures) give the
+// same messages from the same input ranges, and the same error at the
+// end; each, when set, sees each message of s.
+func sameSplits(t testing.TB, s, ref splitSource, refName string, each func(i int, m []byte)) {
+	t.Helper()
 	for i := 0; ; i++ {
 		m, err := s.Next()
 		rm, rerr := ref.Next()
 		if (err == nil) != (rerr == nil) || err != nil && err.Error() != rerr.Error() {
-			t.Fatalf("message %d: error %v, before %v", i, err, rerr)
+			t.Fatalf("message %d: error %v, %s %v", i, err, refName, rerr)
 		}
 		if err != nil {
 			return
 		}
 		if !bytes.Equal(m, rm) {
-			t.Fatalf("message %d differs:\n\tnow    %q\n\tbefore %q", i, m, rm)
+			t.Fatalf("message %d differs:\n\tgot %q\n\t%s %q", i, m, refName, rm)
 		}
 		a, b := s.Offsets()
 		ra, rb := ref.Offsets()
 		if a != ra || b != rb {
-			t.Fatalf("message %d: range [%d,%d), before [%d,%d)", i, a, b, ra, rb)
+			t.Fatalf("message %d: range [%d,%d), %s [%d,%d)", i, a, b, refName, ra, rb)
+		}
+		if each != nil {
+			each(i, m)
 		}
 	}
 }

@@ -42,23 +42,7 @@ func splitFileAndReader(t testing.TB, data []byte, skip int64, opts SplitOptions
 	s := NewFileSplitter(tempInput(t, data, skip), opts)
 	defer s.Close()
 	ref := NewSplitter(bytes.NewReader(data[skip:]), opts)
-	for i := 0; ; i++ {
-		m, err := s.Next()
-		rm, rerr := ref.Next()
-		if (err == nil) != (rerr == nil) || err != nil && err.Error() != rerr.Error() {
-			t.Fatalf("message %d: error %v, from a reader %v", i, err, rerr)
-		}
-		if err != nil {
-			return mapped, total
-		}
-		if !bytes.Equal(m, rm) {
-			t.Fatalf("message %d differs:\n\tmapped %q\n\treader %q", i, m, rm)
-		}
-		a, b := s.Offsets()
-		ra, rb := ref.Offsets()
-		if a != ra || b != rb {
-			t.Fatalf("message %d: range [%d,%d), from a reader [%d,%d)", i, a, b, ra, rb)
-		}
+	sameSplits(t, s, ref, "from a reader", func(i int, m []byte) {
 		total++
 		if s.mem != nil && s.mem.holds(uintptr(unsafe.Pointer(unsafe.SliceData(m)))) {
 			mapped++
@@ -66,7 +50,8 @@ func splitFileAndReader(t testing.TB, data []byte, skip int64, opts SplitOptions
 				t.Fatalf("message %d: a slice of the map with room to append in place", i)
 			}
 		}
-	}
+	})
+	return mapped, total
 }
 
 // TestFileSplitterSameAsReader: splitting a mapped file gives the same
