@@ -2,14 +2,19 @@
 // directory, queue and maildirs in a scratch directory, and one smtpd
 // listening on 127.0.0.2 (a loopback address nothing else in the tests
 // uses) on a port of its own. It delivers mail for example.test into
-// maildirs the test reads. Tests that need it fail (never skip) when
-// Postfix is missing: test.sh installs it.
+// maildirs the test reads. With Options.MailboxCommand it also delivers
+// mail for LocalDomain to a real local user (see MDAUser) through
+// local(8) and that command, as Postfix does for an MDA. Tests that need
+// it fail (never skip) when Postfix is missing: test.sh installs it.
+//
+// dovecot.go runs a private Dovecot (POP3, IMAP, doveadm) the same way.
 package mtatest
 
 import (
 	"bytes"
 	"fmt"
 	"net"
+	"net/textproto"
 	"os"
 	"os/exec"
 	"os/user"
@@ -17,13 +22,19 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
 
-// Domain is the domain the test Postfix delivers for.
+// Domain is the domain the test Postfix delivers for into its own
+// virtual maildirs.
 const Domain = "example.test"
+
+// LocalDomain is the domain whose mail goes to local(8) and
+// Options.MailboxCommand: user@mta.test for a real unix user.
+const LocalDomain = "mta.test"
 
 // Postfix is a running private Postfix.
 type Postfix struct {
@@ -46,6 +57,13 @@ type Options struct {
 	HeaderChecks []string
 	// TLSCert and TLSKey are PEM files: smtpd then offers STARTTLS.
 	TLSCert, TLSKey string
+	// MailboxCommand, when set, is main.cf's mailbox_command: mail for
+	// a real unix user at LocalDomain (such as MDAUser's) goes through
+	// local(8), which runs the command as that user with HOME set to
+	// the user's home and the message (with a From_ line) on stdin, and
+	// defers the message when it exits 75. An exit status other than 0
+	// or a temporary one bounces the message.
+	MailboxCommand string
 }
 
 // Start starts Postfix and stops it when the test ends.
@@ -175,6 +193,15 @@ biff = no
 maillog_file = %[1]s/maillog
 maillog_file_prefixes = %[1]s
 `, d, Domain)
+	if opts.MailboxCommand != "" {
+		// local_recipient_maps: only real unix users; no aliases, no
+		// .forward surprises beyond the user's own home.
+		cf = strings.Replace(cf, "\nmydestination =\n", "\nmydestination = "+LocalDomain+"\n", 1)
+		cf += fmt.Sprintf(`local_recipient_maps = proxy:unix:passwd.byname
+local_transport = local
+mailbox_command = %s
+`, opts.MailboxCommand)
+	}
 	if opts.TLSCert != "" {
 		cf += fmt.Sprintf(`smtpd_tls_security_level = may
 smtpd_tls_cert_file = %s
@@ -202,7 +229,13 @@ discard   unix  -  -  n  -  -  discard
 virtual   unix  -  n  n  -  -  virtual
 anvil     unix  -  -  n  -  1  anvil
 postlog   unix-dgram n  -  n  -  1  postlogd
+flush     unix  n  -  n  1000?  0  flush
+showq     unix  n  -  n  -  -  showq
+pickup    unix  n  -  n  60  1  pickup
 `
+	if opts.MailboxCommand != "" {
+		cf += "local     unix  -  n  n  -  -  local\n"
+	}
 	if opts.TLSCert != "" {
 		cf += "tlsmgr    unix  -  -  n  1000?  1  tlsmgr\n"
 	}
@@ -401,4 +434,198 @@ func freePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// LogLines returns the lines of the Postfix log that contain every one
+// of the given strings (a queue id, "to=<user@mta.test>",
+// "status=deferred", ...).
+func (p *Postfix) LogLines(match ...string) []string {
+	var out []string
+	for _, line := range strings.Split(p.Log(), "\n") {
+		ok := line != ""
+		for _, m := range match {
+			if !strings.Contains(line, m) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// Statuses returns the delivery results the log shows for recipient
+// (user@domain), oldest first: "sent", "deferred", "bounced",
+// "expired".
+func (p *Postfix) Statuses(recipient string) []string {
+	var out []string
+	for _, line := range p.LogLines("to=<"+recipient+">", " status=") {
+		s := line[strings.Index(line, " status=")+len(" status="):]
+		if i := strings.IndexByte(s, ' '); i >= 0 {
+			s = s[:i]
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// WaitLog waits until the log has n lines that contain every one of the
+// given strings and returns them.
+func (p *Postfix) WaitLog(t testing.TB, n int, match ...string) []string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		lines := p.LogLines(match...)
+		if len(lines) >= n {
+			return lines
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the postfix log has %d line(s) with %q after 30s, want %d:\n%s", len(lines), match, n, p.Log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Flush asks Postfix to try every deferred message again now
+// (postqueue -f), instead of after its backoff of minutes.
+func (p *Postfix) Flush(t testing.TB) {
+	t.Helper()
+	if out, err := exec.Command("postqueue", "-c", p.Dir, "-f").CombinedOutput(); err != nil {
+		t.Fatalf("postqueue -f: %v\n%s", err, out)
+	}
+}
+
+// Send sends msg over SMTP from the envelope sender from to the given
+// recipients, and returns the queue id Postfix gave it. msg may have LF
+// line ends; they go out as CRLF, with dot-stuffing.
+func (p *Postfix) Send(t testing.TB, from string, msg []byte, to ...string) string {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", p.Addr, 10*time.Second)
+	if err != nil {
+		t.Fatalf("smtp dial %s: %v", p.Addr, err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(60 * time.Second))
+	c := textproto.NewConn(nc)
+	step := func(want int, format string, args ...any) string {
+		t.Helper()
+		if format != "" {
+			if err := c.PrintfLine(format, args...); err != nil {
+				t.Fatalf("smtp %s: %v", fmt.Sprintf(format, args...), err)
+			}
+		}
+		_, text, err := c.ReadResponse(want)
+		if err != nil {
+			t.Fatalf("smtp %q: %v", fmt.Sprintf(format, args...), err)
+		}
+		return text
+	}
+	step(220, "")
+	step(250, "EHLO client.test")
+	step(250, "MAIL FROM:<%s>", from)
+	for _, rcpt := range to {
+		step(250, "RCPT TO:<%s>", rcpt)
+	}
+	step(354, "DATA")
+	w := c.DotWriter()
+	if _, err := w.Write(msg); err != nil {
+		t.Fatalf("smtp DATA: %v", err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatalf("smtp end of DATA: %v", err)
+	}
+	text := step(250, "")
+	step(221, "QUIT")
+	const queued = "queued as "
+	i := strings.Index(text, queued)
+	if i < 0 {
+		t.Fatalf("smtp: no queue id in the reply to DATA: %q", text)
+	}
+	return strings.Fields(text[i+len(queued):])[0]
+}
+
+// MDAUserName is the unix user that MDAUser creates: a system user with
+// no password and no login shell, whose home MDAUser points at a
+// scratch directory for each test.
+const MDAUserName = "mfilter-mda"
+
+// LocalUser is a real unix user for local delivery.
+type LocalUser struct {
+	Name     string
+	UID, GID int
+	Home     string // a scratch directory owned by the user, mode 0755
+}
+
+var mdaUserMu sync.Mutex
+
+// MDAUser returns the unix user mfilter-mda, creating it (useradd, as a
+// system user with its own group, no login shell) when it is missing,
+// with its home set (usermod -d) to a new scratch directory that the
+// user owns and everyone may search; the home is removed at the end of
+// the test. local(8) looks the home up in the passwd database at
+// delivery time and sets HOME to it. As the passwd entry is shared,
+// the tests that use it run one at a time: a second caller waits until
+// the first test ends.
+func MDAUser(t testing.TB) *LocalUser {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatalf("creating the local user %s needs root: run the tests as root", MDAUserName)
+	}
+	mdaUserMu.Lock()
+	t.Cleanup(mdaUserMu.Unlock)
+	if _, err := user.Lookup(MDAUserName); err != nil {
+		out, err := exec.Command("useradd", "--system", "--user-group", "--no-create-home",
+			"--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
+			"--comment", "mfilter tests local delivery", MDAUserName).CombinedOutput()
+		if err != nil {
+			t.Fatalf("useradd %s: %v\n%s", MDAUserName, err, out)
+		}
+	}
+	home, err := os.MkdirTemp("", "mfilter-mda-home-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(home) })
+	if out, err := exec.Command("usermod", "--home", home, MDAUserName).CombinedOutput(); err != nil {
+		t.Fatalf("usermod --home %s %s: %v\n%s", home, MDAUserName, err, out)
+	}
+	u, err := user.Lookup(MDAUserName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.HomeDir != home {
+		t.Fatalf("%s's home is %s after usermod, want %s", MDAUserName, u.HomeDir, home)
+	}
+	lu := &LocalUser{Name: u.Username, Home: home}
+	lu.UID, _ = strconv.Atoi(u.Uid)
+	lu.GID, _ = strconv.Atoi(u.Gid)
+	if err := os.Chmod(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(home, lu.UID, lu.GID); err != nil {
+		t.Fatal(err)
+	}
+	return lu
+}
+
+// Credential is the user's uid and gid for exec.Cmd.SysProcAttr, with no
+// supplementary groups.
+func (u *LocalUser) Credential() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.UID), Gid: uint32(u.GID), Groups: []uint32{}}}
+}
+
+// Chown gives path and everything under it to the user.
+func (u *LocalUser) Chown(t testing.TB, path string) {
+	t.Helper()
+	err := filepath.WalkDir(path, func(p string, _ os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, u.UID, u.GID)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
