@@ -3,6 +3,7 @@ package rules
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -72,8 +73,10 @@ func TestFolderNamesFromMessageData(t *testing.T) {
 		t.Errorf("a folder from the user's own vars: got %s", got)
 	}
 	cfg = mustParse(t, "rules: [{if: {subject: '^(?P<s>x*)'}, then: {folder: '${s}'}}]")
-	if _, err := NewEngine(cfg, Options{Default: "inbox/"}).Evaluate(context.Background(), []byte(plainMsg), EvalOptions{}); err == nil || !strings.Contains(err.Error(), "folder name is empty") {
-		t.Errorf("an empty folder name must fail the message, got %v", err)
+	_, err = NewEngine(cfg, Options{Default: "inbox/"}).Evaluate(context.Background(), []byte(plainMsg), EvalOptions{})
+	var te *TargetError
+	if !errors.As(err, &te) || !strings.Contains(err.Error(), "expands to an empty name") {
+		t.Errorf("an empty folder name must fail the message with a TargetError, got %v", err)
 	}
 }
 

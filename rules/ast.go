@@ -52,6 +52,14 @@ func (e *InsecureError) Error() string {
 	return fmt.Sprintf("%s: refusing insecure rules file: %s", e.Path, e.Reason)
 }
 
+// TargetError is a folder name or forward address built while evaluating
+// a message that cannot be used (empty, or not an address). Evaluating
+// the same message again gives the same error: an MDA keeps the message
+// in the default folder instead of asking for a retry.
+type TargetError struct{ Msg string }
+
+func (e *TargetError) Error() string { return e.Msg }
+
 // Str is a string with the place it came from.
 type Str struct {
 	Pos

@@ -903,6 +903,20 @@ func (s *state) dupPath(c *DuplicateCond) string {
 	return path
 }
 
+// homeFolder puts $HOME for the leading ~ of folder f, expanded from t,
+// when the rules file wrote the ~ (message data never makes a home
+// reference). The rest stays as written, trailing / or /. included.
+func (s *state) homeFolder(t *Template, f string) string {
+	if !strings.HasPrefix(t.Source, "~/") || !strings.HasPrefix(f, "~/") {
+		return f
+	}
+	home := strings.TrimRight(s.vars.get("HOME").value, "/")
+	if home == "" && s.vars.get("HOME").value == "" {
+		return f
+	}
+	return home + f[1:]
+}
+
 // argv expands a command; message data in arguments is fine (no shell),
 // but a NUL byte cannot be passed and is dropped.
 func (s *state) argv(ts []*Template) []string {
@@ -946,8 +960,9 @@ func (s *state) action(r *Rule, a Action, depth int) error {
 		for _, t := range a.Folders {
 			f, tainted := t.Expand(s.lookup, cleanFolderPart)
 			if f == "" {
-				return errors.New("folder name is empty")
+				return &TargetError{fmt.Sprintf("folder %q expands to an empty name", t.Source)}
 			}
+			f = s.homeFolder(t, f)
 			s.dec.Steps = append(s.dec.Steps, Step{Kind: StepFolder, Folder: f, Confined: tainted, Copy: a.Copy, Msg: s.msg, Rule: label})
 			verb := "folder"
 			if a.Copy {
@@ -980,7 +995,7 @@ func (s *state) action(r *Rule, a Action, depth int) error {
 			to, _ := t.Expand(s.lookup, cleanHeaderValue)
 			to = strings.TrimSpace(to)
 			if to == "" || strings.HasPrefix(to, "-") {
-				return fmt.Errorf("forward: bad recipient %q", to)
+				return &TargetError{fmt.Sprintf("forward: bad recipient %q", to)}
 			}
 			argv = append(argv, to)
 		}

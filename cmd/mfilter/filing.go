@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -9,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/mfilter/mfilter/deliver"
@@ -32,6 +32,9 @@ type filingFlags struct {
 	rescue      string
 	sender      string
 	recipient   string
+	// logOptional makes a log file that cannot be opened a warning, not
+	// a failure: an MDA delivers without its log rather than not at all.
+	logOptional bool
 }
 
 func (ff *filingFlags) register(fs *flag.FlagSet, batch bool) {
@@ -58,6 +61,7 @@ type setup struct {
 	router  *filer.RulesRouter // nil without rules
 	cfg     *rules.Config      // nil without rules
 	base    string
+	def     deliver.Folder // where mail goes that no rule delivers
 }
 
 func (s *setup) close() {
@@ -76,6 +80,8 @@ func (s *setup) close() {
 type setupError struct {
 	code int
 	err  error
+	// rulesFile is set when err is the rules file's: it cannot be loaded.
+	rulesFile string
 }
 
 func (e *setupError) Error() string { return e.err.Error() }
@@ -86,20 +92,19 @@ func (e *setupError) Error() string { return e.err.Error() }
 func newSetup(env *environ, prog string, ff *filingFlags) (*setup, *setupError) {
 	path, err := rulesPath(env, ff.rules)
 	if err != nil {
-		return nil, &setupError{sysexits.Config, err}
+		return nil, &setupError{code: sysexits.Config, err: err}
 	}
 	if ff.noRules {
 		if ff.rules != "" {
-			return nil, &setupError{sysexits.Usage, errors.New("--rules and --no-rules contradict each other")}
+			return nil, &setupError{code: sysexits.Usage, err: errors.New("--rules and --no-rules contradict each other")}
 		}
 		path = ""
 	}
 	var cfg *rules.Config
 	if path != "" {
-		var code int
-		cfg, code = loadRules(env, prog, path)
-		if cfg == nil {
-			return nil, &setupError{code, nil}
+		cfg, err = rules.Load(path)
+		if err != nil {
+			return nil, &setupError{code: rulesExitCode(err), err: err, rulesFile: path}
 		}
 	}
 	pick := func(flagValue string, setting *rules.Str, def string) string {
@@ -126,21 +131,21 @@ func newSetup(env *environ, prog string, ff *filingFlags) (*setup, *setupError) 
 	if base == "" {
 		base = env.getenv("HOME")
 		if base == "" {
-			return nil, &setupError{sysexits.Config, errors.New("no mail directory: give --maildir or set maildir: in the rules ($HOME is not set either)")}
+			return nil, &setupError{code: sysexits.Config, err: errors.New("no mail directory: give --maildir or set maildir: in the rules ($HOME is not set either)")}
 		}
 	}
 	base = expandHome(env, base)
 	if !filepath.IsAbs(base) {
 		abs, err := filepath.Abs(base)
 		if err != nil {
-			return nil, &setupError{sysexits.Config, err}
+			return nil, &setupError{code: sysexits.Config, err: err}
 		}
 		base = abs
 	}
 	defSpec = expandHome(env, defSpec)
 	def, err := deliver.ParseFolder(base, defSpec)
 	if err != nil {
-		return nil, &setupError{sysexits.Config, fmt.Errorf("default folder: %w", err)}
+		return nil, &setupError{code: sysexits.Config, err: fmt.Errorf("default folder: %w", err)}
 	}
 	warn := func(msg string) { fmt.Fprintf(env.stderr, "%s: warning: %s\n", prog, msg) }
 	w := deliver.NewWriter(deliver.Options{
@@ -149,21 +154,22 @@ func newSetup(env *environ, prog string, ff *filingFlags) (*setup, *setupError) 
 		Lock:     deliver.LockOptions{Timeout: ff.lockTimeout},
 		Warn:     warn,
 	})
-	s := &setup{base: base, cfg: cfg}
+	s := &setup{base: base, cfg: cfg, def: def}
 	var logw io.Writer
 	if logSpec != "" {
 		lp := expandHome(env, logSpec)
 		if !filepath.IsAbs(lp) {
 			lp = filepath.Join(base, lp)
 		}
-		if err := os.MkdirAll(filepath.Dir(lp), 0o700); err != nil {
-			return nil, &setupError{sysexits.TempFail, fmt.Errorf("log file: %w", err)}
+		f, err := openLog(lp)
+		switch {
+		case err == nil:
+			s.logFile, logw = f, f
+		case ff.logOptional:
+			warn(fmt.Sprintf("log file: %v; delivering without it", err))
+		default:
+			return nil, &setupError{code: sysexits.TempFail, err: fmt.Errorf("log file: %w", err)}
 		}
-		f, err := os.OpenFile(lp, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-		if err != nil {
-			return nil, &setupError{sysexits.TempFail, fmt.Errorf("log file: %w", err)}
-		}
-		s.logFile, logw = f, f
 	}
 	rescue := ff.rescue
 	if rescue == "" {
@@ -179,18 +185,18 @@ func newSetup(env *environ, prog string, ff *filingFlags) (*setup, *setupError) 
 		eng, _, _, err := newEngine(env, cfg, &filingFlags{base: base, def: defSpec, berkeley: ff.berkeley})
 		if err != nil {
 			s.close()
-			return nil, &setupError{sysexits.Config, err}
+			return nil, &setupError{code: sysexits.Config, err: err}
 		}
 		// Folders built from message data are opened below the mail
 		// root through an os.Root, which needs the root to exist.
 		if err := os.MkdirAll(base, 0o700); err != nil {
 			s.close()
-			return nil, &setupError{sysexits.TempFail, fmt.Errorf("mail directory: %w", err)}
+			return nil, &setupError{code: sysexits.TempFail, err: fmt.Errorf("mail directory: %w", err)}
 		}
 		root, err := os.OpenRoot(base)
 		if err != nil {
 			s.close()
-			return nil, &setupError{sysexits.TempFail, fmt.Errorf("mail directory: %w", err)}
+			return nil, &setupError{code: sysexits.TempFail, err: fmt.Errorf("mail directory: %w", err)}
 		}
 		s.root = root
 		s.router = &filer.RulesRouter{Engine: eng, Base: base, Root: root, Envelope: rules.Envelope{Sender: ff.sender, Recipient: ff.recipient}}
@@ -208,18 +214,30 @@ func newSetup(env *environ, prog string, ff *filingFlags) (*setup, *setupError) 
 	return s, nil
 }
 
+// openLog opens the log file at path for appending, making its directory.
+func openLog(path string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+}
+
 // reportSetup prints a setup failure and returns its exit status.
 func reportSetup(env *environ, prog string, e *setupError) int {
-	if e.err != nil {
+	if e.rulesFile != "" {
+		reportRulesError(env, prog, e.rulesFile, e.err)
+	} else if e.err != nil {
 		fmt.Fprintf(env.stderr, "%s: %v\n", prog, e.err)
 	}
 	return e.code
 }
 
+// expandHome replaces a leading ~ or ~/ by $HOME. It keeps the rest as
+// written: a trailing / (maildir) or /. (MH) says the folder's type.
 func expandHome(env *environ, p string) string {
-	if p == "~" || len(p) > 1 && p[:2] == "~/" {
+	if p == "~" || strings.HasPrefix(p, "~/") {
 		if home := env.getenv("HOME"); home != "" {
-			return filepath.Join(home, p[1:])
+			return strings.TrimRight(home, "/") + p[1:]
 		}
 	}
 	return p
@@ -241,42 +259,6 @@ func usageExit(err error) int {
 		return sysexits.OK
 	}
 	return sysexits.Usage
-}
-
-// runDeliver delivers exactly one message from stdin, never splitting it.
-func runDeliver(ctx context.Context, env *environ, args []string) int {
-	fs := flag.NewFlagSet("mfilter deliver", flag.ContinueOnError)
-	var ff filingFlags
-	ff.register(fs, false)
-	fs.StringVar(&ff.sender, "f", "", "envelope sender: replace or create the From_ line (procmail -f)")
-	fs.StringVar(&ff.recipient, "a", "", "envelope recipient, for envelope-to: conditions")
-	if err := parseFlags(env, fs, args); err != nil {
-		return usageExit(err)
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(env.stderr, "mfilter deliver: unexpected argument %q (the message comes on stdin)\n", fs.Arg(0))
-		return sysexits.Usage
-	}
-	s, serr := newSetup(env, "mfilter deliver", &ff)
-	if serr != nil {
-		return reportSetup(env, "mfilter deliver", serr)
-	}
-	defer s.close()
-	msg, err := io.ReadAll(env.stdin)
-	if err != nil {
-		fmt.Fprintf(env.stderr, "mfilter deliver: read message: %v\n", err)
-		return sysexits.TempFail
-	}
-	// As procmail -d does, blank lines before the message are dropped.
-	msg = bytes.TrimLeft(msg, "\n")
-	if ff.sender != "" {
-		msg = deliver.SetEnvelopeSender(msg, ff.sender, time.Now())
-	}
-	if err := s.filer.FileOne(ctx, msg); err != nil {
-		fmt.Fprintf(env.stderr, "mfilter deliver: not delivered, try again later: %v\n", err)
-		return sysexits.TempFail
-	}
-	return sysexits.OK
 }
 
 // runSplit files every message of the mbox on stdin.

@@ -1,3 +1,11 @@
+// The runtime reads no cgroup limits for GOMAXPROCS, at start or later:
+// it would keep two descriptors open for them (an MDA may run under a low
+// descriptor limit) and spend start-up time on them; mfilter's work is
+// one or two goroutines deep.
+//
+//go:debug containermaxprocs=0
+//go:debug updatemaxprocs=0
+
 // Command mfilter files mail: it splits mboxes, delivers single messages
 // as an MDA, and (later) fetches remote spools over SSH. See mfilter(1).
 package main

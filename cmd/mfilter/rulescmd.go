@@ -55,22 +55,42 @@ func loadRules(env *environ, prog, path string) (*rules.Config, int) {
 	if err == nil {
 		return cfg, sysexits.OK
 	}
-	var el rules.ErrorList
+	reportRulesError(env, prog, path, err)
+	return nil, rulesExitCode(err)
+}
+
+// rulesExitCode is the exit status of the batch and interactive commands
+// for a rules file that cannot be loaded.
+func rulesExitCode(err error) int {
 	var ie *rules.InsecureError
-	switch {
-	case errors.As(err, &el):
-		for _, e := range el {
-			fmt.Fprintln(env.stderr, e)
-		}
-		fmt.Fprintf(env.stderr, "%s: %d error(s) in %s; no mail was touched\n", prog, len(el), path)
-		return nil, sysexits.Config
-	case errors.As(err, &ie):
-		fmt.Fprintf(env.stderr, "%s: %v\n", prog, err)
-		return nil, sysexits.NoPerm
-	default:
-		fmt.Fprintf(env.stderr, "%s: %v\n", prog, err)
-		return nil, sysexits.Config
+	if errors.As(err, &ie) {
+		return sysexits.NoPerm
 	}
+	return sysexits.Config
+}
+
+// reportRulesError prints why the rules file at path cannot be used.
+func reportRulesError(env *environ, prog, path string, err error) {
+	var el rules.ErrorList
+	if errors.As(err, &el) {
+		printRuleErrors(env, el)
+		fmt.Fprintf(env.stderr, "%s: %d error(s) in %s; no mail was touched\n", prog, len(el), path)
+		return
+	}
+	fmt.Fprintf(env.stderr, "%s: %v\n", prog, err)
+}
+
+// printRuleErrors prints each error of an ErrorList on a line of its own
+// and reports whether err was one.
+func printRuleErrors(env *environ, err error) bool {
+	var el rules.ErrorList
+	if !errors.As(err, &el) {
+		return false
+	}
+	for _, e := range el {
+		fmt.Fprintln(env.stderr, e)
+	}
+	return true
 }
 
 // runCheck loads the rules and reports every problem (exit 78), an

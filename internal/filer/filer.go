@@ -131,7 +131,7 @@ func (f *Filer) warn(format string, args ...any) {
 // (as far as the file system allows) to none: maildir, MH and directory
 // files become visible only after every write succeeded, and mbox appends
 // are taken back. An error means the message must be retried later
-// (exit 75).
+// (exit 75), unless Permanent says a retry cannot help.
 func (f *Filer) FileOne(ctx context.Context, msg []byte) error {
 	f.hold(len(msg))
 	txn := f.Writer.Begin(ctx)
@@ -148,7 +148,11 @@ func (f *Filer) FileOne(ctx context.Context, msg []byte) error {
 		if aerr := txn.Abort(); aerr != nil {
 			f.warn("%v", aerr)
 		}
-		f.logFailure(msg, "**Requeued**")
+		if !Permanent(err) {
+			// A permanent failure is the caller's to log: it keeps
+			// the message elsewhere.
+			f.logFailure(msg, "**Requeued**")
+		}
 		return err
 	}
 	if err := txn.Commit(); err != nil {

@@ -2,9 +2,11 @@ package filer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
+	"syscall"
 
 	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/rules"
@@ -81,7 +83,7 @@ func (r *RulesRouter) Route(ctx context.Context, msg []byte) (Plan, error) {
 			}
 			if err != nil {
 				dec.Abort()
-				return Plan{}, fmt.Errorf("rule %s: %w", s.Rule, err)
+				return Plan{}, &PermanentError{fmt.Errorf("rule %s: %w", s.Rule, err)}
 			}
 			st.Kind, st.Folder = StepFolder, f
 		case rules.StepPipe:
@@ -94,4 +96,20 @@ func (r *RulesRouter) Route(ctx context.Context, msg []byte) (Plan, error) {
 		plan.Steps = append(plan.Steps, st)
 	}
 	return plan, nil
+}
+
+// PermanentError is a failure that filing the same message again cannot
+// fix, such as a folder name built from it that names no usable folder.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent reports whether err is a failure that a retry meets again:
+// a PermanentError, a target the rules built that cannot be used, or a
+// file name too long for the file system.
+func Permanent(err error) bool {
+	var pe *PermanentError
+	var te *rules.TargetError
+	return errors.As(err, &pe) || errors.As(err, &te) || errors.Is(err, syscall.ENAMETOOLONG)
 }
