@@ -193,8 +193,8 @@ func fuzzMessage(raw []byte) []byte {
 // FuzzMboxrdRoundTrip writes up to three arbitrary messages with mboxrd
 // escaping (MboxBytes(..., mboxrd=true)) into one mbox and reads them back
 // with the Splitter in mboxrd mode: each comes back as it went in, with
-// the documented edits only: a generated From_ line where it had none,
-// procmail's Content-Length rewrite (unless Berkeley), a final newline
+// the documented edits only: a generated From_ line where it had none
+// or one without a date that mbox readers accept, procmail's Content-Length rewrite (unless Berkeley), a final newline
 // where missing and a blank line at the end.
 func FuzzMboxrdRoundTrip(f *testing.F) {
 	seeds := corpusSeeds(f)
@@ -214,8 +214,10 @@ func FuzzMboxrdRoundTrip(f *testing.F) {
 			gen := mboxFromLine(msg, fixedNow)
 			mbox = append(mbox, MboxBytes(msg, func() []byte { return gen }, berkeley, true)...)
 			full := msg
-			if !HasFromLine(msg) {
+			if first, rest := cutLine(msg); !HasFromLine(msg) {
 				full = append(bytes.Clone(gen), msg...)
+			} else if fieldNameLen(first) == len("From ") && !ReadablePostmark(first) {
+				full = append(bytes.Clone(gen), rest...)
 			}
 			w, _ := prepare(full, berkeley)
 			if w[len(w)-1] != '\n' {

@@ -26,9 +26,10 @@ func idOf(st os.FileInfo) (fileID, bool) {
 }
 
 // MboxBytes returns what is appended to an mbox for msg: a From_ line
-// (kept, or generated as formail does when msg has none), the message with
-// procmail's Content-Length rewrite and ">From " escaping, and the
-// trailing newline rule. With mboxrd, every line (after the first) that
+// (kept, or generated as formail does when msg has none, or has one
+// without a date that mbox readers accept: see ReadablePostmark), the
+// message with procmail's Content-Length rewrite and ">From " escaping,
+// and the trailing newline rule. With mboxrd, every line (after the first) that
 // matches ^>*From gets one more '>', and a message without a final
 // newline gets one before the blank line, so that reading it back
 // (SplitOptions.Mboxrd) gives the message with only that newline and the
@@ -38,6 +39,16 @@ func MboxBytes(msg []byte, now func() []byte, berkeley, mboxrd bool) []byte {
 		gen := now()
 		m := make([]byte, 0, len(gen)+len(msg))
 		msg = append(append(m, gen...), msg...)
+	} else if first, _ := cutLine(msg); fieldNameLen(first) == len("From ") && !ReadablePostmark(first) {
+		// "From -", "From 1844347792267117879@xxx": Dovecot refuses an
+		// mbox that starts with such a line, and neither it nor mutt
+		// splits at one later on.
+		gen := now()
+		if bytes.HasSuffix(first, []byte("\r\n")) {
+			gen = append(gen[:len(gen)-1:len(gen)-1], '\r', '\n') // the line end it replaces
+		}
+		m := make([]byte, 0, len(gen)+len(msg)-len(first))
+		msg = append(append(m, gen...), msg[len(first):]...)
 	}
 	// A view: each edit below copies before it changes anything, so
 	// msg's bytes are copied only when they must change.

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -41,6 +42,10 @@ type SplitOptions struct {
 //     not only one of the names formail knows ("Recieved:" is real);
 //   - a one-word postmark ("From 1844347792267117879@xxx", Gmail Takeout)
 //     or "From -" separates messages when a header follows;
+//   - after a blank line, a From_ line with more than one word separates
+//     only when it has a date that mutt or Dovecot accepts (see
+//     hasPostmarkDate): "From Russia with love" followed by a field
+//     formail knows stays in the body, as those readers keep it;
 //   - CRLF: "\r\n" is a blank line (it ends a header and separates
 //     messages), the lines Splitter adds end in CRLF too, and the CR is
 //     not part of a generated From_ line's address (nor is a line break
@@ -339,11 +344,13 @@ func endsBlank(msg []byte, lr *lineReader) bool {
 // isSeparator decides whether a line starting with "From " begins a new
 // message; the line after it must be a header field.
 func (s *Splitter) isSeparator(line []byte, prevBlank bool) bool {
-	if !prevBlank && !ctimePostmark.Match(line) {
-		return false
-	}
-	rest := bytes.TrimLeft(line[len("From "):], " \t")
-	if len(rest) == 0 || rest[0] < 0x20 || rest[0] == 0x7f { // no word: a line end, a NUL
+	if prevBlank {
+		// A postmark with a date that mbox readers accept, or a
+		// tolerant one-word form; not "From Russia with love".
+		if !oneWordPostmark(line) && !hasPostmarkDate(line) {
+			return false
+		}
+	} else if !ctimePostmark().Match(line) {
 		return false
 	}
 	next, err := s.lr.peekPastQuoted()
@@ -355,8 +362,12 @@ func (s *Splitter) isSeparator(line []byte, prevBlank bool) bool {
 }
 
 // ctimePostmark matches a From_ line with an address and a ctime(3)-style
-// date, which no body line starting with "From " plausibly has.
-var ctimePostmark = regexp.MustCompile(`^From \S+\s+(Mon|Tue|Wed|Thu|Fri|Sat|Sun)\s+(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\s+\d{1,2}\s+\d{1,2}:\d\d(:\d\d)?\s`)
+// date, which no body line starting with "From " plausibly has. It is
+// compiled on first use, not at start-up: most runs (an MDA's) never
+// need it.
+var ctimePostmark = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^From \S+\s+(Mon|Tue|Wed|Thu|Fri|Sat|Sun)\s+(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\s+\d{1,2}\s+\d{1,2}:\d\d(:\d\d)?\s`)
+})
 
 // formailPostmark is formail's test for a line that could be a postmark:
 // "From", a word, blanks, and at least one more character.

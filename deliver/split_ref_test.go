@@ -225,11 +225,13 @@ func refEndsBlank(msg []byte, lr *refLineReader) bool {
 // isSeparator decides whether a line starting with "From " begins a new
 // message; the line after it must be a header field.
 func (s *refSplitter) isSeparator(line []byte, prevBlank bool) bool {
-	if !prevBlank && !refCtimePostmark.Match(line) {
-		return false
-	}
-	rest := bytes.TrimLeft(line[len("From "):], " \t")
-	if len(rest) == 0 || rest[0] < 0x20 || rest[0] == 0x7f { // no word: a line end, a NUL
+	if prevBlank {
+		// A postmark with a date that mbox readers accept, or a
+		// tolerant one-word form; not "From Russia with love".
+		if !oneWordPostmark(line) && !hasPostmarkDate(line) {
+			return false
+		}
+	} else if !refCtimePostmark.Match(line) {
 		return false
 	}
 	next, err := s.lr.peekPastQuoted()

@@ -72,14 +72,14 @@ func TestSplitterSameAsBefore(t *testing.T) {
 	synthetic := [][]byte{
 		// Lines longer than the read buffer, before a From line that
 		// separates and one that does not.
-		fmt.Appendf(nil, "From a b\nX: 1\n\n%s\nFrom c d\nY: 2\n\n%s\n\nFrom e f\nZ: 3\n\nlast", long, long),
+		fmt.Appendf(nil, "From a@b Mon Jan  1 00:00:00 2001\nX: 1\n\n%s\nFrom c@d Tue Jan  2 00:00:00 2001\nY: 2\n\n%s\n\nFrom e@f Wed Jan  3 00:00:00 2001\nZ: 3\n\nlast", long, long),
 		// A Content-Length body that spans buffers, right and wrong.
-		fmt.Appendf(nil, "From a b\nContent-Length: %d\n\n%s\nFrom c d\nY: 2\n\n", len(long)+1, long),
-		fmt.Appendf(nil, "From a b\nContent-Length: %d\n\n%s\nFrom c d\nY: 2\n\n", len(long)-7, long),
+		fmt.Appendf(nil, "From a@b Mon Jan  1 00:00:00 2001\nContent-Length: %d\n\n%s\nFrom c@d Tue Jan  2 00:00:00 2001\nY: 2\n\n", len(long)+1, long),
+		fmt.Appendf(nil, "From a@b Mon Jan  1 00:00:00 2001\nContent-Length: %d\n\n%s\nFrom c@d Tue Jan  2 00:00:00 2001\nY: 2\n\n", len(long)-7, long),
 		// Blank lines only after a Content-Length body, then a From line.
-		[]byte("From a b\nContent-Length: 2\n\nab\n\n\n\nFrom c d\nY: 2\n\n"),
-		[]byte("From a b\nContent-Length: 2\n\nab\n\nx\nFrom c d\nY: 2\n\n"),
-		bytes.Repeat([]byte("From a b\nX: 1\n\nFrom me\n\nFrom x y\n>From z\nW: 1\n\n"), 5000),
+		[]byte("From a@b Mon Jan  1 00:00:00 2001\nContent-Length: 2\n\nab\n\n\n\nFrom c@d Tue Jan  2 00:00:00 2001\nY: 2\n\n"),
+		[]byte("From a@b Mon Jan  1 00:00:00 2001\nContent-Length: 2\n\nab\n\nx\nFrom c@d Tue Jan  2 00:00:00 2001\nY: 2\n\n"),
+		bytes.Repeat([]byte("From a@b Mon Jan  1 00:00:00 2001\nX: 1\n\nFrom me\n\nFrom x@y Thu Jan  4 00:00:00 2001\n>From z\nW: 1\n\n"), 5000),
 		bytes.ReplaceAll(all, []byte("\n"), []byte("\r\n")),
 		bytes.ReplaceAll(all, []byte("\n"), []byte("\r")),
 	}
@@ -101,10 +101,10 @@ func FuzzSplitterSameAsBefore(f *testing.F) {
 	for _, s := range corpusSeeds(f) {
 		f.Add(s, false, false, uint8(0))
 	}
-	f.Add([]byte("From a b\r\nX: 1\r\n\r\nb\r\n\r\nFrom c d\r\nY: 2\r\n\r\n"), false, false, uint8(1))
-	f.Add([]byte("From a b\rX: 1\r\rb\r\rFrom c d\rY: 2\r\r"), false, false, uint8(2))
-	f.Add([]byte("\xef\xbb\xbfFrom a b\n>From c\n>>From d\nContent-Length: 3\n\nabc\nFrom e f\nZ: 1\n"), true, true, uint8(0))
-	f.Add([]byte("From a b\nX: 1\n\n\n\nFrom c\nFrom d e\nY: 2\n\nFrom x Tue Jan  2 03:04:05 2024\nZ: 3\n"), false, false, uint8(1))
+	f.Add([]byte("From a@b Mon Jan  1 00:00:00 2001\r\nX: 1\r\n\r\nb\r\n\r\nFrom c@d Tue Jan  2 00:00:00 2001\r\nY: 2\r\n\r\n"), false, false, uint8(1))
+	f.Add([]byte("From a@b Mon Jan  1 00:00:00 2001\rX: 1\r\rb\r\rFrom c@d Tue Jan  2 00:00:00 2001\rY: 2\r\r"), false, false, uint8(2))
+	f.Add([]byte("\xef\xbb\xbfFrom a@b Mon Jan  1 00:00:00 2001\n>From c\n>>From d\nContent-Length: 3\n\nabc\nFrom e@f Wed Jan  3 00:00:00 2001\nZ: 1\n"), true, true, uint8(0))
+	f.Add([]byte("From a@b Mon Jan  1 00:00:00 2001\nX: 1\n\n\n\nFrom c\nFrom d e\nY: 2\n\nFrom x Tue Jan  2 03:04:05 2024\nZ: 3\n"), false, false, uint8(1))
 	f.Fuzz(func(t *testing.T, in []byte, berkeley, mboxrd bool, reader uint8) {
 		wraps := []func(io.Reader) io.Reader{func(r io.Reader) io.Reader { return r }, iotest.OneByteReader, iotest.HalfReader}
 		splitBoth(t, in, SplitOptions{Berkeley: berkeley, Mboxrd: mboxrd}, wraps[int(reader)%len(wraps)])

@@ -106,6 +106,7 @@ func TestSplitterAgreesWithFormail(t *testing.T) {
 		{"header ended by a non-field line", pm1 + "Subject: s\nnot a field\nmore\n"},
 		{"body From lines escaped", pm1 + "Subject: s\n\ntext\nFrom here on\n\nFrom x\n>From quoted\n"},
 		{"postmark after blank line but no header is left alone", pm1 + "Subject: s\n\ntext\n\nFrom a b c\nnot a header\n"},
+		{"undated From line before a field formail does not know is body", pm1 + "Subject: s\n\nmovie:\n\nFrom Russia with love\nYear: 1963\n\nmore\n"},
 		{"one-word From line in the body is escaped", pm1 + "Subject: s\n\ntext\n\nFrom word\nnot a header\n"},
 		{"From line without a blank line before it is escaped", pm1 + "Subject: s\n\ntext\nFrom a@b c\nSubject: x\n"},
 		{">From continuation after the From_ line", pm1 + ">From relay@example.com Sun Dec 31 00:00:00 2023\nSubject: s\n\nb\n"},
@@ -173,6 +174,19 @@ func TestSplitDeviations(t *testing.T) {
 			want: []string{
 				"From 1844347792267117879@xxx\nX-GM-THRID: 1\nSubject: a\n\nbody\n\n",
 				"From 1844347792267117880@xxx\nX-GM-THRID: 2\nSubject: b\n\nbody\n\n",
+			},
+		},
+		{
+			// formail splits at any "From word more" after a blank line
+			// when a field it knows follows; mutt and Dovecot split only
+			// at a line with a postmark's date (or, here, the one-word
+			// forms above), so a body line "From Russia with love" stays
+			// in the body, unescaped as formail leaves such a line.
+			name:    "From_ line without a date",
+			input:   "From a@b Mon Jan  1 00:00:00 2001\nSubject: a\n\nmovie:\n\nFrom Russia with love\nSubject: 1963\n\nmore\n",
+			formail: count(2, "From Russia with love\nSubject: 1963\n"),
+			want: []string{
+				"From a@b Mon Jan  1 00:00:00 2001\nSubject: a\n\nmovie:\n\nFrom Russia with love\nSubject: 1963\n\nmore\n\n",
 			},
 		},
 		{

@@ -68,21 +68,21 @@ func TestFileSplitterSameAsReader(t *testing.T) {
 		mapped    bool // every message should come from the map
 		notMapped bool // none should
 	}{
-		{name: "plain", in: []byte("From a b\nX: 1\n\nbody\n\nFrom c d\nY: 2\n\nmore\n\n"), mapped: true},
-		{name: "crlf", in: []byte("From a b\r\nX: 1\r\n\r\nbody\r\n\r\nFrom c d\r\nY: 2\r\n\r\n"), mapped: true},
-		{name: "long lines", in: fmt.Appendf(nil, "From a b\nX: 1\n\n%s\n\nFrom c d\nY: 2\n\n%s\n\n", long, long), mapped: true},
-		{name: "content-length", in: fmt.Appendf(nil, "From a b\nContent-Length: %d\n\n%s\n\nFrom c d\nY: 2\n\n", len(long)+2, long), mapped: true},
-		{name: "quoted from", in: []byte("From a b\n>From c\nX: 1\n\nb\n\n"), mapped: true},
-		{name: "escaped body line", in: []byte("From a b\nX: 1\n\nb\nFrom here on\n\n"), notMapped: true},
-		{name: "no blank line at the end", in: []byte("From a b\nX: 1\n\nb\n"), notMapped: true},
-		{name: "no line end at the end", in: []byte("From a b\nX: 1\n\nb"), notMapped: true},
-		{name: "unterminated header", in: []byte("From a b\nX: 1"), notMapped: true},
-		{name: "header ended by a non-field", in: []byte("From a b\nX: 1\nnot a field\n\n"), notMapped: true},
+		{name: "plain", in: []byte("From a@b Mon Jan  1 00:00:00 2001\nX: 1\n\nbody\n\nFrom c@d Tue Jan  2 00:00:00 2001\nY: 2\n\nmore\n\n"), mapped: true},
+		{name: "crlf", in: []byte("From a@b Mon Jan  1 00:00:00 2001\r\nX: 1\r\n\r\nbody\r\n\r\nFrom c@d Tue Jan  2 00:00:00 2001\r\nY: 2\r\n\r\n"), mapped: true},
+		{name: "long lines", in: fmt.Appendf(nil, "From a@b Mon Jan  1 00:00:00 2001\nX: 1\n\n%s\n\nFrom c@d Tue Jan  2 00:00:00 2001\nY: 2\n\n%s\n\n", long, long), mapped: true},
+		{name: "content-length", in: fmt.Appendf(nil, "From a@b Mon Jan  1 00:00:00 2001\nContent-Length: %d\n\n%s\n\nFrom c@d Tue Jan  2 00:00:00 2001\nY: 2\n\n", len(long)+2, long), mapped: true},
+		{name: "quoted from", in: []byte("From a@b Mon Jan  1 00:00:00 2001\n>From c\nX: 1\n\nb\n\n"), mapped: true},
+		{name: "escaped body line", in: []byte("From a@b Mon Jan  1 00:00:00 2001\nX: 1\n\nb\nFrom here on\n\n"), notMapped: true},
+		{name: "no blank line at the end", in: []byte("From a@b Mon Jan  1 00:00:00 2001\nX: 1\n\nb\n"), notMapped: true},
+		{name: "no line end at the end", in: []byte("From a@b Mon Jan  1 00:00:00 2001\nX: 1\n\nb"), notMapped: true},
+		{name: "unterminated header", in: []byte("From a@b Mon Jan  1 00:00:00 2001\nX: 1"), notMapped: true},
+		{name: "header ended by a non-field", in: []byte("From a@b Mon Jan  1 00:00:00 2001\nX: 1\nnot a field\n\n"), notMapped: true},
 		{name: "no From_ line", in: []byte("From: a@example.com\nX: 1\n\nb\n\n"), notMapped: true},
-		{name: "bare CR", in: []byte("From a b\rX: 1\r\rb\r\rFrom c d\rY: 2\r\r"), notMapped: true},
-		{name: "mboxrd", in: []byte("From a b\nX: 1\n\n>From x\n\n"), opts: SplitOptions{Mboxrd: true}, notMapped: true},
-		{name: "byte order mark", in: []byte("\xef\xbb\xbfFrom a b\nX: 1\n\nb\n\n"), mapped: true},
-		{name: "blank lines first", in: []byte("\n\n\nFrom a b\nX: 1\n\nb\n\n"), mapped: true},
+		{name: "bare CR", in: []byte("From a@b Mon Jan  1 00:00:00 2001\rX: 1\r\rb\r\rFrom c@d Tue Jan  2 00:00:00 2001\rY: 2\r\r"), notMapped: true},
+		{name: "mboxrd", in: []byte("From a@b Mon Jan  1 00:00:00 2001\nX: 1\n\n>From x\n\n"), opts: SplitOptions{Mboxrd: true}, notMapped: true},
+		{name: "byte order mark", in: []byte("\xef\xbb\xbfFrom a@b Mon Jan  1 00:00:00 2001\nX: 1\n\nb\n\n"), mapped: true},
+		{name: "blank lines first", in: []byte("\n\n\nFrom a@b Mon Jan  1 00:00:00 2001\nX: 1\n\nb\n\n"), mapped: true},
 		{name: "corpus", in: all},
 		{name: "corpus crlf", in: bytes.ReplaceAll(all, []byte("\n"), []byte("\r\n"))},
 		{name: "corpus berkeley", in: all, opts: SplitOptions{Berkeley: true}},
@@ -117,7 +117,7 @@ func TestFileSplitterSameAsReader(t *testing.T) {
 // TestFileSplitterOffset: a file already read into (mfilter < mbox after
 // a shell read a line of it) is split from where its offset is.
 func TestFileSplitterOffset(t *testing.T) {
-	in := []byte("junk line\nFrom a b\nX: 1\n\nb\n\nFrom c d\nY: 2\n\n")
+	in := []byte("junk line\nFrom a@b Mon Jan  1 00:00:00 2001\nX: 1\n\nb\n\nFrom c@d Tue Jan  2 00:00:00 2001\nY: 2\n\n")
 	skip := int64(len("junk line\n"))
 	mapped, total := splitFileAndReader(t, in, skip, SplitOptions{})
 	if total != 2 || mapped != 2 {
@@ -136,7 +136,7 @@ func TestFileSplitterOffset(t *testing.T) {
 // TestFileSplitterGrowing: what is appended to the file after it was
 // mapped is split too, as formail reads on to the end.
 func TestFileSplitterGrowing(t *testing.T) {
-	first := "From a b\nX: 1\n\nb\n\n"
+	first := "From a@b Mon Jan  1 00:00:00 2001\nX: 1\n\nb\n\n"
 	f := tempInput(t, []byte(first), 0)
 	s := NewFileSplitter(f, SplitOptions{})
 	defer s.Close()
@@ -147,7 +147,7 @@ func TestFileSplitterGrowing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	second := "From c d\nY: 2\n\nlater\n\n"
+	second := "From c@d Tue Jan  2 00:00:00 2001\nY: 2\n\nlater\n\n"
 	if _, err := w.WriteString(second); err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func TestFileSplitterGrowing(t *testing.T) {
 // Next fail, where reading the map beyond the new end would otherwise
 // crash the process (SIGBUS).
 func TestFileSplitterTruncated(t *testing.T) {
-	msg := "From a b\nX: 1\n\n" + strings.Repeat("body line\n", 100) + "\n"
+	msg := "From a@b Mon Jan  1 00:00:00 2001\nX: 1\n\n" + strings.Repeat("body line\n", 100) + "\n"
 	in := []byte(strings.Repeat(msg, 2000)) // 2 MB: far more than is read ahead
 	f := tempInput(t, in, 0)
 	s := NewFileSplitter(f, SplitOptions{})
@@ -190,7 +190,7 @@ func TestFileSplitterTruncated(t *testing.T) {
 // flight however long the file, and a message read again after its
 // release is intact.
 func TestFileSplitterRelease(t *testing.T) {
-	msg := "From a b\nX: 1\n\n" + strings.Repeat("body line\n", 400) + "\n"
+	msg := "From a@b Mon Jan  1 00:00:00 2001\nX: 1\n\n" + strings.Repeat("body line\n", 400) + "\n"
 	const n = 8000
 	in := []byte(strings.Repeat(msg, n)) // 32 MB
 	s := NewFileSplitter(tempInput(t, in, 0), SplitOptions{})
@@ -265,8 +265,8 @@ func FuzzFileSplitter(f *testing.F) {
 	for _, s := range corpusSeeds(f) {
 		f.Add(s, false, false)
 	}
-	f.Add([]byte("From a b\r\nX: 1\r\n\r\nb\r\n\r\nFrom c d\r\nY: 2\r\n\r\n"), false, false)
-	f.Add([]byte("\xef\xbb\xbfFrom a b\n>From c\n>>From d\nContent-Length: 3\n\nabc\nFrom e f\nZ: 1\n"), true, true)
+	f.Add([]byte("From a@b Mon Jan  1 00:00:00 2001\r\nX: 1\r\n\r\nb\r\n\r\nFrom c@d Tue Jan  2 00:00:00 2001\r\nY: 2\r\n\r\n"), false, false)
+	f.Add([]byte("\xef\xbb\xbfFrom a@b Mon Jan  1 00:00:00 2001\n>From c\n>>From d\nContent-Length: 3\n\nabc\nFrom e@f Wed Jan  3 00:00:00 2001\nZ: 1\n"), true, true)
 	f.Fuzz(func(t *testing.T, in []byte, berkeley, mboxrd bool) {
 		if len(in) == 0 {
 			return
@@ -279,7 +279,7 @@ func FuzzFileSplitter(f *testing.F) {
 // large message into the same buffer; from a reader it lets one larger
 // than maxKeptBuffer go, as its messages are copies held by the caller.
 func TestFileSplitterKeepsLargeBuffer(t *testing.T) {
-	big := "From a b\nX: 1\n\n" + strings.Repeat("0123456789abcdef0123456789abcdef\n", 3*maxKeptBuffer/33) + "\n"
+	big := "From a@b Mon Jan  1 00:00:00 2001\nX: 1\n\n" + strings.Repeat("0123456789abcdef0123456789abcdef\n", 3*maxKeptBuffer/33) + "\n"
 	in := []byte(big + big)
 	for _, tc := range []struct {
 		name string
