@@ -2,6 +2,7 @@ package rules
 
 import (
 	"errors"
+	"math"
 	"fmt"
 	"io/fs"
 	"os"
@@ -460,7 +461,8 @@ func (l *loader) duration(n *yaml.Node, what string) time.Duration {
 	}
 	d, err := time.ParseDuration(s.Value)
 	if err != nil {
-		if v, err2 := strconv.Atoi(s.Value); err2 == nil {
+		// Whole seconds, as long as they fit a Duration.
+		if v, err2 := strconv.Atoi(s.Value); err2 == nil && v <= math.MaxInt64/int(time.Second) {
 			d, err = time.Duration(v)*time.Second, nil
 		}
 	}
@@ -477,8 +479,13 @@ func (l *loader) number(n *yaml.Node, what string) float64 {
 		return 0
 	}
 	f, err := strconv.ParseFloat(s.Value, 64)
-	if err != nil {
+	switch {
+	case err != nil && !errors.Is(err, strconv.ErrRange):
 		l.errorf(n, "%s must be a number, found %q", what, s.Value)
+		return 0
+	case err != nil || math.IsInf(f, 0) || math.IsNaN(f):
+		l.errorf(n, "%s must be a finite number, found %q", what, s.Value)
+		return 0
 	}
 	return f
 }

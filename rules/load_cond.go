@@ -540,6 +540,9 @@ func expandProcmailMacros(s string) string {
 
 var sizeRe = regexp.MustCompile(`^\s*([<>])\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMgG]?)[bB]?\s*$`)
 
+// maxSizeBound is the largest size a size condition may name: 2^62 bytes.
+const maxSizeBound = 1 << 62
+
 func (l *loader) sizeCond(p Pos, v *yaml.Node) Cond {
 	s := l.str(v, "size")
 	if s == nil {
@@ -558,6 +561,12 @@ func (l *loader) sizeCond(p Pos, v *yaml.Node) Cond {
 		f *= 1 << 20
 	case "g":
 		f *= 1 << 30
+	}
+	if f > maxSizeBound {
+		// Beyond int64, the bound would wrap around to a negative number
+		// that every message is larger than.
+		l.errorf(v, "size bound %q is larger than any message can be (at most %dG)", s.Value, maxSizeBound>>30)
+		return nil
 	}
 	return &SizeCond{Pos: p, Op: m[1], N: int64(f)}
 }
