@@ -6,9 +6,14 @@
 # oracle), openssh-server (the real sshd that fetch tests start on
 # loopback), zstd, fdm (benchmark peer), mandoc (man page lint), GNU time
 # (a child's peak memory), postfix
-# (the SMTP relay mfilter send and tunnel tests run privately on 127.0.0.2;
-# debconf is told "No configuration", so the system's own Postfix is not
-# set up or started; installing it replaces exim4). Then runs
+# (the SMTP relay mfilter send and tunnel tests run privately on 127.0.0.2,
+# and the local delivery of the MDA tests; debconf is told "No
+# configuration", so the system's own Postfix is not set up or started;
+# installing it replaces exim4), dovecot-core, dovecot-pop3d and
+# dovecot-imapd (a private POP3/IMAP server on 127.0.0.3 and doveadm, which
+# reads what mfilter wrote), fetchmail, getmail6 and mblaze (the MDA
+# pipeline tests; mailstat comes with procmail). The MDA tests create a
+# system user, mfilter-mda, for Postfix's local delivery. Then runs
 # gofmt, go vet, mandoc -Tlint, the Go tests, and a short run of each fuzz
 # target. Nothing is skipped: a missing tool makes the tests fail.
 set -euo pipefail
@@ -18,11 +23,15 @@ need=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 for pair in procmail:procmail formail:procmail sshd:openssh-server ssh:openssh-client \
             ssh-keygen:openssh-client ssh-agent:openssh-client zstd:zstd fdm:fdm mandoc:mandoc \
-            postfix:postfix; do
+            postfix:postfix dovecot:dovecot-core doveadm:dovecot-core fetchmail:fetchmail \
+            getmail:getmail6 mlist:mblaze mshow:mblaze mdeliver:mblaze mailstat:procmail; do
   have "${pair%%:*}" || need+=("${pair#*:}")
 done
 # GNU time measures a child's peak memory (time is also a shell word).
 [ -x /usr/bin/time ] || need+=(time)
+# Dovecot's POP3 and IMAP servers are not commands of their own.
+[ -x /usr/lib/dovecot/pop3 ] || need+=(dovecot-pop3d)
+[ -x /usr/lib/dovecot/imap ] || need+=(dovecot-imapd)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "test.sh: installing ${need[*]}" >&2

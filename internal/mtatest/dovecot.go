@@ -280,40 +280,44 @@ func (d *Dovecot) Count(t testing.TB, user, mailbox string) int {
 
 // Fetch returns one field (doveadm-fetch(1): "text" for the whole
 // message, "body", "hdr", "hdr.message-id", "guid", ...) of each
-// message in a user's mailbox that matches the search query (default
-// "ALL"), in the mailbox's order. Further doveadm options, such as
-// -o mail_location=..., come first in opts.
+// message in a user's mailbox, in the mailbox's order. Further doveadm
+// options, such as -o mail_location=..., come first in opts. It runs
+// doveadm once per message: its output of several messages has no
+// separator that a message cannot contain.
 func (d *Dovecot) Fetch(t testing.TB, user, mailbox, field string, opts ...string) [][]byte {
 	t.Helper()
-	args := append([]string{}, opts...)
-	args = append(args, "-f", "pager", "fetch", "-u", user, field, "mailbox", mailbox, "ALL")
+	var msgs [][]byte
+	for _, uid := range d.UIDs(t, user, mailbox, opts...) {
+		args := append(append([]string{}, opts...), "-f", "pager", "fetch", "-u", user, field, "mailbox", mailbox, "uid", uid)
+		out, err := d.Doveadm(args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		head := []byte(field + ":\n")
+		if !bytes.HasPrefix(out, head) {
+			t.Fatalf("doveadm fetch %s of uid %s: %.200q", field, uid, out)
+		}
+		msgs = append(msgs, out[len(head):])
+	}
+	return msgs
+}
+
+// UIDs are the IMAP UIDs of the messages in a user's mailbox, in order
+// (doveadm search ALL).
+func (d *Dovecot) UIDs(t testing.TB, user, mailbox string, opts ...string) []string {
+	t.Helper()
+	args := append(append([]string{}, opts...), "search", "-u", user, "mailbox", mailbox, "ALL")
 	out, err := d.Doveadm(args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return splitPager(out, field)
-}
-
-// splitPager splits doveadm's pager output of one field: each message is
-// "field:\n" + value + "\n\f\n"... the value of a message follows its
-// "field:" line up to the form feed line that ends it.
-func splitPager(out []byte, field string) [][]byte {
-	var msgs [][]byte
-	head := []byte(field + ":\n")
-	for len(out) > 0 {
-		if !bytes.HasPrefix(out, head) {
-			break
+	var uids []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if f := strings.Fields(line); len(f) == 2 {
+			uids = append(uids, f[1])
 		}
-		out = out[len(head):]
-		end := bytes.Index(out, []byte("\n\f\n"))
-		if end < 0 {
-			msgs = append(msgs, out)
-			break
-		}
-		msgs = append(msgs, out[:end+1])
-		out = out[end+3:]
 	}
-	return msgs
+	return uids
 }
 
 func freePortOn(t testing.TB, addr string) int {
