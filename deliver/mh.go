@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -85,8 +86,10 @@ func linkDir(d *Delivery) error {
 // linkMH links the message to the highest all-digit name + 1, counting up
 // while another process wins the race for a number. next remembers the
 // last number per folder within one Commit, so that a batch reads each
-// folder once.
-func linkMH(d *Delivery, next map[dirRef]int64) error {
+// folder once. Numbers are decimal strings of any length: past
+// 9223372036854775807 comes 9223372036854775808, as procmail writes,
+// not a negative number that MH readers do not see.
+func linkMH(d *Delivery, next map[dirRef]string) error {
 	ref := dirRef{d.fsys, d.Folder.Path}
 	n, ok := next[ref]
 	if !ok {
@@ -96,8 +99,8 @@ func linkMH(d *Delivery, next map[dirRef]int64) error {
 		}
 	}
 	for {
-		n++
-		name := filepath.Join(d.Folder.Path, strconv.FormatInt(n, 10))
+		n = incDecimal(n)
+		name := filepath.Join(d.Folder.Path, n)
 		err := d.linkTo(name)
 		if err == nil {
 			d.Path = name
@@ -110,23 +113,48 @@ func linkMH(d *Delivery, next map[dirRef]int64) error {
 	}
 }
 
-func highestMH(fsys fileSystem, dir string) (int64, error) {
+// highestMH returns the highest message number in dir, "0" if none.
+func highestMH(fsys fileSystem, dir string) (string, error) {
 	f, err := fsys.OpenFile(dir, os.O_RDONLY, 0)
 	if err != nil {
-		return 0, err
+		return "", err
 	}
 	defer f.Close()
 	names, err := f.Readdirnames(-1)
 	if err != nil {
-		return 0, fmt.Errorf("read %s: %w", dir, err)
+		return "", fmt.Errorf("read %s: %w", dir, err)
 	}
-	var max int64
+	max := "0"
 	for _, name := range names {
-		if v, err := strconv.ParseInt(name, 10, 64); err == nil && v > max && isDigits(name) {
-			max = v
+		if !isDigits(name) {
+			continue
+		}
+		if n := strings.TrimLeft(name, "0"); n != "" && decimalLess(max, n) {
+			max = n
 		}
 	}
 	return max, nil
+}
+
+// decimalLess compares two decimal numbers without leading zeros.
+func decimalLess(a, b string) bool {
+	if len(a) != len(b) {
+		return len(a) < len(b)
+	}
+	return a < b
+}
+
+// incDecimal adds one to a decimal number without leading zeros.
+func incDecimal(n string) string {
+	b := []byte(n)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < '9' {
+			b[i]++
+			return string(b)
+		}
+		b[i] = '0'
+	}
+	return "1" + string(b)
 }
 
 func isDigits(s string) bool {

@@ -304,7 +304,7 @@ func (t *Txn) Commit() error {
 
 	// 2. Names: link the durable files into place, group by group.
 	groups := groupsOf(items)
-	mh := make(map[dirRef]int64)
+	mh := make(map[dirRef]string)
 	for _, g := range groups {
 		if bad := failedIn(g); bad != nil {
 			t.failGroup(g, bad)
@@ -380,7 +380,7 @@ func (t *Txn) failGroup(g []*Delivery, bad *Delivery) {
 }
 
 // link gives a synced maildir, MH or directory message its final name.
-func (t *Txn) link(d *Delivery, mh map[dirRef]int64) error {
+func (t *Txn) link(d *Delivery, mh map[dirRef]string) error {
 	if d.tmp == "" && !d.anon {
 		return nil
 	}

@@ -346,6 +346,52 @@ func TestMHNumbering(t *testing.T) {
 	}
 }
 
+// TestMHNumberingPastInt64: the numbers go on past int64 as procmail's
+// do (it writes 9223372036854775808 after 9223372036854775807), not to
+// negative numbers that MH readers ignore; 99...9 becomes 100...0.
+func TestMHNumberingPastInt64(t *testing.T) {
+	for _, c := range []struct {
+		existing string
+		want     []string
+	}{
+		{"9223372036854775807", []string{"9223372036854775808", "9223372036854775809"}},
+		{"18446744073709551615", []string{"18446744073709551616", "18446744073709551617"}},
+		{"999", []string{"1000", "1001"}},
+		{"0999999999999999999999", []string{"1000000000000000000000", "1000000000000000000001"}},
+	} {
+		t.Run(c.existing, func(t *testing.T) {
+			dir := t.TempDir()
+			mhdir := filepath.Join(dir, "mh")
+			if err := os.Mkdir(mhdir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range []string{c.existing, "5"} {
+				if err := os.WriteFile(filepath.Join(mhdir, n), []byte("old\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			w := NewWriter(testOptions())
+			f := mustFolder(t, dir, "mh/.")
+			for i := range 2 {
+				// One message per Txn: the second reads the folder again.
+				txn := w.Begin(context.Background())
+				if _, err := txn.Deliver(f, fmt.Appendf(nil, "Subject: %d\n\n", i)); err != nil {
+					t.Fatal(err)
+				}
+				if err := txn.Commit(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i, n := range c.want {
+				b, err := os.ReadFile(filepath.Join(mhdir, n))
+				if want := fmt.Sprintf("Subject: %d\n\n", i); err != nil || string(b) != want {
+					t.Errorf("%s = %q (%v), want %q; folder holds %v", n, b, err, want, listDir(t, mhdir))
+				}
+			}
+		})
+	}
+}
+
 // TestNeverOverwrite races every writer against a process that takes the
 // name it is about to link to: the existing file must stay untouched and
 // the message must land under another name.
