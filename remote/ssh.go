@@ -7,6 +7,9 @@ package remote
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
 	"errors"
 	"fmt"
 	"io"
@@ -48,20 +51,36 @@ type SSHConfig struct {
 	Warn func(string)
 }
 
-// HostKeyError is a host key problem: unknown host, or changed key.
+// HostKeyError is a host key problem, which configuration must solve:
+// unknown host, changed key, or a known_hosts file that cannot be used.
 type HostKeyError struct {
 	Host    string
 	Changed bool
 	Line    string // the known_hosts line that would accept the key offered
-	File    string // where it would go
+	File    string // where it would go; for a bad file, FILE:LINE
+	// Offered are the server's host keys, one per type, as ssh-keygen -l
+	// shows them ("256 SHA256:... (ED25519)"), for an unknown host.
+	Offered []string
+	// BadFile is set when a known_hosts file cannot be used (Err says
+	// why, File where).
+	BadFile bool
 	Err     error
 }
 
 func (e *HostKeyError) Error() string {
+	if e.BadFile {
+		return fmt.Sprintf("known_hosts %s: %v", e.File, e.Err)
+	}
 	if e.Changed {
 		return fmt.Sprintf("host key for %s has CHANGED (possible man-in-the-middle attack); the server offered %s; if the change is legitimate, replace its entry in %s", e.Host, e.Line, e.File)
 	}
-	return fmt.Sprintf("host %s is not in %s; check its key fingerprint with the server's administrator, then add this line:\n%s\n(or run once with --accept-new-host-key)", e.Host, e.File, e.Line)
+	keys := ""
+	if len(e.Offered) > 0 {
+		keys = "; the server offers these host keys:\n  " + strings.Join(e.Offered, "\n  ") + "\n"
+	} else {
+		keys = "; "
+	}
+	return fmt.Sprintf("host %s is not in %s%scheck the key fingerprint with the server's administrator (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the server), then add this line:\n%s\n(or run once with --accept-new-host-key)", e.Host, e.File, keys, e.Line)
 }
 
 func (e *HostKeyError) Unwrap() error { return e.Err }
@@ -117,6 +136,9 @@ func Dial(ctx context.Context, cfg SSHConfig) (*Client, error) {
 		conn.Close()
 		var hk *HostKeyError
 		if errors.As(err, &hk) {
+			if !hk.Changed && !hk.BadFile {
+				describeOffered(ctx, cfg, hk)
+			}
 			return nil, hk
 		}
 		return nil, fmt.Errorf("ssh to %s: %w", cfg.Addr, err)
@@ -263,10 +285,15 @@ func hostKeyCallback(cfg SSHConfig, warn func(string)) (ssh.HostKeyCallback, []s
 	}
 	var db *knownhosts.HostKeyDB
 	if len(files) > 0 {
+		for _, f := range files {
+			if err := checkKnownHosts(f, warn); err != nil {
+				return nil, nil, err
+			}
+		}
 		var err error
 		db, err = knownhosts.NewDB(files...)
 		if err != nil {
-			return nil, nil, fmt.Errorf("known_hosts: %w", err)
+			return nil, nil, &HostKeyError{BadFile: true, File: strings.Join(files, ", "), Err: err}
 		}
 	}
 	var algos []string
@@ -381,4 +408,101 @@ func authMethods(cfg SSHConfig, warn func(string)) ([]ssh.AuthMethod, func(), er
 // JoinHostPort formats host and port for dialing.
 func JoinHostPort(host string, port int) string {
 	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// checkKnownHosts reads a known_hosts file as OpenSSH does: a line it
+// cannot parse is skipped (with a note naming it), but a file that holds
+// nothing else, or that cannot be read, is a configuration error naming
+// FILE:LINE, not a failure to retry.
+func checkKnownHosts(path string, warn func(string)) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return &HostKeyError{BadFile: true, File: path, Err: err}
+	}
+	var firstBad error
+	badAt, valid := 0, 0
+	for n, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		if _, _, _, _, _, err := ssh.ParseKnownHosts([]byte(line)); err != nil {
+			if firstBad == nil {
+				firstBad, badAt = err, n+1
+			}
+			warn(fmt.Sprintf("known_hosts %s:%d: ignored: %v", path, n+1, err))
+			continue
+		}
+		valid++
+	}
+	if valid == 0 && firstBad != nil {
+		return &HostKeyError{BadFile: true, File: fmt.Sprintf("%s:%d", path, badAt), Err: firstBad}
+	}
+	return nil
+}
+
+// probeAlgorithms are the host key types asked for, one handshake each,
+// to show an unknown host's keys as ssh-keyscan would; ed25519 first, the
+// type the documentation's ssh-keyscan -t ed25519 records.
+var probeAlgorithms = []string{
+	ssh.KeyAlgoED25519, ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521, ssh.KeyAlgoRSASHA512,
+}
+
+// errProbed ends a handshake once the host key is seen.
+var errProbed = errors.New("host key probed")
+
+// describeOffered fills hk.Offered with every host key the server offers
+// (a handshake per key type, stopped at the host key) and makes hk.Line
+// the ed25519 key's line when there is one.
+func describeOffered(ctx context.Context, cfg SSHConfig, hk *HostKeyError) {
+	var lines []string
+	for _, algo := range probeAlgorithms {
+		var got ssh.PublicKey
+		clientCfg := &ssh.ClientConfig{
+			User:              cfg.User,
+			HostKeyAlgorithms: []string{algo},
+			HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
+				got = key
+				return errProbed
+			},
+			Timeout: cfg.Timeout,
+		}
+		d := net.Dialer{Timeout: cfg.Timeout}
+		conn, err := d.DialContext(ctx, "tcp", cfg.Addr)
+		if err != nil {
+			break
+		}
+		conn.SetDeadline(time.Now().Add(cfg.Timeout))
+		stop := context.AfterFunc(ctx, func() { conn.Close() })
+		if c, _, _, err := ssh.NewClientConn(conn, cfg.Addr, clientCfg); err == nil {
+			c.Close()
+		}
+		stop()
+		conn.Close()
+		if got == nil {
+			continue
+		}
+		hk.Offered = append(hk.Offered, keyFingerprint(got))
+		lines = append(lines, knownhosts.Line([]string{knownhosts.Normalize(hk.Host)}, got))
+	}
+	if len(lines) > 0 {
+		hk.Line = lines[0] // ed25519 when offered
+	}
+}
+
+// keyFingerprint shows a key as ssh-keygen -l does: bits, SHA256
+// fingerprint, type.
+func keyFingerprint(key ssh.PublicKey) string {
+	bits, name := 0, strings.ToUpper(strings.TrimPrefix(key.Type(), "ssh-"))
+	if ck, ok := key.(ssh.CryptoPublicKey); ok {
+		switch k := ck.CryptoPublicKey().(type) {
+		case *rsa.PublicKey:
+			bits = k.N.BitLen()
+		case *ecdsa.PublicKey:
+			bits, name = k.Curve.Params().BitSize, "ECDSA"
+		case ed25519.PublicKey:
+			bits = 256
+		}
+	}
+	return fmt.Sprintf("%d %s (%s)", bits, ssh.FingerprintSHA256(key), name)
 }

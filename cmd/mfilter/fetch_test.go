@@ -326,6 +326,68 @@ func TestFetchHostKeys(t *testing.T) {
 	checkFiled(t, e, msgs)
 }
 
+// TestFetchHostKeysShown: an unknown host is refused with every key the
+// server offers shown as ssh-keygen -lf shows it, and the known_hosts
+// line for its ed25519 key, the type the documentation's ssh-keyscan -t
+// ed25519 records; a known_hosts file that cannot be used is a
+// configuration error naming FILE:LINE.
+func TestFetchHostKeysShown(t *testing.T) {
+	srv := sshtest.Start(t, sshtest.Options{HostKeyTypes: []string{"rsa", "ecdsa", "ed25519"}})
+	e := newFetchEnv(t, srv, "")
+	e.appendSpool(spoolMessages(t, 2, "hks"))
+	kh := filepath.Join(e.dir, "kh")
+	os.WriteFile(kh, nil, 0o600)
+	args := e.args(srv.Addr)
+	for i := range args {
+		if args[i] == srv.KnownHosts {
+			args[i] = kh
+		}
+	}
+	code, out := e.run(args...)
+	if code != 78 {
+		t.Fatalf("unknown host: exit %d, want 78:\n%s", code, out)
+	}
+	for _, typ := range []string{"rsa", "ecdsa", "ed25519"} {
+		lf, err := exec.Command("ssh-keygen", "-lf", filepath.Join(srv.Dir, "host_"+typ+".pub")).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := strings.Fields(string(lf)) // bits SHA256:... comment (TYPE)
+		want := f[0] + " " + f[1] + " " + f[len(f)-1]
+		if !strings.Contains(out, want) {
+			t.Errorf("the message does not show the %s key as ssh-keygen -lf does (%q):\n%s", typ, want, out)
+		}
+	}
+	pub, err := os.ReadFile(filepath.Join(srv.Dir, "host_ed25519.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf := strings.Fields(string(pub))
+	line := fmt.Sprintf("[127.0.0.1]:%d %s %s\n", srv.Port, pf[0], pf[1])
+	if !strings.Contains(out, line) {
+		t.Errorf("the message does not give the ed25519 line %q:\n%s", line, out)
+	}
+	// The line given is the one that lets the fetch through.
+	os.WriteFile(kh, []byte(line), 0o600)
+	if code, out := e.run(args...); code != 0 {
+		t.Fatalf("with the line given: exit %d:\n%s", code, out)
+	}
+
+	// A known_hosts file with nothing usable in it: exit 78, FILE:LINE.
+	os.WriteFile(kh, []byte("# comment\n[127.0.0.1]:1 ssh-ed25519 not-base64!\n"), 0o600)
+	code, out = e.run(args...)
+	if code != 78 || !strings.Contains(out, kh+":2") {
+		t.Fatalf("malformed known_hosts: exit %d (want 78), and the message must name %s:2:\n%s", code, kh, out)
+	}
+	// A bad line among good ones is skipped, as OpenSSH does, with a note.
+	os.WriteFile(kh, []byte("garbage\n"+line), 0o600)
+	e.appendSpool(spoolMessages(t, 1, "hks2"))
+	code, out = e.run(args...)
+	if code != 0 || !strings.Contains(out, kh+":1") {
+		t.Fatalf("a bad line among good ones: exit %d (want 0), and a note naming %s:1:\n%s", code, kh, out)
+	}
+}
+
 func TestFetchAgentAndSSHConfig(t *testing.T) {
 	srv := sshtest.Start(t, sshtest.Options{})
 	e := newFetchEnv(t, srv, "")
