@@ -967,6 +967,10 @@ func (r *rescuer) save(msg []byte) {
 	r.txn.BeginMessage()
 	d, err := r.txn.AppendRaw(path, msg)
 	if err != nil {
+		// The failed append keeps the rescue mbox's locks for the next
+		// one; nothing may be pending to commit, and so nothing would
+		// release them before the process exits, leaving NAME.lock.
+		r.txn.ReleaseLocks()
 		r.lost++
 		r.setErr(err)
 		return
@@ -979,6 +983,7 @@ func (r *rescuer) save(msg []byte) {
 
 func (r *rescuer) commit() {
 	if len(r.pending) == 0 {
+		r.txn.ReleaseLocks() // a failed append's, if any
 		return
 	}
 	if err := r.txn.Commit(); err != nil {
