@@ -18,7 +18,8 @@ func hasPostmarkDate(line []byte) bool {
 	if w := bytes.TrimLeft(rest, " \t"); len(w) == 0 || w[0] < 0x20 || w[0] == 0x7f {
 		return false // no word: a NUL, a control character
 	}
-	return muttDate(rest) || dovecotDate(rest)
+	// Dovecot's test first: it allocates nothing, and takes most postmarks.
+	return dovecotDate(rest) || muttDate(rest)
 }
 
 // ReadablePostmark reports whether a From_ line (with or without its
