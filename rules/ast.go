@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -121,18 +122,34 @@ func (r *Rule) Label() string {
 	return fmt.Sprintf("at line %d", r.Line)
 }
 
-// Pattern is a compiled regular expression with how to apply it.
+// Pattern is a checked regular expression with how to apply it. Loading
+// parses it (which finds every error Go's regexp reports); the regexp
+// itself is compiled when a message first needs it: an MDA starts once
+// per message, and most patterns never get past their prefilter or
+// their field's absence, so compiling them all up front was most of the
+// rules' load time.
 type Pattern struct {
 	Pos
 	Source        string
 	Raw           bool // match the raw text (no RFC 2047/MIME decoding)
 	CaseSensitive bool
-	re            *regexp.Regexp
-	pre           *prefilter // a literal every match contains, or nil
-	names         []string   // named capture groups
+	expr          string // what the regexp is compiled from: Source with flags and macros
+	reOnce        sync.Once
+	re            *regexp.Regexp // set by compiled()
+	pre           *prefilter     // a literal every match contains, or nil
+	names         []string       // named capture groups
 	// Where an empty match is possible, as procmail's scoring sees it
-	// (see emptyMatches).
+	// (see emptyMatches), set on first use by emptyMatch.
+	emptyOnce                             sync.Once
 	emptyAtStart, emptyInside, emptyAtEnd bool
+}
+
+// compiled returns p's regexp, compiling it on first use. The
+// expression parsed when the rules were loaded, and compiling a parsed
+// expression cannot fail.
+func (p *Pattern) compiled() *regexp.Regexp {
+	p.reOnce.Do(func() { p.re = regexp.MustCompile(p.expr) })
+	return p.re
 }
 
 // Cond is a condition.

@@ -537,19 +537,20 @@ func (s *state) match(p *Pattern, v string) bool {
 	if p.pre != nil {
 		switch {
 		case p.pre.exact:
-			return p.pre.matchAround(p.re, bytesOf(v))
+			return p.pre.matchAround(p.compiled(), bytesOf(v))
 		case !p.pre.mayMatch(bytesOf(v)):
 			return false
 		}
 	}
+	re := p.compiled()
 	if len(p.names) == 0 {
-		return p.re.MatchString(v)
+		return re.MatchString(v)
 	}
-	m := p.re.FindStringSubmatchIndex(v)
+	m := re.FindStringSubmatchIndex(v)
 	if m == nil {
 		return false
 	}
-	for i, name := range p.re.SubexpNames() {
+	for i, name := range re.SubexpNames() {
 		if name == "" {
 			continue
 		}
@@ -566,19 +567,20 @@ func (s *state) matchBytes(p *Pattern, b []byte) bool {
 	if p.pre != nil {
 		switch {
 		case p.pre.exact:
-			return p.pre.matchAround(p.re, b)
+			return p.pre.matchAround(p.compiled(), b)
 		case !p.pre.mayMatch(b):
 			return false
 		}
 	}
+	re := p.compiled()
 	if len(p.names) == 0 {
-		return p.re.Match(b)
+		return re.Match(b)
 	}
-	m := p.re.FindSubmatchIndex(b)
+	m := re.FindSubmatchIndex(b)
 	if m == nil {
 		return false
 	}
-	for i, name := range p.re.SubexpNames() {
+	for i, name := range re.SubexpNames() {
 		if name == "" {
 			continue
 		}
@@ -838,13 +840,13 @@ func (s *state) count(c Cond, repeat bool) (int, error) {
 				if p.emptyMatch(len(text)) {
 					return -1, nil
 				}
-				n = len(p.re.FindAllIndex(text, -1))
+				n = len(p.compiled().FindAllIndex(text, -1))
 			}
 			for _, t := range texts {
 				if p.emptyMatch(len(t)) {
 					return -1, nil
 				}
-				n += len(p.re.FindAllStringIndex(t, -1))
+				n += len(p.compiled().FindAllStringIndex(t, -1))
 			}
 			return n, nil
 		}
@@ -859,6 +861,9 @@ func (s *state) count(c Cond, repeat bool) (int, error) {
 // emptyMatch reports whether procmail's scoring loop finds an empty match
 // of p in a search area of n bytes (and so scores it as infinite).
 func (p *Pattern) emptyMatch(n int) bool {
+	p.emptyOnce.Do(func() {
+		p.emptyAtStart, p.emptyInside, p.emptyAtEnd = emptyMatches(p.expr)
+	})
 	return p.emptyAtStart || p.emptyAtEnd || n >= 2 && p.emptyInside
 }
 

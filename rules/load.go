@@ -2,15 +2,16 @@ package rules
 
 import (
 	"errors"
-	"math"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -162,7 +163,9 @@ func (l *loader) parseData(cfg *Config, path string, data []byte, top bool) erro
 	return nil
 }
 
-var yamlLine = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
+// yamlLine is compiled on first use: only a rules file with an error
+// needs it.
+var yamlLine = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`) })
 
 // scannerErrors are the YAML scanner's messages; the parser's line for
 // them is already 1-based, for all others it is 0-based (go-yaml quirk).
@@ -187,7 +190,7 @@ var scannerErrors = map[string]bool{
 // gives a line only, sometimes 0-based; the column is found on that line.
 func yamlError(path string, data []byte, err error) *Error {
 	msg := err.Error()
-	m := yamlLine.FindStringSubmatch(msg)
+	m := yamlLine().FindStringSubmatch(msg)
 	if m == nil {
 		return &Error{Pos{path, 1, 1}, "YAML: " + msg}
 	}

@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"regexp"
+	"regexp/syntax"
 	"strconv"
 	"strings"
 	"time"
@@ -336,18 +337,20 @@ func (l *loader) pattern(n *yaml.Node, what string, o patternOpts) *Pattern {
 	if flags != "" {
 		expr = "(?" + flags + ")" + expr
 	}
-	re, err := regexp.Compile(expr)
+	// Parsing finds every error that compiling would (regexp.Compile
+	// parses with syntax.Perl and then cannot fail); the regexp is
+	// compiled when first used (Pattern.compiled).
+	re, err := syntax.Parse(expr, syntax.Perl)
 	if err != nil {
-		if _, err2 := regexp.Compile(src.Value); err2 != nil {
+		if _, err2 := syntax.Parse(src.Value, syntax.Perl); err2 != nil {
 			err = err2 // the message then quotes the user's regex, not ours
 		}
 		l.errs = append(l.errs, &Error{pos, fmt.Sprintf("bad regex %q: %s", src.Value, strings.TrimPrefix(err.Error(), "error parsing regexp: "))})
 		return nil
 	}
-	p.re = re
-	p.pre = newPrefilter(expr)
-	p.emptyAtStart, p.emptyInside, p.emptyAtEnd = emptyMatches(expr)
-	for _, name := range re.SubexpNames() {
+	p.expr = expr
+	p.pre = prefilterOf(re)
+	for _, name := range re.CapNames() {
 		if name != "" {
 			p.names = append(p.names, name)
 		}
@@ -538,7 +541,58 @@ func expandProcmailMacros(s string) string {
 	return b.String()
 }
 
-var sizeRe = regexp.MustCompile(`^\s*([<>])\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMgG]?)[bB]?\s*$`)
+// sizeSpec parses the value of a size condition: blanks, < or >,
+// blanks, a number with an optional fraction, blanks, an optional unit
+// k, M or G (any case), an optional b or B, blanks; in a regexp,
+// ^\s*([<>])\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMgG]?)[bB]?\s*$ (which
+// sizeSpec's test holds it to). Written out because compiling that
+// regexp was a measurable part of an MDA's start-up.
+func sizeSpec(s string) (op, num, unit string, ok bool) {
+	i := 0
+	blanks := func() {
+		for i < len(s) && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\f' || s[i] == '\r') {
+			i++
+		}
+	}
+	digits := func() bool {
+		from := i
+		for i < len(s) && '0' <= s[i] && s[i] <= '9' {
+			i++
+		}
+		return i > from
+	}
+	blanks()
+	if i == len(s) || s[i] != '<' && s[i] != '>' {
+		return "", "", "", false
+	}
+	op = s[i : i+1]
+	i++
+	blanks()
+	from := i
+	if !digits() {
+		return "", "", "", false
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		if !digits() {
+			return "", "", "", false
+		}
+	}
+	num = s[from:i]
+	blanks()
+	if i < len(s) && strings.IndexByte("kKmMgG", s[i]) >= 0 {
+		unit = s[i : i+1]
+		i++
+	}
+	if i < len(s) && (s[i] == 'b' || s[i] == 'B') {
+		i++
+	}
+	blanks()
+	if i != len(s) {
+		return "", "", "", false
+	}
+	return op, num, unit, true
+}
 
 // maxSizeBound is the largest size a size condition may name: 2^62 bytes.
 const maxSizeBound = 1 << 62
@@ -548,13 +602,13 @@ func (l *loader) sizeCond(p Pos, v *yaml.Node) Cond {
 	if s == nil {
 		return nil
 	}
-	m := sizeRe.FindStringSubmatch(s.Value)
-	if m == nil {
+	op, num, unit, ok := sizeSpec(s.Value)
+	if !ok {
 		l.errorf(v, "size must be like '> 100k' or '< 2M' (units k, M, G of 1024), found %q", s.Value)
 		return nil
 	}
-	f, _ := strconv.ParseFloat(m[2], 64)
-	switch strings.ToLower(m[3]) {
+	f, _ := strconv.ParseFloat(num, 64)
+	switch strings.ToLower(unit) {
 	case "k":
 		f *= 1 << 10
 	case "m":
@@ -568,7 +622,7 @@ func (l *loader) sizeCond(p Pos, v *yaml.Node) Cond {
 		l.errorf(v, "size bound %q is larger than any message can be (at most %dG)", s.Value, maxSizeBound>>30)
 		return nil
 	}
-	return &SizeCond{Pos: p, Op: m[1], N: int64(f)}
+	return &SizeCond{Pos: p, Op: op, N: int64(f)}
 }
 
 func (l *loader) scoreCond(p Pos, v *yaml.Node) Cond {

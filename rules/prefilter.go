@@ -46,6 +46,12 @@ func newPrefilter(expr string) *prefilter {
 	if err != nil {
 		return nil
 	}
+	return prefilterOf(re)
+}
+
+// prefilterOf is newPrefilter of an expression already parsed with
+// syntax.Perl (which it does not change).
+func prefilterOf(re *syntax.Regexp) *prefilter {
 	re = re.Simplify()
 	var best *prefilter
 	for _, p := range requiredLiterals(re) {

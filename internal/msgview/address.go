@@ -3,6 +3,7 @@ package msgview
 import (
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/emersion/go-message/mail"
 )
@@ -52,9 +53,11 @@ func split(name, addr string) Address {
 	return a
 }
 
+// The regexps of lenientAddresses, compiled on first use rather than at
+// start-up, which an MDA pays once per message.
 var (
-	angleAddr = regexp.MustCompile(`<([^<>\s]+@[^<>\s]+)>`)
-	bareAddr  = regexp.MustCompile(`[^\s<>(),;:"]+@[^\s<>(),;:"]+`)
+	angleAddr = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`<([^<>\s]+@[^<>\s]+)>`) })
+	bareAddr  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`[^\s<>(),;:"]+@[^\s<>(),;:"]+`) })
 )
 
 // lenientAddresses finds name <addr> pairs, then bare addresses. The name
@@ -64,9 +67,9 @@ func lenientAddresses(v string) []Address {
 	var out []Address
 	seen := make(map[string]bool)
 	prev := 0
-	for _, m := range angleAddr.FindAllStringSubmatchIndex(v, -1) {
+	for _, m := range angleAddr().FindAllStringSubmatchIndex(v, -1) {
 		name := v[prev:m[0]]
-		if bs := bareAddr.FindAllStringIndex(name, -1); len(bs) > 0 {
+		if bs := bareAddr().FindAllStringIndex(name, -1); len(bs) > 0 {
 			name = name[bs[len(bs)-1][1]:] // after a bare address before it
 		}
 		name = strings.Trim(strings.TrimSpace(strings.TrimLeft(name, " \t,;")), `"`)
@@ -75,7 +78,7 @@ func lenientAddresses(v string) []Address {
 		seen[addr] = true
 		prev = m[1]
 	}
-	for _, s := range bareAddr.FindAllString(v, -1) {
+	for _, s := range bareAddr().FindAllString(v, -1) {
 		if !seen[s] {
 			out = append(out, split("", s))
 		}
