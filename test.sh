@@ -12,8 +12,11 @@
 # installing it replaces exim4), dovecot-core, dovecot-pop3d and
 # dovecot-imapd (a private POP3/IMAP server on 127.0.0.3 and doveadm, which
 # reads what mfilter wrote), fetchmail, getmail6 and mblaze (the MDA
-# pipeline tests; mailstat comes with procmail). The MDA tests create a
-# system user, mfilter-mda, for Postfix's local delivery. Then runs
+# pipeline tests; mailstat comes with procmail), liblockfile-bin (dotlockfile,
+# setgid mail: the copy claim's dotlock in a spool directory the user cannot
+# write). The MDA tests create a system user, mfilter-mda, for Postfix's
+# local delivery; the copy-claim tests a login user outside group mail,
+# mfilter-nomail. Then runs
 # gofmt, go vet, mandoc -Tlint, the Go tests, and a short run of each fuzz
 # target. Nothing is skipped: a missing tool makes the tests fail.
 set -euo pipefail
@@ -24,7 +27,8 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 for pair in procmail:procmail formail:procmail sshd:openssh-server ssh:openssh-client \
             ssh-keygen:openssh-client ssh-agent:openssh-client zstd:zstd fdm:fdm mandoc:mandoc \
             postfix:postfix dovecot:dovecot-core doveadm:dovecot-core fetchmail:fetchmail \
-            getmail:getmail6 mlist:mblaze mshow:mblaze mdeliver:mblaze mailstat:procmail; do
+            getmail:getmail6 mlist:mblaze mshow:mblaze mdeliver:mblaze mailstat:procmail \
+            dotlockfile:liblockfile-bin perl:perl-base; do
   have "${pair%%:*}" || need+=("${pair#*:}")
 done
 # GNU time measures a child's peak memory (time is also a shell word).

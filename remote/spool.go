@@ -20,8 +20,10 @@ type Spool interface {
 	// name, then size.
 	Claimed(ctx context.Context) ([]ClaimedFile, error)
 	// Claim takes the spool's dotlock, renames the spool to claimName in
-	// its own directory, and releases the lock. nil means there was no
-	// mail (no spool, or an empty one).
+	// its own directory, and releases the lock; over SSH, where the
+	// directory is not writable, it copies the spool under its locks and
+	// truncates it instead (spoolScript), and the claim goes by the same
+	// name. nil means there was no mail (no spool, or an empty one).
 	Claim(ctx context.Context, claimName string) (*ClaimedFile, error)
 	// Open streams a claimed file from offset on. Close reports transfer
 	// errors; Codec names the compression used.
@@ -102,9 +104,27 @@ func shellQuote(s string) string {
 // on stdin to `sh -s -- OP ARGS...` (on stdin, not in the command line,
 // so that a csh or fish login shell does not have to parse it). It uses
 // only POSIX tools (ln, mv, rm, tail, wc, date, sleep) plus zstd or gzip
-// when present. The dotlock is taken the way procmail and the MTAs take
-// it: a unique file hard-linked to SPOOL.lock, which fails if the lock
-// exists; a lock older than the stale time is removed.
+// when present.
+//
+// Where the spool's directory is writable, a claim renames the spool
+// under its dotlock, taken the way procmail and the MTAs take it: a
+// unique file hard-linked to SPOOL.lock, which fails if the lock exists;
+// a lock older than the stale time is removed.
+//
+// Where it is not (Debian's /var/mail is root:mail 2775, and users are not
+// in group mail), a claim copies the spool and truncates it, as movemail
+// does, under the spool's fcntl lock and, when the server has
+// dotlockfile (setgid mail), its dotlock too: the pair Postfix and Exim
+// take to append. sh cannot take an fcntl lock, so that part is perl
+// (perl-base is Essential on Debian and Ubuntu: every such server has
+// it): copyProgram. The copy goes to the user's own space on the server,
+// ~/.local/state/mfilter/claims/DIR/, where DIR encodes the spool's
+// directory; the claim keeps its name SPOOLDIR/NAME towards the client,
+// which never sees the difference. A marker NAME.pending exists from
+// before the copy until the spool is truncated and synced; a claim whose
+// marker survived a crash is settled under the locks before it may be
+// removed and before another claim copies the spool (settle in
+// copyProgram).
 const spoolScript = `set -u
 op=$1; shift
 size() { if [ -e "$1" ]; then s=$(wc -c < "$1") || return 1; echo $s; else echo missing; fi; }
@@ -134,16 +154,65 @@ lock() {
   done
   rm -f -- "$tmp"
 }
+# cdir SPOOL: the directory of copied claims of SPOOL's directory, in the
+# user's own space: the directory's path with / and % written %2F and %25
+# (builtins only: a readable name that no two directories share).
+cdir() {
+  s=${1%/*}; e=
+  while [ -n "$s" ]; do
+    c=${s%"${s#?}"}; s=${s#?}
+    case $c in /) e="$e%2F" ;; %) e="$e%25" ;; *) e="$e$c" ;; esac
+  done
+  printf '%s/.local/state/mfilter/claims/%s' "${HOME:?HOME is not set}" "${e:-%2F}"
+}
+# phys NAME: where claim NAME is: itself (a renamed spool), else its copy.
+phys() {
+  if [ -e "$1" ]; then printf '%s' "$1"; else printf '%s/%s' "$(cdir "${1%` + ClaimMarker + `*}")" "${1##*/}"; fi
+}
+# locked SPOOL TIMEOUT ARGS: copyProgram ARGS under the spool's dotlock
+# (through dotlockfile, when the server has it and it may lock this
+# spool: it only locks the user's own /DIR/USER) and its fcntl lock.
+locked() {
+  spool=$1; timeout=$2; shift 2
+  command -v perl >/dev/null 2>&1 || { echo "$(dirname -- "$spool") is not writable (not in group mail?) and the server has no perl for a locked copy of the spool" >&2; return 7; }
+  if command -v dotlockfile >/dev/null 2>&1; then
+    dotlockfile -q -p -P -r "$timeout" -i 1 -l "$spool.lock" perl -e "$copyprog" -- "$spool" "$timeout" "$@"
+    rc=$?
+    case $rc in
+    2) ;; # dotlockfile may not make this lock: the fcntl lock alone
+    4) echo "lock $spool.lock is still held after ${timeout}s" >&2; return 4 ;;
+    *) return $rc ;;
+    esac
+  fi
+  perl -e "$copyprog" -- "$spool" "$timeout" "$@"
+}
+copyprog='` + copyProgram + `'
 case $op in
 probe)
   for c in zstd gzip; do command -v "$c" >/dev/null 2>&1 && echo "$c"; done; echo end ;;
 claimed)
   spool=$1
   have
-  for f in "$spool"` + ClaimMarker + `*; do [ -f "$f" ] && printf '%s %s\n' "$(size "$f")" "$f"; done; echo end ;;
+  for f in "$spool"` + ClaimMarker + `*; do [ -f "$f" ] && printf '%s %s\n' "$(size "$f")" "$f"; done
+  d=$(cdir "$spool")
+  for f in "$d/${spool##*/}"` + ClaimMarker + `*; do
+    case $f in *.pending|*.tmp) continue ;; esac
+    [ -f "$f" ] && printf '%s %s\n' "$(size "$f")" "${spool%/*}/${f##*/}"
+  done
+  echo end ;;
 claim)
   spool=$1; claim=$2; timeout=$3; stale=$4
   have
+  if [ ! -w "$(dirname -- "$spool")" ]; then
+    # The copy claim. Crashed claims leave a marker (and maybe a
+    # partial copy): go under the locks to settle them, mail or not.
+    trap '' HUP PIPE
+    d=$(cdir "$spool"); left=
+    for f in "$d"/*.pending "$d"/*.tmp; do [ -e "$f" ] && left=1; done
+    if [ -z "$left" ] && [ ! -s "$spool" ]; then echo empty; exit 0; fi
+    mkdir -p -m 700 -- "$d" || exit 5
+    locked "$spool" "$timeout" claim "$d" "$(phys "$claim")"; exit $?
+  fi
   if [ ! -s "$spool" ]; then echo empty; exit 0; fi
   lock "$spool.lock" "$timeout" "$stale" || exit $?
   if [ ! -s "$spool" ]; then rm -f -- "$spool.lock"; echo empty; exit 0; fi
@@ -151,10 +220,10 @@ claim)
   rm -f -- "$spool.lock"
   echo "claimed $(size "$claim")" ;;
 size)
-  size "$1" ;;
+  size "$(phys "$1")" ;;
 cat)
-  f=$1; off=$2; codec=$3
-  [ -f "$f" ] || { echo "no such file: $f" >&2; exit 6; }
+  f=$(phys "$1"); off=$2; codec=$3
+  [ -f "$f" ] || { echo "no such file: $1" >&2; exit 6; }
   if [ "$off" -eq 0 ]; then
     # The compressor reads the file itself, without a tail and a pipe in
     # between; through a redirect, so that it pledges no size and reads a
@@ -172,7 +241,14 @@ cat)
     esac
   fi ;;
 remove)
-  f=$1; want=$2
+  f=$(phys "$1"); want=$2; timeout=${3:-300}
+  if [ -e "$f.pending" ]; then
+    # A copied claim whose spool may still hold its bytes: settle it
+    # (under the locks) before it may go.
+    trap '' HUP PIPE
+    spool=${1%` + ClaimMarker + `*}
+    locked "$spool" "$timeout" settle "${f%/*}" "$f" >/dev/null || exit $?
+  fi
   s=$(size "$f")
   if [ "$s" = missing ]; then echo removed; exit 0; fi
   if [ "$s" != "$want" ]; then echo "grown $s"; exit 0; fi
@@ -308,7 +384,7 @@ func (s *SSHSpool) Size(ctx context.Context, name string) (int64, bool, error) {
 
 // Remove implements Spool.
 func (s *SSHSpool) Remove(ctx context.Context, name string, size int64) (int64, error) {
-	out, err := s.run(ctx, "remove", name, strconv.FormatInt(size, 10))
+	out, err := s.run(ctx, "remove", name, strconv.FormatInt(size, 10), secs(s.LockWait, 300))
 	if err != nil {
 		return 0, err
 	}
@@ -414,3 +490,111 @@ func (c *countReader) Read(p []byte) (int, error) {
 // ErrShortTransfer is returned when a stream ends before the bytes the
 // spool holds: the connection dropped or the server side failed.
 var ErrShortTransfer = errors.New("transfer ended early")
+
+// copyProgram is the copy claim's locked part, in perl (sh cannot take an
+// fcntl lock), run as `perl -e copyProgram -- SPOOL TIMEOUT OP DIR CLAIM`
+// where CLAIM is the copy's path in DIR:
+//
+//	claim   settle this spool's crashed claims in DIR, remove their
+//	        partial copies, then copy the spool to CLAIM and truncate it
+//	settle  settle CLAIM
+//
+// A claim goes: CLAIM.pending (the marker), synced; the copy in
+// CLAIM.tmp, synced, renamed to CLAIM, synced; the spool truncated,
+// synced; the marker removed, synced. Settling a claim that still has its
+// marker tells the two crashes apart by the spool's bytes: if the spool
+// still starts with the claim's bytes, the truncation did not happen, and
+// the claim takes the whole spool (mail that came after the crash too, as
+// late mail grows a renamed spool) before the spool is truncated; if not,
+// the spool was truncated. Either way no byte is in the spool and the
+// claim both, and none is in neither. Without a CLAIM the copy never
+// finished and the spool was not touched.
+//
+// The fcntl lock is a whole-file write lock, F_SETLK retried every 50 ms
+// up to TIMEOUT: struct flock begins with l_type and l_whence on every
+// system, and zeros after them mean the whole file, so the packing needs
+// no layout. No single quotes: it sits in sh single quotes.
+const copyProgram = `use strict; use Fcntl; use IO::Handle;
+my ($spool, $timeout, $op, $dir, $x) = @ARGV;
+my $base = $spool; $base =~ s{.*/}{}s;
+sub fail { die "$_[0]\n" }
+sub dsync { my $h; open($h, "<", $_[0]) or fail("open $_[0]: $!"); $h->sync or fail("fsync $_[0]: $!"); close $h }
+sub readn {
+  my ($h, $n, $what) = @_; my $b = "";
+  while (length($b) < $n) { my $r = sysread($h, $b, $n - length($b), length($b)); defined $r or fail("read $what: $!"); last if $r == 0 }
+  return $b;
+}
+sub lockspool {
+  my $end = time + $timeout;
+  for (;;) {
+    my $s;
+    if (!open($s, "+<", $spool)) { return undef if $!{ENOENT}; fail("open $spool: $!") }
+    my $fl = pack("ss", F_WRLCK, 0) . ("\0" x 256);
+    until (fcntl($s, F_SETLK, $fl)) {
+      fail("fcntl lock of $spool: $!") unless $!{EAGAIN} || $!{EACCES} || $!{EINTR};
+      fail("the fcntl lock of $spool is still held after ${timeout}s") if time >= $end;
+      select(undef, undef, undef, 0.05);
+    }
+    my @a = stat($s); my @b = stat($spool);
+    return $s if @b && $a[0] == $b[0] && $a[1] == $b[1];
+    close $s;
+  }
+}
+sub copyto {
+  my ($s, $n, $to) = @_; my $o;
+  sysopen($o, $to, O_WRONLY|O_CREAT|O_TRUNC, 0600) or fail("create $to: $!");
+  sysseek($s, 0, 0) or fail("seek $spool: $!");
+  my $left = $n;
+  while ($left > 0) {
+    my $b = readn($s, $left < 1048576 ? $left : 1048576, $spool);
+    length($b) or fail("$spool shrank under its lock");
+    my $off = 0;
+    while ($off < length($b)) { my $w = syswrite($o, $b, length($b) - $off, $off); defined $w or fail("write $to: $!"); $off += $w }
+    $left -= length($b);
+  }
+  $o->sync or fail("fsync $to: $!"); close($o) or fail("close $to: $!");
+}
+sub starts {
+  my ($s, $x) = @_; my $n = (-s $x) || 0; my $c;
+  return 0 if !$n || ((-s $s) || 0) < $n;
+  open($c, "<", $x) or fail("open $x: $!");
+  sysseek($s, 0, 0) or fail("seek $spool: $!");
+  while ($n > 0) {
+    my $k = $n < 1048576 ? $n : 1048576;
+    my $a = readn($s, $k, $spool); my $b = readn($c, $k, $x);
+    return 0 if length($a) != $k || $a ne $b;
+    $n -= $k;
+  }
+  return 1;
+}
+sub truncspool { my $s = shift; truncate($s, 0) or fail("truncate $spool: $!"); $s->sync or fail("fsync $spool: $!") }
+sub settle {
+  my ($s, $x) = @_;
+  if ($s && -e $x && starts($s, $x)) {
+    my $l = (-s $s) || 0;
+    if ($l > ((-s $x) || 0)) { copyto($s, $l, "$x.tmp"); rename("$x.tmp", $x) or fail("rename $x.tmp: $!"); dsync($dir) }
+    truncspool($s);
+  }
+  unlink("$x.tmp");
+  unlink("$x.pending") or $!{ENOENT} or fail("remove $x.pending: $!");
+  dsync($dir);
+}
+sub main {
+  my $s = lockspool();
+  if ($op eq "settle") { settle($s, $x) if -e "$x.pending"; print "settled\n"; return }
+  my $dh; opendir($dh, $dir) or fail("open $dir: $!");
+  my @left = grep { index($_, "$base.mfilter-") == 0 && /\.(pending|tmp)$/ } readdir($dh);
+  closedir($dh);
+  for my $f (@left) { settle($s, "$dir/$1") if $f =~ /^(.*)\.pending$/s }
+  for my $f (@left) { unlink("$dir/$f") if $f =~ /\.tmp$/ }
+  dsync($dir) if @left;
+  my $l = $s ? ((-s $s) || 0) : 0;
+  if (!$l) { print "empty\n"; return }
+  my $m; sysopen($m, "$x.pending", O_WRONLY|O_CREAT|O_EXCL, 0600) or fail("create $x.pending: $!"); close($m); dsync($dir);
+  copyto($s, $l, "$x.tmp"); rename("$x.tmp", $x) or fail("rename $x.tmp: $!"); dsync($dir);
+  truncspool($s);
+  unlink("$x.pending") or fail("remove $x.pending: $!"); dsync($dir);
+  print "claimed $l\n";
+}
+if (!eval { main(); 1 }) { my $e = $@; chomp $e; print STDERR "$e\n"; exit 90 }
+`

@@ -1,6 +1,7 @@
 // Package remote reaches the mail server: an SSH client (known_hosts,
 // ssh-agent, identity files, ssh config) and the spool protocol that claims
-// a user's spool by renaming it under its dotlock, streams it compressed,
+// a user's spool by renaming it under its dotlock (or, where its directory
+// is not writable, by a locked copy and truncation), streams it compressed,
 // and removes it only when the caller says every message is filed. It knows
 // nothing about rules or folders.
 package remote

@@ -37,6 +37,9 @@ type Options struct {
 	Path string
 	// HostKeyTypes to generate (default ed25519).
 	HostKeyTypes []string
+	// User to log in as instead of the one running the tests (sshd runs
+	// as root, and so must the tests then): see NoMailUser.
+	User string
 }
 
 // Start starts sshd and stops it when the test ends.
@@ -51,6 +54,14 @@ func Start(t testing.TB, opts Options) *Server {
 		sshd = p
 	}
 	dir := t.TempDir()
+	if opts.User != "" {
+		// The user reads authorized_keys: t.TempDir's parent is 0700.
+		var err error
+		if dir, err = os.MkdirTemp("", "sshtest-"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+	}
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -59,6 +70,9 @@ func Start(t testing.TB, opts Options) *Server {
 		t.Fatal(err)
 	}
 	s := &Server{Dir: dir, User: u.Username, logs: &bytes.Buffer{}}
+	if opts.User != "" {
+		s.User = opts.User
+	}
 	types := opts.HostKeyTypes
 	if len(types) == 0 {
 		types = []string{"ed25519"}
@@ -81,7 +95,8 @@ func Start(t testing.TB, opts Options) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), cpub, 0o600); err != nil {
+	// sshd reads authorized_keys as the user who logs in.
+	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), cpub, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// sshd's privilege separation directory.
