@@ -102,7 +102,12 @@ func ParseFolder(base, spec string) (Folder, error) {
 		return Folder{}, fmt.Errorf("folder %q names the root directory", spec)
 	}
 	f.Path = resolve(base, trimmed)
-	f.clean = f.Path != "/" && f.Path != "."
+	if f.Path == "/" {
+		// "/./", "/tmp/../" and the like: new/ and cur/ in / are
+		// nobody's mail folder.
+		return Folder{}, fmt.Errorf("folder %q names the root directory", spec)
+	}
+	f.clean = f.Path != "."
 	if f.Kind == Maildir || f.Kind == MH {
 		f.Name = trimmedName(spec, f.Kind)
 	}

@@ -37,6 +37,9 @@ func check(cfg *Config, errs *ErrorList) {
 	// set: may run in any rule, so its names are known everywhere.
 	collectSets(cfg.Rules, known)
 	checkRules(cfg.Rules, known, errs)
+	if len(*errs) == 0 {
+		checkSizes(cfg, errs)
+	}
 }
 
 func collectSets(rules []*Rule, known map[string]bool) {
@@ -94,6 +97,13 @@ func checkActions(acts []Action, scope map[string]bool, errs *ErrorList) Action 
 		}
 		for _, t := range actionTemplates(a) {
 			checkTemplate(t, scope, errs)
+		}
+		if f, ok := a.(*FolderAction); ok {
+			for _, t := range f.Folders {
+				if t.Literal() && namesRootDir(t.Source) {
+					*errs = append(*errs, &Error{t.Pos, fmt.Sprintf("folder %q names the root directory", t.Source)})
+				}
+			}
 		}
 		if delivers(a) {
 			final = a

@@ -99,7 +99,10 @@ func (l *loader) pos(n *yaml.Node) Pos {
 // CheckSecurity refuses a rules file that someone else could modify: the
 // file or its directory writable by group or others (a sticky directory
 // is fine for the directory), or owned by another user than the one
-// running mfilter or root. procmail refuses such rcfiles too.
+// running mfilter or root. procmail refuses such rcfiles too. A symbolic
+// link is followed: the file it names and that file's directory count,
+// and so does the directory of every link on the way, which could be
+// made to point elsewhere.
 func CheckSecurity(path string) error {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -111,15 +114,48 @@ func CheckSecurity(path string) error {
 	if uid, ok := ownerOf(st); ok && uid != 0 && uid != os.Geteuid() {
 		return &InsecureError{path, fmt.Sprintf("it is owned by uid %d, not by you (uid %d) or root", uid, os.Geteuid())}
 	}
-	dir := filepath.Dir(path)
-	dst, err := os.Stat(dir)
+	dirs, err := linkDirs(path)
 	if err != nil {
 		return err
 	}
-	if dst.Mode().Perm()&0o022 != 0 && dst.Mode()&fs.ModeSticky == 0 {
-		return &InsecureError{path, fmt.Sprintf("its directory %s is writable by group or others (mode %04o)", dir, dst.Mode().Perm())}
+	for _, dir := range dirs {
+		dst, err := os.Stat(dir)
+		if err != nil {
+			return err
+		}
+		if dst.Mode().Perm()&0o022 != 0 && dst.Mode()&fs.ModeSticky == 0 {
+			return &InsecureError{path, fmt.Sprintf("its directory %s is writable by group or others (mode %04o)", dir, dst.Mode().Perm())}
+		}
 	}
 	return nil
+}
+
+// maxLinks bounds the symbolic links followed from a rules file's path.
+const maxLinks = 40
+
+// linkDirs lists the directory of path and, while path is a symbolic
+// link, the directory of each file it leads to.
+func linkDirs(path string) ([]string, error) {
+	var dirs []string
+	for range maxLinks {
+		dirs = append(dirs, filepath.Dir(path))
+		lst, err := os.Lstat(path)
+		if err != nil {
+			return nil, err
+		}
+		if lst.Mode()&fs.ModeSymlink == 0 {
+			return dirs, nil
+		}
+		target, err := os.Readlink(path)
+		if err != nil {
+			return nil, err
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(path), target)
+		}
+		path = target
+	}
+	return nil, fmt.Errorf("%s: too many symbolic links", path)
 }
 
 func (l *loader) loadFile(cfg *Config, path string, top bool) error {
@@ -271,11 +307,14 @@ func (l *loader) topLevel(cfg *Config, root *yaml.Node, top bool) ([]*Rule, bool
 		}
 		switch k.Value {
 		case "maildir":
-			cfg.Maildir = l.str(v, "maildir")
+			cfg.Maildir = l.plainPath(v, "maildir")
 		case "default":
-			cfg.Default = l.str(v, "default")
+			cfg.Default = l.plainPath(v, "default")
+			if cfg.Default != nil && namesRootDir(cfg.Default.Value) {
+				l.errorf(v, "default %q names the root directory", cfg.Default.Value)
+			}
 		case "log":
-			cfg.Log = l.str(v, "log")
+			cfg.Log = l.plainPath(v, "log")
 		case "log-format":
 			if s := l.str(v, "log-format"); s != nil {
 				if s.Value != "procmail" && s.Value != "json" {
@@ -386,6 +425,32 @@ func (l *loader) str(n *yaml.Node, what string) *Str {
 		return nil
 	}
 	return &Str{l.pos(n), n.Value}
+}
+
+// plainPath reads a setting that names a file or folder as written: no
+// variables are expanded there, so that no message can name it.
+func (l *loader) plainPath(n *yaml.Node, what string) *Str {
+	s := l.str(n, what)
+	if s != nil && strings.Contains(s.Value, "${") {
+		l.errorf(n, "%s is a plain path: ${...} is not expanded there (only ~/ is); found %q", what, s.Value)
+		return nil
+	}
+	if s != nil && strings.ContainsRune(s.Value, 0) {
+		l.errorf(n, "%s contains a NUL byte", what)
+		return nil
+	}
+	return s
+}
+
+// namesRootDir reports whether a folder name means the root directory,
+// whatever its type suffix: "/", "/.", "/./", "/tmp/../".
+func namesRootDir(spec string) bool {
+	p := strings.TrimSuffix(spec, "/.")
+	p = strings.TrimRight(p, "/")
+	if p == "" {
+		return strings.HasPrefix(spec, "/")
+	}
+	return filepath.IsAbs(p) && filepath.Clean(p) == "/"
 }
 
 // strList reads a string or a list of strings.

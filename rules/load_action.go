@@ -172,6 +172,10 @@ func (l *loader) action(n *yaml.Node) Action {
 			l.errorf(val, "bad header field name %q", name)
 			return nil
 		}
+		if bad := badFieldBreak(t.Source); bad != "" {
+			l.errorf(val, "%s: %s would end the header there (continue a long field with a newline and a space or tab)", key.Value, bad)
+			return nil
+		}
 		op := strings.TrimSuffix(key.Value, "-header")
 		op = strings.Replace(op, "-header", "", 1)
 		return &HeaderAction{Pos: p, Op: op, Field: t, Name: name}
@@ -258,4 +262,31 @@ func fieldOf(s string) (string, bool) {
 		return "", false
 	}
 	return strings.TrimRight(s[:i], " \t"), true
+}
+
+// badFieldBreak describes a line break in a header field's text that
+// does not continue the field (RFC 5322 folding: a newline followed by a
+// space or tab), or returns "". Such a break ends the field, and an empty
+// line ends the header: the rest would become the body.
+func badFieldBreak(field string) string {
+	for i := 0; i < len(field); i++ {
+		switch field[i] {
+		case '\r':
+			if i+1 < len(field) && field[i+1] == '\n' {
+				continue
+			}
+			return "a carriage return"
+		case '\n':
+			if i+1 == len(field) {
+				return "a newline at the end"
+			}
+			if c := field[i+1]; c != ' ' && c != '\t' {
+				return "a newline not followed by a space or tab"
+			}
+			if strings.TrimLeft(field[i+1:], " \t") == "" || strings.HasPrefix(strings.TrimLeft(field[i+1:], " \t"), "\n") {
+				return "a line of only spaces"
+			}
+		}
+	}
+	return ""
 }

@@ -276,6 +276,10 @@ type patternOpts struct {
 }
 
 // pattern reads a regex: a string, or {regex: R, raw: B, case-sensitive: B}.
+// MaxPatternSize bounds a regex's source: loading and compiling one
+// takes time in proportion to its size at every run of an MDA.
+const MaxPatternSize = 64 << 10
+
 func (l *loader) pattern(n *yaml.Node, what string, o patternOpts) *Pattern {
 	var src *Str
 	raw := o.headers // whole-header matching is raw unless decoded: true
@@ -315,6 +319,10 @@ func (l *loader) pattern(n *yaml.Node, what string, o patternOpts) *Pattern {
 		}
 	}
 	pos := src.Pos
+	if len(src.Value) > MaxPatternSize {
+		l.errs = append(l.errs, &Error{pos, fmt.Sprintf("regex of %d bytes is longer than the %d a pattern may have (split it, or match a list file with a program condition)", len(src.Value), MaxPatternSize)})
+		return nil
+	}
 	if bad := procmailEscape(src.Value); bad != "" {
 		l.errs = append(l.errs, &Error{pos, fmt.Sprintf("bad regex %q: %s", src.Value, bad)})
 		return nil

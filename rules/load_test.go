@@ -333,3 +333,117 @@ func TestIncludeSecurity(t *testing.T) {
 		os.Chmod(inc, 0o644)
 	}
 }
+
+// TestCheckRefusesWhatDeliveryCannotDo: what check lets through must not
+// fail or explode at delivery (issue 13, finding 12).
+func TestCheckRefusesWhatDeliveryCannotDo(t *testing.T) {
+	doubling := "vars:\n  v0: xxxxxxxxxxxxxxxx\n"
+	for i := 1; i <= 40; i++ {
+		doubling += fmt.Sprintf("  v%d: '${v%d}${v%d}'\n", i, i-1, i-1)
+	}
+	doubling += "rules:\n  - then: {folder: 'a/${v40}/'}\n"
+	dataDoubling := "rules:\n  - if: {subject: '(?P<s>.*)'}\n    then:\n"
+	for i := 0; i < 6; i++ {
+		dataDoubling += "      - set: {s: '${s}${s}'}\n"
+	}
+	dataDoubling += "      - folder: 'a/'\n"
+	tests := []struct{ name, src, want string }{
+		{"header split by a newline", "rules:\n  - then: [{add-header: \"X-C: a\\n\\nbody\"}, {folder: a/}]\n",
+			"would end the header there"},
+		{"header with a bare newline", "rules:\n  - then: [{set-header: \"X-C: a\\nX-D: b\"}, {folder: a/}]\n",
+			"a newline not followed by a space or tab"},
+		{"header with a carriage return", "rules:\n  - then: [{add-header: \"X-C: a\\rb\"}, {folder: a/}]\n",
+			"a carriage return"},
+		{"log from message data", "log: '${sender}.log'\nrules: []\n", "log is a plain path"},
+		{"default from message data", "default: 'by/${sender}/'\nrules: []\n", "default is a plain path"},
+		{"maildir from a variable", "maildir: '${HOME}/Mail'\nrules: []\n", "maildir is a plain path"},
+		{"default root", "default: /\nrules: []\n", "names the root directory"},
+		{"default root maildir", "default: /tmp/../\nrules: []\n", "names the root directory"},
+		{"default root MH", "default: /./.\nrules: []\n", "names the root directory"},
+		{"folder root", "rules:\n  - then: {folder: /./}\n", "names the root directory"},
+		{"doubling vars", doubling, "can expand to more than"},
+		{"doubling message data", dataDoubling, "can expand to more than"},
+		{"replace that grows", "rules:\n  - if: {subject: '(?P<s>.*)'}\n    then: {folder: 'a/${s|replace a aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa}/'}\n",
+			"can expand to more than"},
+		{"huge regex", "rules:\n  - if: {subject: '" + strings.Repeat("abcdefg|", 9000) + "x'}\n    then: discard\n",
+			"longer than the 65536 a pattern may have"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("rules.yaml", []byte(tt.src))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+	for _, ok := range []string{
+		"rules:\n  - then: [{add-header: \"X-C: a\\n\\tcontinued\"}, {folder: a/}]\n",
+		"vars: {a: '${HOME}/x', b: '${a}/${a}'}\nrules:\n  - if: {subject: '(?P<s>.*)'}\n    then: {folder: 'a/${s}-${s}-${b}/'}\n",
+		"default: ~/Maildir/\nlog: ~/mail.log\nmaildir: ~/Mail\nrules: []\n",
+	} {
+		if _, err := Parse("rules.yaml", []byte(ok)); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+}
+
+// TestExpandIsBounded: message data that grows past what check can see
+// is cut at MaxExpansion.
+func TestExpandIsBounded(t *testing.T) {
+	tmpl, err := parseTemplate(Pos{}, "a/${s}${s}/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("x", MaxExpansion)
+	got, _ := tmpl.Expand(func(string) (string, bool) { return big, true }, nil)
+	if len(got) != MaxExpansion {
+		t.Errorf("expanded to %d bytes, want %d", len(got), MaxExpansion)
+	}
+}
+
+// TestSecuritySymlink: a rules file that is a symbolic link counts with
+// the file it names: a target in a directory others may write is refused
+// (the check looked at the link's directory only), and so is a link in
+// such a directory to a safe file (the link itself can be replaced).
+func TestSecuritySymlink(t *testing.T) {
+	safe := t.TempDir()
+	os.Chmod(safe, 0o755)
+	open := t.TempDir()
+	os.Chmod(open, 0o777)
+	sticky := t.TempDir()
+	os.Chmod(sticky, 0o777|os.ModeSticky)
+	write := func(dir string) string {
+		p := filepath.Join(dir, "target.yaml")
+		if err := os.WriteFile(p, []byte("default: inbox/\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	link := func(dir, name, target string) string {
+		p := filepath.Join(dir, name)
+		if err := os.Symlink(target, p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	var ie *InsecureError
+	intoOpen := link(safe, "into-open.yaml", write(open))
+	if _, err := Load(intoOpen); !errors.As(err, &ie) || !strings.Contains(err.Error(), open) {
+		t.Errorf("a link to a file in a 0777 directory: got %v, want it refused naming %s", err, open)
+	}
+	// Two links: safe -> sticky (fine) -> open.
+	hop := link(sticky, "hop.yaml", filepath.Join(open, "target.yaml"))
+	if _, err := Load(link(safe, "two-hops.yaml", hop)); !errors.As(err, &ie) {
+		t.Errorf("a chain of links ending in a 0777 directory: got %v, want it refused", err)
+	}
+	target := write(safe)
+	if _, err := Load(link(open, "from-open.yaml", target)); !errors.As(err, &ie) {
+		t.Errorf("a link in a 0777 directory: got %v, want it refused", err)
+	}
+	if _, err := Load(link(sticky, "relative.yaml", "../"+filepath.Base(safe)+"/target.yaml")); err != nil {
+		t.Errorf("a relative link from a sticky directory to a safe file: %v", err)
+	}
+	if _, err := Load(link(safe, "safe.yaml", "target.yaml")); err != nil {
+		t.Errorf("a link between safe places: %v", err)
+	}
+}

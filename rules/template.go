@@ -169,6 +169,12 @@ func (t *Template) Expand(lookup func(string) (string, bool), clean func(string)
 				v = clean(v)
 			}
 		}
+		if b.Len()+len(v) > MaxExpansion {
+			// check bounds what it can see; message data that still
+			// grows past the bound is cut there.
+			b.WriteString(v[:max(0, MaxExpansion-b.Len())])
+			break
+		}
 		b.WriteString(v)
 	}
 	return b.String(), tainted
