@@ -14,6 +14,7 @@ import (
 
 	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/fetch"
+	"github.com/mfilter/mfilter/internal/statelock"
 	"github.com/mfilter/mfilter/internal/sysexits"
 	"github.com/mfilter/mfilter/remote"
 	"github.com/mfilter/mfilter/rules"
@@ -44,6 +45,7 @@ func runFetch(ctx context.Context, env *environ, args []string) int {
 	localSpool := fs.String("local-spool", "", "claim and file a spool on this machine instead, without SSH")
 	stateDir := fs.String("state-dir", "", "where journals live (default $XDG_STATE_HOME/mfilter)")
 	timeout := fs.Duration("timeout", 0, "connect and handshake timeout (default 30s)")
+	stateLockTimeout := fs.Duration("state-lock-timeout", 0, "how long to wait for another run filing the same spool (default 30s); then exit 75")
 	verbose := fs.Bool("v", false, "say what is happening")
 	if err := parseFlags(env, fs, args); err != nil {
 		return usageExit(err)
@@ -94,6 +96,9 @@ func runFetch(ctx context.Context, env *environ, args []string) int {
 	}
 	if *timeout != 0 {
 		set.Timeout = *timeout
+	}
+	if *stateLockTimeout != 0 {
+		set.StateLockTimeout = *stateLockTimeout
 	}
 	if lockFlagSet || set.LockTimeout == 0 {
 		set.LockTimeout = ff.lockTimeout
@@ -168,6 +173,7 @@ func runFetch(ctx context.Context, env *environ, args []string) int {
 		Host:     hostname,
 		Berkeley: ff.berkeley,
 		Warn:     func(m string) { fmt.Fprintf(env.stderr, "%s: %s\n", prog, m) },
+		LockWait: set.StateLockTimeout,
 	}
 	if showProgress {
 		var last time.Time
@@ -183,6 +189,11 @@ func runFetch(ctx context.Context, env *environ, args []string) int {
 	rep, err := f.Run(ctx)
 	if showProgress {
 		fmt.Fprint(env.stderr, "\r\033[K")
+	}
+	var busy *statelock.BusyError
+	if errors.As(err, &busy) {
+		fmt.Fprintf(env.stderr, "%s: %s: %v; nothing was done (try again later)\n", prog, sp.Describe(), err)
+		return sysexits.TempFail
 	}
 	if err != nil {
 		fmt.Fprintf(env.stderr, "%s: %v (the server keeps what was not filed; run again to finish)\n", prog, err)

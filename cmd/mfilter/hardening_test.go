@@ -1,11 +1,15 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/mfilter/mfilter/internal/sshtest"
 	"github.com/mfilter/mfilter/internal/sysexits"
 )
 
@@ -66,4 +70,96 @@ func TestRescueFullLeavesNoLock(t *testing.T) {
 			}
 		})
 	}
+}
+
+// smallSpool returns n small messages, each with a unique X-Test-ID.
+func smallSpool(n int, tag string) [][]byte {
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = fmt.Appendf(nil, "From s%d@example.org  Mon Jan  1 00:00:00 2024\nX-Test-ID: %s-%d\nMessage-ID: <%s-%d@example.org>\nSubject: message %d\n\nbody %d\n\n", i, tag, i, tag, i, i, i)
+	}
+	return out
+}
+
+// concurrentRules send a tenth of the messages to an mbox, the rest to
+// a maildir, so that both kinds of folder are checked.
+const concurrentRules = "default: inbox/\nrules:\n  - if: {headers: '^X-Test-ID: .*7$'}\n    then: {folder: some.mbox}\n"
+
+// TestFetchConcurrentRuns starts fetch-and-file runs on one local spool
+// and state directory at the same time and a little apart: each message
+// must be filed exactly once, every run must exit 0 (it waited for the
+// other) or, with a short --state-lock-timeout, 75 saying that another
+// run is at work.
+func TestFetchConcurrentRuns(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		delays []time.Duration // when each run starts
+		wait   string          // --state-lock-timeout, "" for the default
+	}{
+		{"together-then-later", []time.Duration{0, 0, 300 * time.Millisecond}, ""},
+		{"apart", []time.Duration{0, 300 * time.Millisecond, 800 * time.Millisecond}, ""},
+		{"short-wait", []time.Duration{0, 0, 100 * time.Millisecond}, "50ms"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newFetchEnv(t, nil, concurrentRules)
+			msgs := smallSpool(20000, "c")
+			e.appendSpool(msgs)
+			args := []string{"fetch-and-file", "--rules", e.rules, "--maildir", e.mail, "--state-dir", e.state, "--local-spool", e.spool}
+			if tc.wait != "" {
+				args = append(args, "--state-lock-timeout", tc.wait)
+			}
+			type result struct {
+				code int
+				out  string
+			}
+			results := make([]result, len(tc.delays))
+			var wg sync.WaitGroup
+			for i, d := range tc.delays {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					time.Sleep(d)
+					code, out := e.run(args...)
+					results[i] = result{code, out}
+				}()
+			}
+			wg.Wait()
+			busy := 0
+			for i, r := range results {
+				switch {
+				case r.code == 0:
+				case r.code == 75 && tc.wait != "" && strings.Contains(r.out, "another mfilter"):
+					busy++
+				default:
+					t.Errorf("run %d: exit %d: %s", i, r.code, r.out)
+				}
+			}
+			if tc.wait != "" && busy == 0 {
+				t.Errorf("no run gave up waiting with a 50ms --state-lock-timeout")
+			}
+			checkFiled(t, e, msgs)
+		})
+	}
+}
+
+// TestFetchConcurrentRunsSSH: the same over SSH, two runs at once and
+// a third a little later.
+func TestFetchConcurrentRunsSSH(t *testing.T) {
+	srv := sshtest.Start(t, sshtest.Options{})
+	e := newFetchEnv(t, srv, concurrentRules)
+	msgs := smallSpool(20000, "s")
+	e.appendSpool(msgs)
+	var wg sync.WaitGroup
+	for i, d := range []time.Duration{0, 0, 300 * time.Millisecond} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(d)
+			if code, out := e.run(e.args(srv.Addr)...); code != 0 {
+				t.Errorf("run %d: exit %d: %s", i, code, out)
+			}
+		}()
+	}
+	wg.Wait()
+	checkFiled(t, e, msgs)
 }

@@ -205,7 +205,8 @@ Options of the filing commands:
                     (default <maildir>/mfilter-rescue.mbox)
   --read-mboxrd     mbox modes: the input is mboxrd
 fetch-and-file: --host --port --user --identity --known-hosts --spool
-  --compress --accept-new-host-key --local-spool --state-dir --timeout -v
+  --compress --accept-new-host-key --local-spool --state-dir
+  --state-lock-timeout --timeout -v
   (or the rules' fetch: section); see mfilter(1).
 
 Exit status: 0 all delivered (or no mail), 64 usage, 65 unreadable message

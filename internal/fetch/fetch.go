@@ -15,6 +15,7 @@ import (
 
 	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/filer"
+	"github.com/mfilter/mfilter/internal/statelock"
 	"github.com/mfilter/mfilter/remote"
 )
 
@@ -28,6 +29,9 @@ type Fetcher struct {
 	Host     string          // for maildir file names
 	Berkeley bool
 	Warn     func(string)
+	// LockWait is how long Run waits for another run that holds the
+	// spool's state lock (<= 0: statelock.DefaultWait).
+	LockWait time.Duration
 	// Progress, when set, is called as bytes arrive and messages are
 	// filed.
 	Progress func(Progress)
@@ -66,6 +70,11 @@ func (f *Fetcher) journalPath(name string) string {
 	return filepath.Join(f.StateDir, safeName(f.Spool.Describe())+"."+safeName(filepath.Base(name))+".journal")
 }
 
+// lockPath is the state lock of the spool: the journals' name, .lock.
+func (f *Fetcher) lockPath() string {
+	return filepath.Join(f.StateDir, safeName(f.Spool.Describe())+".lock")
+}
+
 func safeName(s string) string {
 	return strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_' {
@@ -83,6 +92,15 @@ func (f *Fetcher) Run(ctx context.Context) (Report, error) {
 	if err := os.MkdirAll(f.StateDir, 0o700); err != nil {
 		return rep, fmt.Errorf("state directory: %w", err)
 	}
+	// One run at a time per spool and state directory, from the
+	// listing of the journals to the last removal: a second run that
+	// listed them while the first was claiming would file the first's
+	// claim again, and two runs recovering one claim would each file it.
+	lock, err := statelock.Acquire(ctx, f.lockPath(), "fetch-and-file "+f.Spool.Describe(), f.LockWait)
+	if err != nil {
+		return rep, err
+	}
+	defer lock.Release()
 	// 1. Journals of claims this client started.
 	journals, err := filepath.Glob(filepath.Join(f.StateDir, safeName(f.Spool.Describe())+".*.journal"))
 	if err != nil {

@@ -20,10 +20,11 @@ type Settings struct {
 	LockTimeout      time.Duration
 	AcceptNewHostKey bool
 	StateDir         string
+	StateLockTimeout time.Duration
 	Timeout          time.Duration
 }
 
-var settingKeys = []string{"host", "port", "user", "identity", "known-hosts", "spool", "compress", "lock-timeout", "accept-new-host-key", "state-dir", "timeout"}
+var settingKeys = []string{"host", "port", "user", "identity", "known-hosts", "spool", "compress", "lock-timeout", "accept-new-host-key", "state-dir", "state-lock-timeout", "timeout"}
 
 // ParseSettings reads a fetch: section, reporting problems as
 // file:line:col errors (mfilter check reports them too). A nil section
@@ -59,6 +60,8 @@ func ParseSettings(sec *rules.Section) (Settings, error) {
 			}
 		case "lock-timeout":
 			s.LockTimeout = r.Duration(v, "lock-timeout")
+		case "state-lock-timeout":
+			s.StateLockTimeout = r.Duration(v, "state-lock-timeout")
 		case "timeout":
 			s.Timeout = r.Duration(v, "timeout")
 		case "accept-new-host-key":

@@ -39,7 +39,7 @@ func TestParseSettingsErrors(t *testing.T) {
 		{"  timeout: soon\n", `rules.yaml:2:12: fetch timeout must be a duration like 30s or 5m, found "soon"`},
 		{"  accept-new-host-key: yes please\n", `rules.yaml:2:24: fetch accept-new-host-key must be true or false, found "yes please"`},
 		{"  compress: lz4\n", `rules.yaml:2:13: fetch compress must be auto, zstd, gzip or none, not "lz4"`},
-		{"  hots: x\n", `rules.yaml:2:3: unknown fetch setting "hots" (known: host, port, user, identity, known-hosts, spool, compress, lock-timeout, accept-new-host-key, state-dir, timeout)`},
+		{"  hots: x\n", `rules.yaml:2:3: unknown fetch setting "hots" (known: host, port, user, identity, known-hosts, spool, compress, lock-timeout, accept-new-host-key, state-dir, state-lock-timeout, timeout)`},
 	}
 	for _, tt := range tests {
 		_, err := parseFetch(t, tt.section)
