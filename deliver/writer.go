@@ -678,6 +678,14 @@ func syncFSAt(fsys fileSystem, dir string) error {
 func syncFiles(files []syncFile) map[file]error {
 	const workers = 16
 	errs := make(map[file]error)
+	if len(files) == 1 {
+		// One file (an MDA's delivery): no goroutine to start and wait
+		// for, which costs a thread in a process that has just started.
+		if err := files[0].sync(); err != nil {
+			errs[files[0].f] = err
+		}
+		return errs
+	}
 	var mu sync.Mutex
 	sem := make(chan struct{}, workers)
 	var wg sync.WaitGroup
@@ -687,25 +695,30 @@ func syncFiles(files []syncFile) map[file]error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			f := sf.f
-			err := f.Sync()
-			if err != nil {
-				err = fmt.Errorf("fsync %s: %w", f.Name(), err)
-			}
-			if !sf.keepOpen {
-				if cerr := f.Close(); err == nil && cerr != nil {
-					err = fmt.Errorf("close %s: %w", f.Name(), cerr)
-				}
-			}
-			if err != nil {
+			if err := sf.sync(); err != nil {
 				mu.Lock()
-				errs[f] = err
+				errs[sf.f] = err
 				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
 	return errs
+}
+
+// sync fsyncs the file and closes it unless it is to be kept open.
+func (sf syncFile) sync() error {
+	f := sf.f
+	err := f.Sync()
+	if err != nil {
+		err = fmt.Errorf("fsync %s: %w", f.Name(), err)
+	}
+	if !sf.keepOpen {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("close %s: %w", f.Name(), cerr)
+		}
+	}
+	return err
 }
 
 // writeAll writes data to f; short writes are errors.
