@@ -9,6 +9,7 @@
 //
 //	mbench file [options]    formail -s procmail vs mfilter, one maildir
 //	mbench rules [options]   formail -s procmail vs fdm vs mfilter, 15 rules
+//	mbench mda [options]     procmail -m vs mfilter deliver, a process per message
 package main
 
 import (
@@ -43,6 +44,7 @@ var scenarios = []scenario{
 	{"file", "split a 2,000-message mbox into one maildir: formail -s procmail vs mfilter", runFile},
 	{"fetch", "fetch a spool over loopback SSH: ssh mv + scp -C (+ formail -s procmail) vs mfilter", runFetch},
 	{"rules", "file a 2,000-message mbox with 15 rules: formail -s procmail vs fdm vs mfilter", runRules},
+	{"mda", "deliver 300 messages with 15 rules, a process per message: procmail -m vs mfilter deliver", runMDA},
 }
 
 func main() {
