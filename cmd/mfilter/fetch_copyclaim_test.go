@@ -141,10 +141,32 @@ func TestFetchCopyClaimSurvivesKills(t *testing.T) {
 	}
 	close(stop)
 	<-done
+	// A last message, under the locks: a dotlock that a restart left
+	// behind (dotlockfile killed while it held it) is broken here, as
+	// liblockfile breaks a lock whose process is gone.
+	add(spoolMessages(t, 1, "last"))
 	// The last runs: mail that came during one is fetched by the next.
 	for i := 0; ; i++ {
 		if code, out := e.run(e.args(srv.Addr)...); code != 0 {
-			t.Fatalf("clean run %d: %d %s", i, code, out)
+			var dump strings.Builder
+			js, _ := filepath.Glob(filepath.Join(e.state, "*.journal"))
+			for _, j := range js {
+				b, _ := os.ReadFile(j)
+				lines := strings.Split(string(b), "\n")
+				var keep []string
+				for _, l := range lines {
+					if !strings.Contains(l, `"write"`) && !strings.Contains(l, `"committing"`) {
+						keep = append(keep, l)
+					}
+				}
+				fmt.Fprintf(&dump, "%s:\n%s\n", j, strings.Join(keep, "\n"))
+			}
+			ents, _ := os.ReadDir(claims)
+			for _, en := range ents {
+				st, _ := os.Stat(filepath.Join(claims, en.Name()))
+				fmt.Fprintf(&dump, "%s %d\n", en.Name(), st.Size())
+			}
+			t.Fatalf("clean run %d: %d %s\n%s", i, code, out, dump.String())
 		}
 		if st, err := os.Stat(e.spool); err == nil && st.Size() == 0 || i == 3 {
 			break
@@ -164,12 +186,16 @@ func TestFetchCopyClaimSurvivesKills(t *testing.T) {
 		t.Errorf("left in %s: %v", claims, names)
 	}
 	ents, _ := os.ReadDir(filepath.Dir(e.spool))
-	if len(ents) != 1 {
-		var names []string
-		for _, e := range ents {
-			names = append(names, e.Name())
+	var names []string
+	for _, en := range ents {
+		// dotlockfile's temporary file (.lkPIDTIMEHOST), left when a
+		// restart killed it between making it and linking it.
+		if en.Name() != filepath.Base(e.spool) && !strings.HasPrefix(en.Name(), ".lk") {
+			names = append(names, en.Name())
 		}
-		t.Errorf("the spool's directory holds %v, want the spool alone", names)
+	}
+	if len(names) > 0 {
+		t.Errorf("the spool's directory holds %v besides the spool", names)
 	}
 	t.Logf("%d messages; %d runs killed, %d server restarts; a run took %v", len(all), killed, restarts, full)
 }

@@ -215,6 +215,12 @@ func (j *Journal) claimTime() time.Time {
 func (f *Fetcher) finish(ctx context.Context, j *Journal, c remote.ClaimedFile, rep *Report) error {
 	defer j.Close()
 	size := max(c.Size, j.Size)
+	if j.Completed && size > j.Size {
+		// It grew after its completion was recorded, and the run that
+		// saw it grow was killed: late mail, or a copied claim settled
+		// with the rest of its spool. The rest is still to be filed.
+		j.Completed = false
+	}
 	for {
 		if !j.Completed && j.Filed < size {
 			n, err := f.file(ctx, j, c, size, rep)
