@@ -45,6 +45,7 @@ type fetchOptions struct {
 	runs                       int
 	transferMB, e2eMB          float64
 	transferFile               string
+	spoolCorpus                string // distinct messages, never cycled (fetchcorpus.go)
 	transferTarget, e2eTarget  float64
 	only                       string
 	keep, verbose, all, trace  bool
@@ -95,7 +96,8 @@ func runFetch(args []string) error {
 	fs.StringVar(&o.sshd, "sshd", "/usr/sbin/sshd", "the OpenSSH server to fetch from")
 	fs.StringVar(&o.ssh, "ssh", "ssh", "the OpenSSH client of the hand pipeline")
 	fs.StringVar(&o.scp, "scp", "scp", "the scp of the hand pipeline")
-	fs.StringVar(&o.corpus, "corpus", "testdata/corpus/messages", "directory of messages to build the spools from")
+	fs.StringVar(&o.corpus, "corpus", "testdata/corpus/messages", "directory of messages to build the spools from (cycled through: see -spool-corpus)")
+	fs.StringVar(&o.spoolCorpus, "spool-corpus", "", "directory of distinct messages to build the spools from, each used once (bench/run.sh fetch passes the SpamAssassin public corpus)")
 	fs.StringVar(&o.work, "work", "", "directory for the spools and the folders (default: a new temporary directory, removed afterwards)")
 	fs.IntVar(&o.runs, "runs", 3, "runs of each side; the table shows the best and the median")
 	fs.Float64Var(&o.transferMB, "transfer-mb", 100, "size of the transfer stage's spool, in MB (10^6 bytes)")
@@ -235,7 +237,11 @@ func (o *fetchOptions) setup() (func(), error) {
 			return nil, err
 		}
 	}
-	msgs, err := bench.LoadCorpus(o.corpus)
+	corpus := o.corpus
+	if o.spoolCorpus != "" {
+		corpus = o.spoolCorpus
+	}
+	msgs, err := bench.LoadCorpus(corpus)
 	if err != nil {
 		cleanup()
 		return nil, err
@@ -259,17 +265,23 @@ func (o *fetchOptions) setup() (func(), error) {
 		}
 		fmt.Printf("transfer spool: %s, %.1f MB\n", o.transferFile, float64(len(o.transferSpool))/1e6)
 	} else {
-		o.transferSpool, n = fetchBuildSpool(kept, int64(o.transferMB*1e6))
+		o.transferSpool, n = o.buildSpool(kept, int64(o.transferMB*1e6))
 		fmt.Printf("transfer spool: %d messages, %.1f MB\n", n, float64(len(o.transferSpool))/1e6)
 	}
 	o.transferCRC = crc32.Checksum(o.transferSpool, crcTable)
-	o.e2eSpool, o.e2eMessages = fetchBuildSpool(kept, int64(o.e2eMB*1e6))
+	o.e2eSpool, o.e2eMessages = o.buildSpool(kept, int64(o.e2eMB*1e6))
 	fmt.Printf("end-to-end spool: %d messages, %.1f MB\n", o.e2eMessages, float64(len(o.e2eSpool))/1e6)
 	spools := "both spools cycle"
 	if o.transferFile != "" {
 		spools = "it cycles"
 	}
-	fmt.Printf("%s through %d of %d corpus messages, each with a From_ line", spools, len(kept), len(msgs))
+	if o.spoolCorpus != "" {
+		spools = "both spools take, each once, from the first"
+		if o.transferFile != "" {
+			spools = "it takes, each once, from the first"
+		}
+	}
+	fmt.Printf("%s through %d of %d corpus messages (%s), each with a From_ line", spools, len(kept), len(msgs), corpus)
 	if len(rejected) > 0 {
 		fmt.Printf(" (%d left out: formail splits them differently)", len(rejected))
 	}
