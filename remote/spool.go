@@ -49,6 +49,9 @@ type ClaimedFile struct {
 type Stream struct {
 	io.Reader
 	Codec string
+	// Level is the zstd level chosen for the link after its first MiB
+	// (0: not adapted; see adaptLevel).
+	Level func() int
 	// Wire counts the bytes that crossed the connection.
 	Wire  func() int64
 	close func() error
@@ -135,8 +138,18 @@ have() { for c in zstd gzip; do command -v "$c" >/dev/null 2>&1 && echo "have $c
 # and later) sends block by block: the first bytes leave in 5 ms instead
 # of 25, with less CPU, and a spool that repeats itself compresses better.
 zst() {
-  if zstd -q --single-thread -c </dev/null >/dev/null 2>&1; then zstd -q -3 --single-thread -c
-  else zstd -q -3 -T1 -c; fi
+  if zstd -q --single-thread -c </dev/null >/dev/null 2>&1; then zstd -q -${1:-3} --single-thread -c
+  else zstd -q -${1:-3} -T1 -c; fi
+}
+# zsta FILE OFF: the first MiB from OFF at level 3, then the rest at the
+# level the client answers on stdin once it has seen how fast the link
+# is (adaptLevel); zstd frames concatenate.
+zsta() {
+  { [ "$2" -gt 0 ] && dd bs=1 skip="$2" count=0 2>/dev/null
+    dd bs=1048576 count=1 2>/dev/null | zst 3
+    read -r lvl <&3 || lvl=3
+    case $lvl in [1-9]|1[0-9]) ;; *) lvl=3 ;; esac
+    zst "$lvl"; } 3<&0 < "$1"
 }
 mtime() { stat -c %Y -- "$1" 2>/dev/null || date -r "$1" +%s 2>/dev/null || now; }
 lock() {
@@ -224,7 +237,8 @@ size)
 cat)
   f=$(phys "$1"); off=$2; codec=$3
   [ -f "$f" ] || { echo "no such file: $1" >&2; exit 6; }
-  if [ "$off" -eq 0 ]; then
+  if [ "$codec" = zstd-adapt ]; then zsta "$f" "$off"
+  elif [ "$off" -eq 0 ]; then
     # The compressor reads the file itself, without a tail and a pipe in
     # between; through a redirect, so that it pledges no size and reads a
     # file that grows to its end.
@@ -452,12 +466,29 @@ func (s *SSHSpool) Open(ctx context.Context, f ClaimedFile, offset int64) (*Stre
 	if err != nil {
 		return nil, err
 	}
-	cmd := "sh -s -- cat " + shellQuote(f.Name) + " " + strconv.FormatInt(offset, 10) + " " + codec
-	out, wait, err := s.C.Stream(ctx, cmd, strings.NewReader(spoolScript))
+	wireCodec, stdin, counted := codec, io.Reader(strings.NewReader(spoolScript)), &countReader{}
+	var ad *adapter
+	if codec == "zstd" && f.Size-offset > adaptChunk {
+		ad = newAdapter(counted)
+		wireCodec, stdin = "zstd-adapt", io.MultiReader(stdin, ad.answer)
+	}
+	cmd := "sh -s -- cat " + shellQuote(f.Name) + " " + strconv.FormatInt(offset, 10) + " " + wireCodec
+	out, wait, err := s.C.Stream(ctx, cmd, stdin)
 	if err != nil {
+		if ad != nil {
+			ad.stop()
+		}
 		return nil, err
 	}
-	counted := &countReader{r: out}
+	counted.r = out
+	if ad != nil {
+		counted.onRead = ad.observe
+		defer func() {
+			if err != nil {
+				ad.stop()
+			}
+		}()
+	}
 	dec, closeDec, err := decompress(codec, counted)
 	if err != nil {
 		io.Copy(io.Discard, out)
@@ -465,7 +496,13 @@ func (s *SSHSpool) Open(ctx context.Context, f ClaimedFile, offset int64) (*Stre
 		return nil, err
 	}
 	st := &Stream{Reader: dec, Codec: codec, Wire: func() int64 { return counted.n }}
+	if ad != nil {
+		st.Level = ad.chosen
+	}
 	st.close = func() error {
+		if ad != nil {
+			ad.stop()
+		}
 		closeDec()
 		io.Copy(io.Discard, out)
 		if err := wait(); err != nil {
@@ -477,13 +514,17 @@ func (s *SSHSpool) Open(ctx context.Context, f ClaimedFile, offset int64) (*Stre
 }
 
 type countReader struct {
-	r io.Reader
-	n int64
+	r      io.Reader
+	n      int64
+	onRead func(total int64)
 }
 
 func (c *countReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if c.onRead != nil && n > 0 {
+		c.onRead(c.n)
+	}
 	return n, err
 }
 

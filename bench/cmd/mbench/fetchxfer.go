@@ -99,6 +99,10 @@ func fetchTransferMain(args []string) int {
 		return fail(fmt.Errorf("remove %s: grown %d, %v", cf.Name, grown, err))
 	}
 	step("remove")
-	fmt.Printf("%d %08x %s %d\n", n, h.Sum32(), st.Codec, st.Wire())
+	codec := st.Codec
+	if st.Level != nil && st.Level() > 0 {
+		codec += "-" + fmt.Sprint(st.Level())
+	}
+	fmt.Printf("%d %08x %s %d\n", n, h.Sum32(), codec, st.Wire())
 	return 0
 }
