@@ -59,6 +59,7 @@ type fetchOptions struct {
 	serverDir, clientDir       string
 	selfExe                    string
 	transferRows, e2eRows      []fetchRow
+	slow                       slowLink // fetchslow.go
 }
 
 // fetchSide is one contender of a stage.
@@ -105,7 +106,7 @@ func runFetch(args []string) error {
 	fs.Float64Var(&o.e2eMB, "e2e-mb", 20, "size of the end-to-end stage's spool, in MB")
 	fs.Float64Var(&o.transferTarget, "transfer-target", 3, "speed-up over ssh mv + scp -C + ssh rm that mfilter's transfer should reach")
 	fs.Float64Var(&o.e2eTarget, "e2e-target", 30, "speed-up over the hand pipeline that mfilter fetch-and-file should reach")
-	fs.StringVar(&o.only, "only", "", "run one stage only: transfer or e2e")
+	fs.StringVar(&o.only, "only", "", "run one stage only: transfer, slow or e2e")
 	fs.StringVar(&o.compress, "compress", "auto", "mfilter's --compress (auto, zstd, gzip, none)")
 	fs.BoolVar(&o.trace, "trace", false, "have mfilter's transfer print how long each of its steps took")
 	fs.BoolVar(&o.loginRC, "login-rc", false, "let the sessions' login shell read the user's ~/.bashrc (by default sshd sets SHLVL=1 so that bash skips it)")
@@ -113,6 +114,7 @@ func runFetch(args []string) error {
 	fs.BoolVar(&o.keep, "keep", false, "keep the folders every run filed into")
 	fs.BoolVar(&o.verbose, "v", false, "print each run")
 	fs.BoolVar(&o.all, "all", false, "use every corpus message, also those formail splits differently (the end-to-end check then fails)")
+	o.slow.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -123,9 +125,9 @@ func runFetch(args []string) error {
 		return errors.New("-runs, -transfer-mb and -e2e-mb must be positive")
 	}
 	switch o.only {
-	case "", "transfer", "e2e":
+	case "", "transfer", "e2e", "slow":
 	default:
-		return fmt.Errorf("-only %s: transfer or e2e", o.only)
+		return fmt.Errorf("-only %s: transfer, slow or e2e", o.only)
 	}
 	for _, p := range []*string{&o.mfilter, &o.formail, &o.procmail, &o.sshd, &o.ssh, &o.scp} {
 		path, err := exec.LookPath(*p)
@@ -164,12 +166,17 @@ func runFetch(args []string) error {
 	if err := o.loginCost(); err != nil {
 		return err
 	}
-	if o.only != "e2e" {
+	if o.only == "" || o.only == "transfer" || o.only == "slow" {
 		if err := o.transferStage(); err != nil {
 			return err
 		}
 	}
-	if o.only != "transfer" {
+	if o.only == "" || o.only == "slow" {
+		if err := o.slowStage(); err != nil {
+			return err
+		}
+	}
+	if o.only == "" || o.only == "e2e" {
 		if err := o.e2eStage(); err != nil {
 			return err
 		}
@@ -491,6 +498,10 @@ func (o *fetchOptions) transferStage() error {
 			},
 		},
 	}
+	o.slow.sides = sides
+	if o.only == "slow" {
+		return nil
+	}
 	rows, err := o.runSides("transfer", o.transferSpool, sides)
 	if err != nil {
 		return err
@@ -575,7 +586,7 @@ func (o *fetchOptions) report() error {
 	fmt.Println()
 	tw := tabwriter.NewWriter(os.Stdout, 2, 8, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "stage\tside\tspool\tbest\tmedian\tuser\tsys\tmax RSS\tconns\tto server\tfrom server\tover SSH\t")
-	for _, r := range slices.Concat(o.transferRows, o.e2eRows) {
+	for _, r := range slices.Concat(o.transferRows, o.slow.rows, o.e2eRows) {
 		m := r.median
 		user, sys, rss := "-", "-", "-"
 		if gnuTime != "" {
@@ -614,6 +625,7 @@ func (o *fetchOptions) report() error {
 		fmt.Printf("end to end: bytes over SSH mfilter / hand pipeline %.3f (%d and %d bytes)\n", float64(m.wire.total())/float64(h.wire.total()), m.wire.total(), h.wire.total())
 		fmt.Printf("check: both maildirs hold the same %d file contents (sha256 multiset) in every run, counted and timed; every spool was emptied\n", o.e2eMessages)
 	}
+	o.slowReport()
 	if len(o.transferRows) == 2 {
 		fmt.Println("check: every transfer delivered the spool's bytes (CRC-32C) and left nothing on the server")
 	}
