@@ -12,6 +12,9 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/msgview"
@@ -23,15 +26,33 @@ import (
 // first, so a message whose delivery fails is dropped as a duplicate when
 // it comes again). Keys of messages still being delivered are held in
 // memory, so that a second copy in the same batch is caught too.
+//
+// Across processes, the check and the record are one step: from the
+// first Seen that finds a key new until the last such key of the cache
+// is recorded or forgotten, the process holds an fcntl lock on the cache
+// file, so that another mfilter delivering the same message meanwhile
+// waits, then finds the key recorded (or, if the delivery failed, not:
+// it delivers the message itself). The lock goes with the process, so a
+// crash leaves neither the key nor a lock behind.
 type DupStore struct {
 	mu      sync.Mutex
 	pending map[string]map[string]bool // cache file -> keys awaiting Record
+	held    map[string]*heldCache      // cache file -> its lock, while keys are pending
+	seen    sync.Mutex                 // one Seen at a time: it may wait for a lock
 	Lock    deliver.LockOptions
+	// ReadOnly is for looking without delivering (mfilter test): Seen
+	// neither creates nor locks the cache file.
+	ReadOnly bool
+}
+
+// heldCache is a cache file this process holds the lock of.
+type heldCache struct {
+	f *os.File // nil: the file could not be opened for writing; not locked
 }
 
 // NewDupStore returns an empty store.
 func NewDupStore() *DupStore {
-	return &DupStore{pending: make(map[string]map[string]bool)}
+	return &DupStore{pending: make(map[string]map[string]bool), held: make(map[string]*heldCache)}
 }
 
 // dupKey is formail's key: the value of the (last) Message-ID field with
@@ -57,32 +78,137 @@ func dupKey(m *msgview.Message, bodyHash bool) string {
 }
 
 // Seen reports whether key is in the cache file or pending; if not, key
-// becomes pending until Record or Forget.
+// becomes pending until Record or Forget, and the cache file stays
+// locked until no key of it is pending.
 func (s *DupStore) Seen(path, key string, size int64) (bool, error) {
+	s.seen.Lock()
+	defer s.seen.Unlock()
+	s.mu.Lock()
+	if s.pending == nil {
+		s.pending = make(map[string]map[string]bool)
+		s.held = make(map[string]*heldCache)
+	}
+	if s.pending[path][key] {
+		s.mu.Unlock()
+		return true, nil
+	}
+	h := s.held[path]
+	s.mu.Unlock()
+	fresh := false
+	if h == nil && !s.ReadOnly {
+		// No key of this cache pending, so no Record or Forget of it
+		// runs meanwhile: the lock is taken without s.mu, which
+		// Record needs for other caches.
+		var err error
+		if h, err = lockCache(context.Background(), path, s.Lock); err != nil {
+			return false, err
+		}
+		fresh = true
+	}
+	var data []byte
+	var err error
+	if h != nil && h.f != nil {
+		data, err = io.ReadAll(io.NewSectionReader(h.f, 0, size))
+	} else {
+		data, err = os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			err = nil
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.pending[path][key] {
-		return true, nil
+	if err == nil {
+		if _, dup := scanCache(data, key, size); dup {
+			if fresh {
+				h.release()
+			}
+			return true, nil
+		}
 	}
-	data, err := os.ReadFile(path)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err != nil {
+		if fresh {
+			h.release()
+		}
 		return false, fmt.Errorf("duplicate cache %s: %w", path, err)
-	}
-	if _, dup := scanCache(data, key, size); dup {
-		return true, nil
 	}
 	if s.pending[path] == nil {
 		s.pending[path] = make(map[string]bool)
 	}
 	s.pending[path][key] = true
+	if fresh {
+		s.held[path] = h
+	}
 	return false, nil
+}
+
+// lockCache opens the cache file at path (creating it and its directory)
+// and takes its lock, waiting up to opts.Timeout. A cache that cannot be
+// opened for writing is read without a lock, as before: its Record fails
+// later, with a warning, and the message is delivered all the same.
+func lockCache(ctx context.Context, path string, opts deliver.LockOptions) (*heldCache, error) {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return &heldCache{}, nil
+		}
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return &heldCache{}, nil
+	}
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = deliver.DefaultLockOptions.Timeout
+	}
+	deadline := time.Now().Add(timeout)
+	sleep := time.Millisecond
+	for {
+		lk := unix.Flock_t{Type: unix.F_WRLCK}
+		err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk)
+		if err == nil {
+			return &heldCache{f: f}, nil
+		}
+		if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.EINTR) {
+			// No OFD locks here (an old kernel, some network file
+			// systems): go on unlocked, as before.
+			return &heldCache{f: f}, nil
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("duplicate cache %s: %w", path, deliver.ErrLockTimeout)
+		}
+		if err := ctx.Err(); err != nil {
+			f.Close()
+			return nil, err
+		}
+		time.Sleep(sleep)
+		sleep = min(2*sleep, 100*time.Millisecond)
+	}
+}
+
+func (h *heldCache) release() {
+	if h.f != nil {
+		h.f.Close() // and with it the lock
+	}
 }
 
 // Forget drops a pending key (its message was not delivered).
 func (s *DupStore) Forget(path, key string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.forgetLocked(path, key)
+}
+
+func (s *DupStore) forgetLocked(path, key string) {
+	if !s.pending[path][key] {
+		return
+	}
 	delete(s.pending[path], key)
+	if len(s.pending[path]) == 0 {
+		if h := s.held[path]; h != nil {
+			h.release()
+			delete(s.held, path)
+		}
+	}
 }
 
 // Record writes key into the cache file the way formail -D does: at the
@@ -90,10 +216,31 @@ func (s *DupStore) Forget(path, key string) {
 // start once the file reaches size bytes. The file is locked with a
 // dotlock and fcntl, like procmail's ":0 Wh: msgid.lock" recipe.
 func (s *DupStore) Record(ctx context.Context, path, key string, size int64) error {
+	s.mu.Lock()
+	var h *heldCache
+	if s.pending[path][key] {
+		h = s.held[path]
+	}
+	s.mu.Unlock()
 	defer s.Forget(path, key)
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return fmt.Errorf("duplicate cache %s: %w", path, err)
+		}
+	}
+	if h == nil || h.f == nil {
+		// Not checked by this store first: lock it now.
+		var err error
+		if h, err = lockCache(ctx, path, s.Lock); err != nil {
+			return err
+		}
+		defer h.release()
+		if h.f == nil {
+			f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+			if err != nil {
+				return fmt.Errorf("duplicate cache %s: %w", path, err)
+			}
+			h.f = f
 		}
 	}
 	lock, err := deliver.AcquireDotlock(ctx, path+".lock", s.Lock)
@@ -101,12 +248,12 @@ func (s *DupStore) Record(ctx context.Context, path, key string, size int64) err
 		return fmt.Errorf("duplicate cache: %w", err)
 	}
 	defer lock.Release()
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f := h.f
+	st, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("duplicate cache %s: %w", path, err)
 	}
-	defer f.Close()
-	data, err := io.ReadAll(f)
+	data, err := io.ReadAll(io.NewSectionReader(f, 0, st.Size()))
 	if err != nil {
 		return fmt.Errorf("duplicate cache %s: %w", path, err)
 	}
@@ -149,4 +296,11 @@ func scanCache(data []byte, key string, size int64) (insertAt int64, dup bool) {
 		insertAt = 0
 	}
 	return insertAt, false
+}
+
+// ReadOnlyDuplicates makes the engine's duplicate conditions look
+// without touching the cache files: for mfilter test, which writes
+// nothing (a cache that does not exist is not created to be locked).
+func (e *Engine) ReadOnlyDuplicates() {
+	e.opts.Dup.ReadOnly = true
 }

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -162,4 +165,57 @@ func TestFetchConcurrentRunsSSH(t *testing.T) {
 	}
 	wg.Wait()
 	checkFiled(t, e, msgs)
+}
+
+// TestDuplicateConcurrentDeliveries delivers one Message-ID with 24
+// concurrent mfilter deliver processes through a duplicate: rule: the
+// check and the record must be one step across processes, so exactly one
+// copy reaches the inbox and the others are dropped as duplicates.
+func TestDuplicateConcurrentDeliveries(t *testing.T) {
+	base := t.TempDir()
+	rules := filepath.Join(base, "rules.yaml")
+	if err := os.WriteFile(rules, []byte("maildir: "+base+"\ndefault: inbox/\nrules:\n  - if: {duplicate: true}\n    then: {folder: dups/}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A large message keeps each process long between its check and
+	// its record; all of them are started and get their input at once.
+	msg := []byte("From: a@example.org\nMessage-ID: <same@example.org>\nSubject: once\n\n" + strings.Repeat("body line\n", 200000))
+	for round := range 3 {
+		const n = 24
+		cmds := make([]*exec.Cmd, n)
+		pipes := make([]io.WriteCloser, n)
+		outs := make([]bytes.Buffer, n)
+		for i := range n {
+			cmds[i] = exec.Command(mfilterBin, "deliver", "--rules", rules)
+			cmds[i].Env = append(os.Environ(), "HOME="+base)
+			cmds[i].Stderr = &outs[i]
+			var err error
+			if pipes[i], err = cmds[i].StdinPipe(); err != nil {
+				t.Fatal(err)
+			}
+			if err := cmds[i].Start(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				pipes[i].Write(msg)
+				pipes[i].Close()
+			}()
+		}
+		wg.Wait()
+		for i := range n {
+			if err := cmds[i].Wait(); err != nil {
+				t.Errorf("delivery %d: %v: %s", i, err, outs[i].String())
+			}
+		}
+		inbox := e2eMaildirFiles(t, filepath.Join(base, "inbox"))
+		dups := e2eMaildirFiles(t, filepath.Join(base, "dups"))
+		if len(inbox) != 1 || len(dups) != (round+1)*n-1 {
+			t.Fatalf("round %d: %d in the inbox, %d in dups/, want 1 and %d", round, len(inbox), len(dups), (round+1)*n-1)
+		}
+	}
 }

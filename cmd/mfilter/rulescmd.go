@@ -174,6 +174,7 @@ func runTest(ctx context.Context, env *environ, args []string) int {
 		fmt.Fprintf(env.stderr, "mfilter test: %v\n", err)
 		return sysexits.Config
 	}
+	eng.ReadOnlyDuplicates() // writes nothing, locks nothing
 	status := sysexits.OK
 	printed := false
 	for _, name := range fs.Args() {
