@@ -1,10 +1,14 @@
 package deliver
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // ParseConfinedFolder types spec like ParseFolder, for a folder name built
@@ -41,4 +45,32 @@ func ParseConfinedFolder(root *os.Root, base, spec string) (Folder, error) {
 		}
 	}
 	return f, nil
+}
+
+// CheckMboxFile refuses an existing file at path (below root) that is not
+// an mbox: not empty, and not starting with a From_ line. A folder name
+// built from message data may only create an mbox or add to one, never
+// append mail to some other file of the user's.
+func CheckMboxFile(root *os.Root, path string) error {
+	f, err := root.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("folder %q is built from message data and is not a regular file", path)
+	}
+	head := make([]byte, 5)
+	n, _ := io.ReadFull(f, head)
+	if n > 0 && string(head[:n]) != "From "[:n] || n > 0 && n < 5 {
+		return fmt.Errorf("folder %q is built from message data and names a file that is not an mbox", path)
+	}
+	return nil
 }

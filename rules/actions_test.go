@@ -34,10 +34,13 @@ func TestFolderNamesFromMessageData(t *testing.T) {
 		name, subject, want string
 	}{
 		{"slash", "a/b", "x/a_b/"},
-		{"dot-dot path", "../../etc/passwd", "x/.._.._etc_passwd/"},
+		{"dot-dot path", "../../etc/passwd", "x/_._.._etc_passwd/"},
 		{"dot", ".", "x/_/"},
-		{"dot-dot", "..", "x/_/"},
-		{"three dots are a name", "...", "x/.../"},
+		{"dot-dot", "..", "x/_./"},
+		{"three dots", "...", "x/_../"},
+		{"hidden file", ".bashrc", "x/_bashrc/"},
+		{"the duplicate cache", ".msgid.cache", "x/_msgid.cache/"},
+		{"a dot inside is kept", "a.b", "x/a.b/"},
 		{"unicode kept", "日本語 Résumé", "x/日本語 Résumé/"},
 		{"encoded slash", "=?utf-8?q?a=2Fb?=", "x/a_b/"},
 		{"tab and C0 controls", "=?utf-8?q?a=09b=01c=1Bd?=", "x/a_b_c_d/"},

@@ -250,3 +250,45 @@ func captures(c Cond) []string {
 	walk(c)
 	return out
 }
+
+// DuplicateCaches lists the duplicate cache files the rules name without
+// message data, as written (relative ones are below the mail directory),
+// and the default one when a duplicate condition names none.
+func (cfg *Config) DuplicateCaches() []string {
+	var out []string
+	var cond func(Cond)
+	cond = func(c Cond) {
+		switch c := c.(type) {
+		case *DuplicateCond:
+			switch {
+			case c.Cache == nil:
+				out = append(out, ".msgid.cache")
+			case c.Cache.Literal():
+				out = append(out, c.Cache.Source)
+			}
+		case *AllCond:
+			for _, cc := range c.Conds {
+				cond(cc)
+			}
+		case *AnyCond:
+			for _, cc := range c.Conds {
+				cond(cc)
+			}
+		case *NotCond:
+			cond(c.Cond)
+		case *ScoreCond:
+			for _, t := range c.Terms {
+				cond(t.Cond)
+			}
+		}
+	}
+	var walk func([]*Rule)
+	walk = func(rs []*Rule) {
+		for _, r := range rs {
+			cond(r.If)
+			walk(r.Rules)
+		}
+	}
+	walk(cfg.Rules)
+	return out
+}

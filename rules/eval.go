@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"unicode"
 
 	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/confine"
 	"github.com/mfilter/mfilter/internal/msgview"
 	"github.com/mfilter/mfilter/internal/runprog"
 )
@@ -35,6 +37,9 @@ type Options struct {
 	// MfilterSend is the command of forward via: mfilter; the recipients
 	// follow it. Default DefaultMfilterSend.
 	MfilterSend []string
+	// Guard confines the paths built from message data that the engine
+	// uses itself (duplicate caches); nil refuses them all.
+	Guard *confine.Guard
 }
 
 // DefaultMfilterSend forwards through mfilter send, the SSH relay of the
@@ -58,6 +63,9 @@ type Engine struct {
 	// the next.
 	states sync.Pool
 }
+
+// Guard is what confines the paths built from message data.
+func (e *Engine) Guard() *confine.Guard { return e.opts.Guard }
 
 // NewEngine returns an engine for cfg.
 func NewEngine(cfg *Config, opts Options) *Engine {
@@ -881,7 +889,10 @@ func (s *state) dupCond(c *DuplicateCond) (bool, string, error) {
 	if key == "" {
 		return false, "no Message-ID: not a duplicate", nil
 	}
-	path := s.dupPath(c)
+	path, err := s.dupPath(c)
+	if err != nil {
+		return false, "", err
+	}
 	dup, err := s.e.opts.Dup.Seen(path, key, c.Size)
 	if err != nil {
 		return false, "", err
@@ -892,12 +903,15 @@ func (s *state) dupCond(c *DuplicateCond) (bool, string, error) {
 	return dup, fmt.Sprintf("key %s in %s: duplicate=%v", key, path, dup), nil
 }
 
-func (s *state) dupPath(c *DuplicateCond) string {
-	path := ".msgid.cache"
+// dupPath is the cache file of c. One named from message data is made
+// safe as a folder name is, and must stay inside the mail directory and
+// away from mfilter's own files.
+func (s *state) dupPath(c *DuplicateCond) (string, error) {
+	path, tainted := ".msgid.cache", false
 	if c.Cache != nil {
-		path, _ = c.Cache.Expand(s.lookup, nil)
+		path, tainted = c.Cache.Expand(s.lookup, cleanFolderPart)
 	}
-	if strings.HasPrefix(path, "~/") {
+	if strings.HasPrefix(path, "~/") && strings.HasPrefix(c.Cache.Source, "~/") {
 		path = s.vars.get("HOME").value + path[1:]
 	}
 	if !strings.HasPrefix(path, "/") {
@@ -905,7 +919,14 @@ func (s *state) dupPath(c *DuplicateCond) string {
 			path = base + "/" + path
 		}
 	}
-	return path
+	if !tainted {
+		return path, nil
+	}
+	rel, err := s.e.opts.Guard.Rel(path)
+	if err != nil {
+		return "", &TargetError{"duplicate cache " + err.Error()}
+	}
+	return filepath.Join(s.vars.get("MAILDIR").value, rel), nil
 }
 
 // homeFolder puts $HOME for the leading ~ of folder f, expanded from t,
@@ -933,8 +954,9 @@ func (s *state) argv(ts []*Template) []string {
 }
 
 // cleanFolderPart makes message data safe inside a folder name: no path
-// separators, no "." or ".." components, no control characters (C0, DEL
-// and C1: U+0085 and U+009B are line and escape controls too).
+// separators, no control characters (C0, DEL and C1: U+0085 and U+009B
+// are line and escape controls too), and no leading dot, so that no
+// message names ".", ".." or a hidden file such as ~/.bashrc.
 func cleanFolderPart(v string) string {
 	v = strings.Map(func(r rune) rune {
 		if r == '/' || unicode.IsControl(r) {
@@ -942,8 +964,8 @@ func cleanFolderPart(v string) string {
 		}
 		return r
 	}, v)
-	if v == "." || v == ".." {
-		return "_"
+	if strings.HasPrefix(v, ".") {
+		return "_" + v[1:]
 	}
 	return v
 }

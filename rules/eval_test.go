@@ -142,8 +142,8 @@ func TestConditions(t *testing.T) {
 		{"pipe", `[{then: {pipe: [/usr/bin/cat, '${sender}']}}]`, plainMsg, Envelope{Sender: "a@b"}, "pipe:/usr/bin/cat a@b"},
 		{"forward", `[{then: {forward: [me@example.net, 'x@${HOST}']}}]`, plainMsg, Envelope{}, "forward:/usr/sbin/sendmail -oi me@example.net x@testhost"},
 		{"forward through another sendmail", `[{then: {forward: me@example.net, sendmail: [/usr/bin/msmtp, -t]}}]`, plainMsg, Envelope{}, "forward:/usr/bin/msmtp -t me@example.net"},
-		{"capture cannot escape the folder tree", `[{if: {subject: '^(?P<s>.*)$'}, then: {folder: 'x/${s}/'}}]`, "Subject: ../../etc/passwd\n\nx\n", Envelope{}, "folder(confined):x/.._.._etc_passwd/"},
-		{"capture of dot-dot alone", `[{if: {subject: '^(?P<s>.*)$'}, then: {folder: 'x/${s}'}}]`, "Subject: ..\n\nx\n", Envelope{}, "folder(confined):x/_"},
+		{"capture cannot escape the folder tree", `[{if: {subject: '^(?P<s>.*)$'}, then: {folder: 'x/${s}/'}}]`, "Subject: ../../etc/passwd\n\nx\n", Envelope{}, "folder(confined):x/_._.._etc_passwd/"},
+		{"capture of dot-dot alone", `[{if: {subject: '^(?P<s>.*)$'}, then: {folder: 'x/${s}'}}]`, "Subject: ..\n\nx\n", Envelope{}, "folder(confined):x/_."},
 		{"template filters", `[{if: {list-id: '^(?P<l>[^ ]+)$'}, then: {folder: '.lists.${l|lower|replace . _}/'}}]`, "List-Id: <Golang-Nuts.GoogleGroups.com>\n\nx\n", Envelope{}, "folder(confined):.lists.golang-nuts_googlegroups_com/"},
 		{"vars", `[{then: {folder: '${base}/x/'}}]`, plainMsg, Envelope{}, "folder:mail/x/"},
 	}

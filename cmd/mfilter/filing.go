@@ -156,8 +156,9 @@ func newSetup(env *environ, prog string, ff *filingFlags) (*setup, *setupError) 
 	})
 	s := &setup{base: base, cfg: cfg, def: def}
 	var logw io.Writer
+	var lp string
 	if logSpec != "" {
-		lp := expandHome(env, logSpec)
+		lp = expandHome(env, logSpec)
 		if !filepath.IsAbs(lp) {
 			lp = filepath.Join(base, lp)
 		}
@@ -182,7 +183,7 @@ func newSetup(env *environ, prog string, ff *filingFlags) (*setup, *setupError) 
 	}
 	var router filer.Router = filer.DefaultRouter{Folder: def}
 	if cfg != nil {
-		eng, _, _, err := newEngine(env, cfg, &filingFlags{base: base, def: defSpec, berkeley: ff.berkeley})
+		eng, _, _, err := newEngine(env, cfg, &filingFlags{base: base, def: defSpec, berkeley: ff.berkeley, logFile: lp, rescue: rescue})
 		if err != nil {
 			s.close()
 			return nil, &setupError{code: sysexits.Config, err: err}
@@ -199,7 +200,7 @@ func newSetup(env *environ, prog string, ff *filingFlags) (*setup, *setupError) 
 			return nil, &setupError{code: sysexits.TempFail, err: fmt.Errorf("mail directory: %w", err)}
 		}
 		s.root = root
-		s.router = &filer.RulesRouter{Engine: eng, Base: base, Root: root, Envelope: rules.Envelope{Sender: ff.sender, Recipient: ff.recipient}}
+		s.router = &filer.RulesRouter{Engine: eng, Base: base, Root: root, Guard: eng.Guard(), Envelope: rules.Envelope{Sender: ff.sender, Recipient: ff.recipient}}
 		router = s.router
 	}
 	s.filer = &filer.Filer{

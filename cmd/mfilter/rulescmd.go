@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/confine"
 	"github.com/mfilter/mfilter/internal/fetch"
 	"github.com/mfilter/mfilter/internal/send"
 	"github.com/mfilter/mfilter/internal/sysexits"
@@ -312,7 +313,9 @@ func newEngine(env *environ, cfg *rules.Config, ff *filingFlags) (*rules.Engine,
 			send = append(send[:2:2], append([]string{"--rules", abs}, send[2:]...)...)
 		}
 	}
-	eng := rules.NewEngine(cfg, rules.Options{Default: def, Vars: vars, Berkeley: ff.berkeley, MfilterSend: send})
+	guard := confine.New(base, ownFiles(env, cfg)...)
+	guard.Reserve(ff.logFile, ff.rescue)
+	eng := rules.NewEngine(cfg, rules.Options{Default: def, Vars: vars, Berkeley: ff.berkeley, MfilterSend: send, Guard: guard})
 	return eng, base, def, nil
 }
 
@@ -323,4 +326,38 @@ func firstNonEmpty(s ...string) string {
 		}
 	}
 	return ""
+}
+
+// ownFiles lists mfilter's own files and directories that a path built
+// from message data must never name: the rules file and its directory's
+// mfilter files, the state directory, and the rules' log and duplicate
+// caches as written (relative ones are below the mail directory).
+func ownFiles(env *environ, cfg *rules.Config) []string {
+	home := env.getenv("HOME")
+	state := env.getenv("XDG_STATE_HOME")
+	if state == "" && home != "" {
+		state = filepath.Join(home, ".local", "state")
+	}
+	var out []string
+	if state != "" {
+		out = append(out, filepath.Join(state, "mfilter"))
+	}
+	if home != "" {
+		out = append(out, filepath.Join(home, ".config", "mfilter"), filepath.Join(home, ".mfilter.yaml"))
+	}
+	if cfg == nil {
+		return out
+	}
+	if cfg.Path != "" {
+		if abs, err := filepath.Abs(cfg.Path); err == nil {
+			out = append(out, abs)
+		}
+	}
+	if cfg.Log != nil {
+		out = append(out, expandHome(env, cfg.Log.Value))
+	}
+	for _, c := range cfg.DuplicateCaches() {
+		out = append(out, expandHome(env, c))
+	}
+	return out
 }

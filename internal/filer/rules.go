@@ -9,14 +9,18 @@ import (
 	"syscall"
 
 	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/confine"
 	"github.com/mfilter/mfilter/rules"
 )
 
 // RulesRouter routes messages by the rules.
 type RulesRouter struct {
-	Engine   *rules.Engine
-	Base     string   // the mail root: relative folders are below it
-	Root     *os.Root // opened on Base, for folders built from message data
+	Engine *rules.Engine
+	Base   string   // the mail root: relative folders are below it
+	Root   *os.Root // opened on Base, for folders built from message data
+	// Guard keeps folders built from message data away from mfilter's
+	// own files; nil refuses them all.
+	Guard    *confine.Guard
 	Envelope rules.Envelope
 
 	// folders remembers what ParseFolder made of each folder name the
@@ -77,7 +81,7 @@ func (r *RulesRouter) Route(ctx context.Context, msg []byte) (Plan, error) {
 					dec.Abort()
 					return Plan{}, fmt.Errorf("folder %q is built from message data, but the mail root %s cannot be opened", s.Folder, r.Base)
 				}
-				f, err = deliver.ParseConfinedFolder(r.Root, r.Base, s.Folder)
+				f, err = r.confinedFolder(s.Folder)
 			} else {
 				f, err = r.parseFolder(s.Folder)
 			}
@@ -96,6 +100,26 @@ func (r *RulesRouter) Route(ctx context.Context, msg []byte) (Plan, error) {
 		plan.Steps = append(plan.Steps, st)
 	}
 	return plan, nil
+}
+
+// confinedFolder parses a folder name built from message data: below the
+// mail root, opened through it, naming none of mfilter's own files, and,
+// for an mbox that exists, a file that is an mbox (a message must not
+// append itself to ~/.profile or to a cache).
+func (r *RulesRouter) confinedFolder(spec string) (deliver.Folder, error) {
+	f, err := deliver.ParseConfinedFolder(r.Root, r.Base, spec)
+	if err != nil || f.Kind == deliver.Discard {
+		return f, err
+	}
+	if _, err := r.Guard.Rel(f.Path); err != nil {
+		return deliver.Folder{}, fmt.Errorf("folder %w", err)
+	}
+	if f.Kind == deliver.Mbox {
+		if err := deliver.CheckMboxFile(r.Root, f.Path); err != nil {
+			return deliver.Folder{}, err
+		}
+	}
+	return f, nil
 }
 
 // PermanentError is a failure that filing the same message again cannot

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/confine"
 	"github.com/mfilter/mfilter/rules"
 )
 
@@ -37,6 +38,7 @@ func TestRulesRouterFolders(t *testing.T) {
 		Engine: rules.NewEngine(cfg, rules.Options{Default: "inbox/", Vars: map[string]string{"MAILDIR": dir}}),
 		Base:   dir,
 		Root:   root,
+		Guard:  confine.New(dir),
 	}
 	route := func(subject string) deliver.Folder {
 		t.Helper()
