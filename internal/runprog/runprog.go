@@ -37,7 +37,26 @@ type Options struct {
 	Timeout time.Duration
 	Stdout  bool     // capture stdout (filters); otherwise it is discarded
 	Env     []string // extra NAME=value entries
+	// MaxStdout bounds the output kept with Stdout (default
+	// DefaultMaxStdout): a program that writes more is stopped, and the
+	// run fails with ErrTooMuchOutput.
+	MaxStdout int
 }
+
+// DefaultMaxStdout is how much output a filter may write by default.
+const DefaultMaxStdout = 64 << 20
+
+// ErrTooMuchOutput is returned when a program wrote more than MaxStdout.
+var ErrTooMuchOutput = errors.New("wrote more output than allowed")
+
+// drainTime is how long a program's descriptors are read after it
+// exited: a child it left in the background may hold them open, and the
+// program's work is done when it exits (as procmail sees it).
+const drainTime = 500 * time.Millisecond
+
+// StderrKept is how much of a program's standard error is kept for
+// error messages; the rest is read and dropped.
+const StderrKept = 4096
 
 // Exec runs programs with os/exec.
 type Exec struct{}
@@ -56,11 +75,17 @@ func (Exec) Run(ctx context.Context, argv []string, stdin []byte, opts Options) 
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin = bytes.NewReader(stdin)
-	var out bytes.Buffer
-	if opts.Stdout {
-		cmd.Stdout = &out
+	cmd.WaitDelay = drainTime
+	maxOut := opts.MaxStdout
+	if maxOut <= 0 {
+		maxOut = DefaultMaxStdout
 	}
-	errBuf := &limitedBuffer{max: 4096}
+	overflow := make(chan struct{})
+	out := &cappedBuffer{max: maxOut, overflow: overflow}
+	if opts.Stdout {
+		cmd.Stdout = out
+	}
+	errBuf := &limitedBuffer{max: StderrKept}
 	cmd.Stderr = errBuf
 	cmd.Env = append(os.Environ(), opts.Env...)
 	// Its own process group, so that a timeout also stops its children.
@@ -73,6 +98,10 @@ func (Exec) Run(ctx context.Context, argv []string, stdin []byte, opts Options) 
 	var err error
 	select {
 	case err = <-done:
+	case <-overflow:
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+		return Result{Exit: -1, Stderr: errBuf.Bytes()}, fmt.Errorf("run %s: %w (%d bytes)", argv[0], ErrTooMuchOutput, maxOut)
 	case <-ctx.Done():
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-done
@@ -84,7 +113,9 @@ func (Exec) Run(ctx context.Context, argv []string, stdin []byte, opts Options) 
 	res := Result{Stdout: out.Bytes(), Stderr: errBuf.Bytes()}
 	var ee *exec.ExitError
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, exec.ErrWaitDelay):
+		// ErrWaitDelay: it exited, and something it started still held
+		// its output after drainTime.
 	case errors.As(err, &ee):
 		res.Exit = ee.ExitCode()
 	default:
@@ -112,14 +143,43 @@ func Describe(argv []string, res Result) string {
 	return msg
 }
 
+// limitedBuffer keeps the first max bytes written and drops the rest.
+// The buffer is a field, not embedded: an embedded bytes.Buffer's
+// ReadFrom would let io.Copy (os/exec's) bypass Write and its bound.
 type limitedBuffer struct {
-	bytes.Buffer
+	buf bytes.Buffer
 	max int
 }
 
 func (b *limitedBuffer) Write(p []byte) (int, error) {
-	if room := b.max - b.Len(); room > 0 {
-		b.Buffer.Write(p[:min(len(p), room)])
+	if room := b.max - b.buf.Len(); room > 0 {
+		b.buf.Write(p[:min(len(p), room)])
 	}
 	return len(p), nil
 }
+
+func (b *limitedBuffer) Bytes() []byte { return b.buf.Bytes() }
+
+// cappedBuffer keeps up to max bytes; past that it closes overflow once
+// and refuses the rest, so that the writing program gets EPIPE.
+// Not embedded, for the reason limitedBuffer gives.
+type cappedBuffer struct {
+	buf      bytes.Buffer
+	max      int
+	overflow chan struct{}
+	over     bool
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	if b.over {
+		return 0, ErrTooMuchOutput
+	}
+	if b.buf.Len()+len(p) > b.max {
+		b.over = true
+		close(b.overflow)
+		return 0, ErrTooMuchOutput
+	}
+	return b.buf.Write(p)
+}
+
+func (b *cappedBuffer) Bytes() []byte { return b.buf.Bytes() }
