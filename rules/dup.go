@@ -110,7 +110,7 @@ func (s *DupStore) Seen(path, key string, size int64) (bool, error) {
 	if h != nil && h.f != nil {
 		data, err = io.ReadAll(io.NewSectionReader(h.f, 0, size))
 	} else {
-		data, err = os.ReadFile(path)
+		data, err = readCache(path, size)
 		if errors.Is(err, fs.ErrNotExist) {
 			err = nil
 		}
@@ -151,7 +151,10 @@ func lockCache(ctx context.Context, path string, opts deliver.LockOptions) (*hel
 			return &heldCache{}, nil
 		}
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := openCache(path, os.O_RDWR|os.O_CREATE)
+	if errors.Is(err, errNotRegular) {
+		return nil, err
+	}
 	if err != nil {
 		return &heldCache{}, nil
 	}
@@ -236,7 +239,7 @@ func (s *DupStore) Record(ctx context.Context, path, key string, size int64) err
 		}
 		defer h.release()
 		if h.f == nil {
-			f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+			f, err := openCache(path, os.O_RDWR|os.O_CREATE)
 			if err != nil {
 				return fmt.Errorf("duplicate cache %s: %w", path, err)
 			}
@@ -303,4 +306,40 @@ func scanCache(data []byte, key string, size int64) (insertAt int64, dup bool) {
 // nothing (a cache that does not exist is not created to be locked).
 func (e *Engine) ReadOnlyDuplicates() {
 	e.opts.Dup.ReadOnly = true
+}
+
+// errNotRegular is a duplicate cache that is not a regular file.
+var errNotRegular = errors.New("is not a regular file")
+
+// openCache opens a cache file without blocking on a FIFO or a device
+// someone put in its place (open(2) of a FIFO waits for a writer, and
+// no signal ends that wait), and refuses anything but a regular file.
+func openCache(path string, flag int) (*os.File, error) {
+	f, err := os.OpenFile(path, flag|unix.O_NONBLOCK|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		err = fmt.Errorf("duplicate cache %s %w", path, errNotRegular)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// readCache reads up to size bytes of the cache file at path; a missing
+// file reads as empty.
+func readCache(path string, size int64) ([]byte, error) {
+	f, err := openCache(path, os.O_RDONLY)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, size))
 }

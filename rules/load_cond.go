@@ -736,6 +736,7 @@ func (l *loader) argv(v *yaml.Node, what string) []*Template {
 
 const (
 	defaultDupSize        = 8192
+	maxDupSize            = 64 << 20
 	defaultProgramTimeout = 60 * time.Second
 )
 
@@ -762,8 +763,9 @@ func (l *loader) dupCond(p Pos, v *yaml.Node) Cond {
 			c.Cache = l.template(val, "cache")
 		case "size":
 			n := l.number(val, "size")
-			if n < 64 {
-				l.errorf(val, "size must be at least 64 bytes")
+			if n < 64 || n > maxDupSize {
+				l.errorf(val, "size must be from 64 bytes to %d (64 MiB)", maxDupSize)
+				n = defaultDupSize
 			}
 			c.Size = int64(n)
 		case "body-hash":

@@ -404,29 +404,47 @@ func (m *Message) bodyText0() string {
 	}
 	var b strings.Builder
 	parts := 0
-	walkErr := e.Walk(func(path []int, part *message.Entity, err error) error {
-		if err != nil {
-			return err
-		}
-		mt, _, _ := part.Header.ContentType()
-		if mt == "" {
-			mt = "text/plain"
-		}
-		if !strings.HasPrefix(mt, "text/") {
-			return nil
-		}
+	walkErr := walkText(e, 0, func(part *message.Entity) {
 		if parts > 0 {
 			b.WriteByte('\n')
 		}
 		parts++
-		_, err = io.Copy(&b, part.Body)
-		if err != nil && message.IsUnknownCharset(err) {
-			err = nil
-		}
-		return nil
+		io.Copy(&b, part.Body)
 	})
 	if walkErr != nil && parts == 0 {
 		return string(m.Body())
 	}
 	return b.String()
+}
+
+// MaxMIMEDepth is how deep body rules look into nested multiparts. Each
+// level reads the whole of the level above it again, so that unbounded
+// nesting (10,000 levels in 600 KB) takes minutes; mail nests a few.
+const MaxMIMEDepth = 32
+
+// walkText calls text for every text/* part of e (e itself when it is
+// not multipart), depth levels down, going no deeper than MaxMIMEDepth.
+func walkText(e *message.Entity, depth int, text func(*message.Entity)) error {
+	if mr := e.MultipartReader(); mr != nil {
+		if depth >= MaxMIMEDepth {
+			return nil
+		}
+		for {
+			p, err := mr.NextPart()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if err := walkText(p, depth+1, text); err != nil {
+				return err
+			}
+		}
+	}
+	mt, _, _ := e.Header.ContentType()
+	if mt == "" || strings.HasPrefix(mt, "text/") {
+		text(e)
+	}
+	return nil
 }
