@@ -212,11 +212,26 @@ func (s *Splitter) next() ([]byte, error) {
 		}
 	}
 
+	// inMap: msg is a read-only slice of the map, capped so that an
+	// append copies it.
+	inMap := false
+	// grow adds piece, just read up to lr.pos, to msg: as a longer slice
+	// of the map while msg is the input as it is, so that a large body
+	// is not copied out of the map.
+	grow := func(piece []byte) {
+		if s.mem != nil && verbatim && hasFrom && lr.delim == '\n' && !s.opts.Mboxrd {
+			if whole := s.mem.slice(s.off, lr.pos); int64(len(whole)) == lr.pos-s.off {
+				msg, inMap = whole[:len(whole):len(whole)], true
+				return
+			}
+		}
+		msg, inMap = append(msg, piece...), false
+	}
 	for {
 		// Most of a body is lines that cannot end the message: they are
 		// taken in bulk, up to the next line that starts with "From ".
-		if more, n, lastBlank, allBlank := lr.appendPlainLines(msg, forceSplit); n > 0 {
-			msg = more
+		if piece, lastBlank, allBlank := lr.plainLines(forceSplit); len(piece) > 0 {
+			grow(piece)
 			if !allBlank {
 				forceSplit = false
 			}
@@ -238,11 +253,11 @@ func (s *Splitter) next() ([]byte, error) {
 				break
 			}
 			if !s.opts.Mboxrd && (!prevBlank || !formailPostmark(line)) {
-				msg = append(msg, '>')
+				msg, inMap = append(msg, '>'), false
 				verbatim = false
 			}
 		}
-		msg = append(msg, line...)
+		grow(line)
 		blank := lr.isBlank(line)
 		if !blank {
 			forceSplit = false
@@ -254,10 +269,10 @@ func (s *Splitter) next() ([]byte, error) {
 	// formail ends every message with a blank line. A last line without
 	// its line end has text, whatever its bytes: it gets both.
 	if len(msg) == 0 || msg[len(msg)-1] != lr.delim {
-		msg = append(append(msg, eol...), eol...)
+		msg, inMap = append(append(msg, eol...), eol...), false
 		verbatim = false
 	} else if !endsBlank(msg, lr) {
-		msg = append(msg, eol...)
+		msg, inMap = append(msg, eol...), false
 		verbatim = false
 	}
 	if lr.delim == '\r' {
@@ -278,9 +293,16 @@ func (s *Splitter) next() ([]byte, error) {
 		if out := s.mem.slice(s.off, s.end); len(out) == len(msg) {
 			// The message is the input's bytes: hand out the map's,
 			// which cost no memory of the process's own.
-			s.keep(msg)
+			if !inMap {
+				s.keep(msg)
+			}
 			return out, nil
 		}
+	}
+	if inMap {
+		// The map's bytes, but not handed out as they are: copied, and
+		// the map is no buffer to keep.
+		msg = bytes.Clone(msg)
 	}
 	var gen []byte
 	if !hasFrom {
@@ -557,15 +579,16 @@ func indexLineStart(b, pat []byte, delim byte) int {
 	return -1
 }
 
-// appendPlainLines appends to msg, and consumes, the complete lines that
-// the input holds in its buffer up to (not including) the first line that
-// starts with "From ": what readLine would return one by one. It reports
-// how many bytes that was (0 when the next line starts with "From ", is
-// not buffered whole, or pushed-back bytes come first), whether the last
-// of those lines is blank, and, when checkAll is set, whether all are.
-func (lr *lineReader) appendPlainLines(msg []byte, checkAll bool) (out []byte, n int, lastBlank, allBlank bool) {
+// plainLines returns, and consumes, the complete lines that the input
+// holds in its buffer up to (not including) the first line that starts
+// with "From ": what readLine would return one by one, valid until the
+// next read. They are none when the next line starts with "From ", is
+// not buffered whole, or pushed-back bytes come first. It reports
+// whether the last of those lines is blank, and, when checkAll is set,
+// whether all are.
+func (lr *lineReader) plainLines(checkAll bool) (lines []byte, lastBlank, allBlank bool) {
 	if len(lr.pre) > 0 {
-		return msg, 0, false, false
+		return nil, false, false
 	}
 	if lr.r.Buffered() == 0 {
 		lr.r.Peek(1) // fill the buffer; an error shows at readLine
@@ -574,7 +597,7 @@ func (lr *lineReader) appendPlainLines(msg []byte, checkAll bool) (out []byte, n
 	end := bytes.LastIndexByte(buf, lr.delim) + 1
 	buf = buf[:end]
 	if end == 0 || bytes.HasPrefix(buf, []byte("From ")) {
-		return msg, 0, false, false
+		return nil, false, false
 	}
 	if i := indexLineStart(buf, []byte("From "), lr.delim); i >= 0 {
 		buf = buf[:i]
@@ -589,11 +612,9 @@ func (lr *lineReader) appendPlainLines(msg []byte, checkAll bool) (out []byte, n
 			rest = rest[i+1:]
 		}
 	}
-	msg = append(msg, buf...)
-	n = len(buf)
-	lr.r.Discard(n)
-	lr.pos += int64(n)
-	return msg, n, lastBlank, allBlank
+	lr.r.Discard(len(buf))
+	lr.pos += int64(len(buf))
+	return buf, lastBlank, allBlank
 }
 
 // peekByte returns the next byte without consuming it, or 0 at the end.

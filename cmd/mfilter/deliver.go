@@ -74,7 +74,7 @@ func (d *mda) run(ctx context.Context, args []string) int {
 		return d.tempFail(fmt.Errorf("unexpected argument %q (the message comes on stdin): fix the MDA setting", fs.Arg(0)))
 	}
 	d.ff.logOptional = true
-	msg, err := readMessage(d.in, messageBudget())
+	msg, err := readMessage(d.in, inputSize(d.env.stdin), messageBudget())
 	if err != nil {
 		return d.tempFail(fmt.Errorf("read message: %w", err))
 	}
@@ -222,15 +222,63 @@ var errTooLarge = errors.New("the message does not fit in this process's address
 // readMessage reads all of r, failing rather than crashing when it would
 // need more than max bytes (max <= 0: no bound): the Go runtime dies with
 // exit status 2 when it runs out of address space, which MTAs bounce.
-func readMessage(r io.Reader, max int64) ([]byte, error) {
-	if max <= 0 {
-		return io.ReadAll(r)
+func readMessage(r io.Reader, size, max int64) ([]byte, error) {
+	if max > 0 && size > max {
+		return nil, errTooLarge
 	}
-	msg, err := io.ReadAll(io.LimitReader(r, max+1))
-	if err == nil && int64(len(msg)) > max {
+	if max > 0 {
+		r = io.LimitReader(r, max+1)
+	}
+	var msg []byte
+	var err error
+	if size > 0 {
+		// The size is known: one buffer of it, not the 2.25 times
+		// that growing one holds at its peak.
+		msg, err = readAllSized(r, size)
+	} else {
+		msg, err = io.ReadAll(r)
+	}
+	if err == nil && max > 0 && int64(len(msg)) > max {
 		return nil, errTooLarge
 	}
 	return msg, err
+}
+
+// readAllSized reads all of r, expecting size bytes (it may be more: a
+// file can grow).
+func readAllSized(r io.Reader, size int64) ([]byte, error) {
+	msg := make([]byte, 0, size+1)
+	for {
+		n, err := r.Read(msg[len(msg):cap(msg)])
+		msg = msg[:len(msg)+n]
+		if err == io.EOF {
+			return msg, nil
+		}
+		if err != nil {
+			return msg, err
+		}
+		if len(msg) == cap(msg) {
+			msg = append(msg, 0)[:len(msg)]
+		}
+	}
+}
+
+// inputSize is how many bytes are left to read from stdin when it is a
+// regular file, else 0.
+func inputSize(stdin io.Reader) int64 {
+	f, ok := stdin.(*os.File)
+	if !ok {
+		return 0
+	}
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		return 0
+	}
+	off, err := f.Seek(0, io.SeekCurrent)
+	if err != nil || off > st.Size() {
+		return 0
+	}
+	return st.Size() - off
 }
 
 // messageBudget is the largest message deliver reads under the process's
