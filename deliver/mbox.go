@@ -37,7 +37,8 @@ func idOf(st os.FileInfo) (fileID, bool) {
 func MboxBytes(msg []byte, now func() []byte, berkeley, mboxrd bool) []byte {
 	if !HasFromLine(msg) {
 		gen := now()
-		m := make([]byte, 0, len(gen)+len(msg))
+		// One byte more, for the blank line forceBlank may add.
+		m := make([]byte, 0, len(gen)+len(msg)+1)
 		msg = append(append(m, gen...), msg...)
 	} else if first, _ := cutLine(msg); fieldNameLen(first) == len("From ") && !ReadablePostmark(first) {
 		// "From -", "From 1844347792267117879@xxx": Dovecot refuses an
@@ -47,7 +48,7 @@ func MboxBytes(msg []byte, now func() []byte, berkeley, mboxrd bool) []byte {
 		if bytes.HasSuffix(first, []byte("\r\n")) {
 			gen = append(gen[:len(gen)-1:len(gen)-1], '\r', '\n') // the line end it replaces
 		}
-		m := make([]byte, 0, len(gen)+len(msg)-len(first))
+		m := make([]byte, 0, len(gen)+len(msg)-len(first)+1)
 		msg = append(append(m, gen...), msg[len(first):]...)
 	}
 	// A view: each edit below copies before it changes anything, so

@@ -149,7 +149,9 @@ func escapeFrom(data []byte, l layout) []byte {
 			continue
 		}
 		if out == nil {
-			out = make([]byte, 0, len(data)+64)
+			// Room for every escape and the closing blank line: the
+			// message is copied once, whatever its size.
+			out = make([]byte, 0, len(data)+bytes.Count(data[p:], []byte(pat))+1)
 		}
 		out = append(out, data[last:p+1]...)
 		out = append(out, '>')
