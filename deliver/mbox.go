@@ -35,11 +35,12 @@ func idOf(st os.FileInfo) (fileID, bool) {
 // (SplitOptions.Mboxrd) gives the message with only that newline and the
 // blank line added.
 func MboxBytes(msg []byte, now func() []byte, berkeley, mboxrd bool) []byte {
+	owned := false // msg is a copy made here
 	if !HasFromLine(msg) {
 		gen := now()
 		// One byte more, for the blank line forceBlank may add.
 		m := make([]byte, 0, len(gen)+len(msg)+1)
-		msg = append(append(m, gen...), msg...)
+		msg, owned = append(append(m, gen...), msg...), true
 	} else if first, _ := cutLine(msg); fieldNameLen(first) == len("From ") && !ReadablePostmark(first) {
 		// "From -", "From 1844347792267117879@xxx": Dovecot refuses an
 		// mbox that starts with such a line, and neither it nor mutt
@@ -49,11 +50,14 @@ func MboxBytes(msg []byte, now func() []byte, berkeley, mboxrd bool) []byte {
 			gen = append(gen[:len(gen)-1:len(gen)-1], '\r', '\n') // the line end it replaces
 		}
 		m := make([]byte, 0, len(gen)+len(msg)-len(first)+1)
-		msg = append(append(m, gen...), msg[len(first):]...)
+		msg, owned = append(append(m, gen...), msg[len(first):]...), true
 	}
 	// A view: each edit below copies before it changes anything, so
 	// msg's bytes are copied only when they must change.
 	data, l := prepareView(msg, berkeley)
+	if owned && len(data) == len(msg) && len(data) > 0 && &data[0] == &msg[0] {
+		data = msg // the copy above: its spare byte takes the closing blank line
+	}
 	if mboxrd {
 		data = escapeMboxrd(data)
 		// mboxrd is mfilter's own format, not procmail's: every message
