@@ -79,6 +79,35 @@ func MaildirHas(f Folder, unique string) (bool, error) {
 	return false, nil
 }
 
+// MaildirUniques lists the unique name parts of the messages in maildir
+// folder f, in new/ and cur/: MaildirHas for many names at once.
+func MaildirUniques(f Folder) (map[string]bool, error) {
+	fsys := fileSystem(osFS{})
+	if f.root != nil {
+		fsys = rootFS{f.root}
+	}
+	out := make(map[string]bool)
+	for _, sub := range []string{"new", "cur"} {
+		dir := filepath.Join(f.Path, sub)
+		df, err := fsys.OpenFile(dir, os.O_RDONLY, 0)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		names, err := df.Readdirnames(-1)
+		df.Close()
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", dir, err)
+		}
+		for _, n := range names {
+			out[MaildirUnique(n)] = true
+		}
+	}
+	return out, nil
+}
+
 // MaildirUnique is the unique part of a maildir file name: the name
 // without its ",S=" (and any ":2," flags) info.
 func MaildirUnique(name string) string {

@@ -3,13 +3,16 @@ package deliver
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -102,4 +105,102 @@ func (w *Writer) FolderHolds(f Folder, size int64, sum [sha256.Size]byte) (bool,
 		}
 	}
 	return false, nil
+}
+
+// DeliveryBytes is what a delivery of msg to the mbox, MH or directory
+// folder f writes (nil for other kinds): what a journal whose record of
+// the delivery was lost looks for after a crash.
+func (w *Writer) DeliveryBytes(f Folder, msg []byte) []byte {
+	switch f.Kind {
+	case Mbox:
+		return MboxBytes(msg, func() []byte { return mboxFromLine(msg, w.opts.Now()) }, w.opts.Berkeley, w.opts.Mboxrd)
+	case MH, Dir:
+		data, _ := prepareView(msg, w.opts.Berkeley)
+		return forceBlank(data)
+	}
+	return nil
+}
+
+// ReadMboxFrom returns the bytes of the mbox f from offset from to its
+// end (none when it is missing or shorter).
+func (w *Writer) ReadMboxFrom(f Folder, from int64) ([]byte, error) {
+	fh, err := w.fsFor(f).OpenFile(f.Path, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	st, err := fh.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() <= from {
+		return nil, nil
+	}
+	buf := make([]byte, st.Size()-from)
+	n, err := fh.ReadAt(buf, from)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("read %s: %w", f.Path, err)
+	}
+	return buf[:n], nil
+}
+
+// FolderSums counts the message files of the MH or directory folder f
+// modified at or after since, by size and sha256 sum ("size:hex").
+func (w *Writer) FolderSums(f Folder, since time.Time) (map[string]int, error) {
+	fsys := w.fsFor(f)
+	d, err := fsys.OpenFile(f.Path, os.O_RDONLY, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return map[string]int{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	names, err := d.Readdirnames(-1)
+	d.Close()
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", f.Path, err)
+	}
+	out := make(map[string]int)
+	for _, n := range names {
+		if strings.HasPrefix(n, ".") {
+			continue
+		}
+		p := filepath.Join(f.Path, n)
+		st, err := fsys.Lstat(p)
+		if err != nil || !st.Mode().IsRegular() || st.ModTime().Before(since) {
+			continue
+		}
+		fh, err := fsys.OpenFile(p, os.O_RDONLY, 0)
+		if err != nil {
+			continue
+		}
+		data := make([]byte, st.Size())
+		_, err = fh.ReadAt(data, 0)
+		fh.Close()
+		if err == nil || errors.Is(err, io.EOF) {
+			out[SumKey(data)]++
+		}
+	}
+	return out, nil
+}
+
+// SumKey is FolderSums's key for a file holding data.
+func SumKey(data []byte) string {
+	sum := sha256.Sum256(data)
+	return strconv.Itoa(len(data)) + ":" + hex.EncodeToString(sum[:])
+}
+
+// AppendRawWith is AppendRaw with options: a journal's BeforeWrite, so
+// that a rescue append is found again after a crash.
+func (t *Txn) AppendRawWith(path string, data []byte, o DeliverOptions) (*Delivery, error) {
+	f := Folder{Name: path, Path: path, Kind: Mbox}
+	d := &Delivery{Folder: f, fsys: t.w.fsFor(f), opts: o}
+	if err := t.appendLocked(d, data); err != nil {
+		return nil, fmt.Errorf("append to %s: %w", path, err)
+	}
+	t.add(d)
+	return d, nil
 }

@@ -287,6 +287,8 @@ func runFile(ctx context.Context, env *environ, args []string) int {
 	fs := flag.NewFlagSet("mfilter file", flag.ContinueOnError)
 	var ff filingFlags
 	ff.register(fs, true)
+	stateDir := fs.String("state-dir", "", "where the journals of unfinished runs live (default $XDG_STATE_HOME/mfilter)")
+	stateLockTimeout := fs.Duration("state-lock-timeout", 0, "how long to wait for another run filing the same file (default 30s); then exit 75")
 	if err := parseFlags(env, fs, args); err != nil {
 		return usageExit(err)
 	}
@@ -299,6 +301,12 @@ func runFile(ctx context.Context, env *environ, args []string) int {
 		return reportSetup(env, "mfilter file", serr)
 	}
 	defer s.close()
+	state := *stateDir
+	if state == "" {
+		state = defaultStateDir(env)
+	} else {
+		state = expandHome(env, state)
+	}
 	code := sysexits.OK
 	for _, path := range fs.Args() {
 		f, err := os.Open(path)
@@ -307,7 +315,7 @@ func runFile(ctx context.Context, env *environ, args []string) int {
 			code = worse(code, sysexits.TempFail)
 			continue
 		}
-		c := fileMbox(ctx, env, s, path, f, &ff)
+		c := fileJournaled(ctx, env, s, path, f, &ff, state, *stateLockTimeout)
 		f.Close()
 		code = worse(code, c)
 	}

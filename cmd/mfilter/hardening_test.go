@@ -2,13 +2,16 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -217,5 +220,210 @@ func TestDuplicateConcurrentDeliveries(t *testing.T) {
 		if len(inbox) != 1 || len(dups) != (round+1)*n-1 {
 			t.Fatalf("round %d: %d in the inbox, %d in dups/, want 1 and %d", round, len(inbox), len(dups), (round+1)*n-1)
 		}
+	}
+}
+
+// fileKillRules send messages to a maildir, an mbox and an MH folder.
+const fileKillRules = "default: inbox/\nrules:\n  - if: {headers: '^X-Test-ID: .*[19]$'}\n    then: {folder: some.mbox}\n  - if: {headers: '^X-Test-ID: .*8$'}\n    then: {folder: mh/.}\n"
+
+// fileRun runs mfilter file on input with the rules in dir; it returns
+// the command, started, when kill is set, else waits.
+func fileCmd(dir, input string) *exec.Cmd {
+	cmd := exec.Command(mfilterBin, "file", "--rules", filepath.Join(dir, "rules.yaml"), "--maildir", filepath.Join(dir, "Mail"),
+		"--state-dir", filepath.Join(dir, "state"), input)
+	cmd.Env = append(os.Environ(), "HOME="+dir)
+	return cmd
+}
+
+func fileDir(t *testing.T) string {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), []byte(fileKillRules), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestFileSurvivesKills kills mfilter file with SIGKILL at random
+// moments of its run, over many trials, and runs it again (sometimes
+// killing that run too): every message of the mbox must then be filed
+// exactly once, and no journal be left.
+func TestFileSurvivesKills(t *testing.T) {
+	msgs := smallSpool(3000, "k")
+	rng := rand.New(rand.NewPCG(13, 4))
+	probe := fileDir(t)
+	input := filepath.Join(probe, "in.mbox")
+	if err := os.WriteFile(input, bytes.Join(msgs, nil), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if out, err := fileCmd(probe, input).CombinedOutput(); err != nil {
+		t.Fatalf("probe run: %v %s", err, out)
+	}
+	full := time.Since(start)
+	checkFileFiled(t, probe, msgs)
+	killed := 0
+	for trial := range 16 {
+		dir := fileDir(t)
+		input := filepath.Join(dir, "in.mbox")
+		if err := os.WriteFile(input, bytes.Join(msgs, nil), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// Killed once or twice; a run that finished before its kill
+		// filed everything (running it again would file it again, as
+		// it should).
+		finished := false
+		for kill := 0; kill < 1+trial%2 && !finished; kill++ {
+			cmd := fileCmd(dir, input)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Duration(rng.Int64N(int64(full))))
+			cmd.Process.Signal(syscall.SIGKILL)
+			err := cmd.Wait()
+			var ee *exec.ExitError
+			if errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signaled() {
+				// Killed after it removed its journal, on its way out:
+				// it had filed everything (the journal is made before
+				// the first delivery).
+				js, _ := filepath.Glob(filepath.Join(dir, "state", "*.journal"))
+				if len(js) == 0 && len(filedIDs(t, filepath.Join(dir, "Mail"))) > 0 {
+					finished = true
+					continue
+				}
+				if kill == 0 {
+					killed++
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatalf("trial %d: %v", trial, err)
+			}
+			finished = true
+		}
+		if !finished {
+			if out, err := fileCmd(dir, input).CombinedOutput(); err != nil {
+				t.Fatalf("trial %d: the run after the kill: %v %s", trial, err, out)
+			}
+		}
+		checkFileFiled(t, dir, msgs)
+	}
+	if killed < 8 {
+		t.Errorf("only %d of 16 runs were killed while running", killed)
+	}
+}
+
+// checkFileFiled checks that every message of msgs is filed exactly once
+// under dir/Mail and that no journal is left in dir/state.
+func checkFileFiled(t *testing.T, dir string, msgs [][]byte) {
+	t.Helper()
+	got, want := filedIDs(t, filepath.Join(dir, "Mail")), wantIDs(msgs)
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("filed %d messages, the mbox had %d; first difference: %s", len(got), len(want), firstMismatch(got, want))
+	}
+	if j, _ := filepath.Glob(filepath.Join(dir, "state", "*")); len(j) > 0 {
+		t.Fatalf("state left: %v", j)
+	}
+}
+
+// snapshotTree copies the files under src to dst: hard links for the
+// files a later run never changes (maildir and MH messages), copies for
+// the rest (mboxes, which it appends to).
+func snapshotTree(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(p string, e os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		to := filepath.Join(dst, rel)
+		if e.IsDir() {
+			return os.MkdirAll(to, 0o700)
+		}
+		if strings.HasSuffix(p, ".mbox") {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(to, b, 0o600)
+		}
+		return os.Link(p, to)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFileJournalCut kills mfilter file in the middle of its run, then,
+// for every byte offset of the journal's tail, runs it again on a copy
+// of the folders with the journal cut there (a torn last record, a lost
+// tail): every message must be filed exactly once, never twice.
+func TestFileJournalCut(t *testing.T) {
+	msgs := smallSpool(1500, "j")
+	dir := fileDir(t)
+	input := filepath.Join(dir, "in.mbox")
+	if err := os.WriteFile(input, bytes.Join(msgs, nil), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if out, err := fileCmd(dir, input).CombinedOutput(); err != nil {
+		t.Fatalf("probe run: %v %s", err, out)
+	}
+	full := time.Since(start)
+	var journal []byte
+	var jname string
+	for try := 0; journal == nil; try++ {
+		if try == 50 {
+			t.Fatal("no run was killed with a journal of some length")
+		}
+		os.RemoveAll(filepath.Join(dir, "Mail"))
+		os.RemoveAll(filepath.Join(dir, "state"))
+		cmd := fileCmd(dir, input)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(full/4 + time.Duration(try)*full/50)
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		js, _ := filepath.Glob(filepath.Join(dir, "state", "*.journal"))
+		if len(js) == 1 {
+			if b, _ := os.ReadFile(js[0]); bytes.Count(b, []byte(`"committed"`)) >= 1 {
+				journal, jname = b, filepath.Base(js[0])
+			}
+		}
+	}
+	// Every byte offset of the last record (a torn record), and
+	// every record boundary of the twenty before them (a lost tail).
+	var cuts []int
+	lines := bytes.SplitAfter(journal, []byte("\n"))
+	off := len(journal)
+	for k := len(lines) - 1; k >= 0 && k >= len(lines)-23; k-- {
+		off -= len(lines[k])
+		if k >= len(lines)-2 {
+			for c := off + 1; c < off+len(lines[k]); c++ {
+				cuts = append(cuts, c)
+			}
+		}
+		cuts = append(cuts, off)
+	}
+	cuts = append(cuts, len(journal))
+	t.Logf("journal of %d bytes, %d cuts", len(journal), len(cuts))
+	snap := filepath.Join(t.TempDir(), "snap")
+	snapshotTree(t, filepath.Join(dir, "Mail"), snap)
+	for _, cut := range cuts {
+		run := fileDir(t)
+		snapshotTree(t, snap, filepath.Join(run, "Mail"))
+		if err := os.MkdirAll(filepath.Join(run, "state"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(run, "state", jname), journal[:cut], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// The same file (the journal is keyed by its inode), so the
+		// runs take turns with it.
+		if out, err := fileCmd(run, input).CombinedOutput(); err != nil {
+			t.Fatalf("cut at %d of %d: %v %s", cut, len(journal), err, out)
+		}
+		checkFileFiled(t, run, msgs)
+		os.RemoveAll(run)
 	}
 }

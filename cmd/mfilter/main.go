@@ -204,6 +204,8 @@ Options of the filing commands:
   --rescue FILE     mbox modes: where messages that could not be filed go
                     (default <maildir>/mfilter-rescue.mbox)
   --read-mboxrd     mbox modes: the input is mboxrd
+file: --state-dir DIR (journals: a killed run is finished by running it
+  again) --state-lock-timeout D (wait for another run on the file, 30s)
 fetch-and-file: --host --port --user --identity --known-hosts --spool
   --compress --accept-new-host-key --local-spool --state-dir
   --state-lock-timeout --timeout -v

@@ -339,3 +339,6 @@ func (v *verifyReader) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// NewClaimID is a fresh random part for a journal's maildir names.
+func NewClaimID() string { return newClaimID() }

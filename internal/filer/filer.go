@@ -235,14 +235,18 @@ func (f *Filer) deliverPlanJournaled(ctx context.Context, txn *deliver.Txn, plan
 			}
 			var opts deliver.DeliverOptions
 			if j != nil {
-				// Done may look into an mbox under its locks (after a crash).
-				txn.ReleaseLocks()
-				done, err := j.Done(ctx, off, i, st)
-				if err != nil {
-					return fail(err)
-				}
-				if done {
-					continue
+				if j.MayHave(off) {
+					// Done may look into an mbox under its locks (after a crash).
+					txn.ReleaseLocks()
+					stm := st
+					stm.Msg = m // what a lost record's step is found by
+					done, err := j.Done(ctx, off, i, stm)
+					if err != nil {
+						return fail(err)
+					}
+					if done {
+						continue
+					}
 				}
 				opts = j.Options(off, i)
 			}
@@ -440,7 +444,77 @@ func (e *RescueError) Unwrap() error { return e.Cause }
 // only when that mbox does (an I/O error), and is then rescued even if
 // its bytes cannot be taken back.
 func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
+	sum, _, err := f.fileAll(ctx, src, nil)
+	return sum, err
+}
+
+// RescueStep is the step number under which a Journal hears of a
+// message's append to the rescue mbox.
+const RescueStep = -1
+
+// FileAllJournaled is FileAll with a journal, so that a run killed at
+// any moment can be run again without filing anything twice or losing
+// anything (mfilter file): messages are known by their offsets in src;
+// deliveries and rescue appends are named and announced through j as in
+// FileStream, steps and rescues an earlier run made are not made again,
+// and j hears as committed the offset before which every message is
+// durably filed or rescued. complete reports that every message read is
+// (none was lost, and the input was read to its end).
+func (f *Filer) FileAllJournaled(ctx context.Context, src OffsetSource, j Journal) (sum Summary, complete bool, err error) {
+	return f.fileAll(ctx, src, j)
+}
+
+// progress tracks, for a journaled run, which messages are finished
+// (durably filed or rescued) to tell the journal the offset before which
+// all are.
+type progress struct {
+	j       Journal
+	queue   []int64 // starts of the messages read, oldest first, until finished
+	done    map[int64]bool
+	lastEnd int64 // the end of the last message read
+	told    int64
+}
+
+func (p *progress) read(start, end int64) {
+	if p == nil {
+		return
+	}
+	p.queue = append(p.queue, start)
+	p.lastEnd = end
+}
+
+func (p *progress) finished(start int64) {
+	if p != nil {
+		p.done[start] = true
+	}
+}
+
+// commit tells the journal how far every message is finished.
+func (p *progress) commit() error {
+	if p == nil {
+		return nil
+	}
+	for len(p.queue) > 0 && p.done[p.queue[0]] {
+		delete(p.done, p.queue[0])
+		p.queue = p.queue[1:]
+	}
+	mark := p.lastEnd
+	if len(p.queue) > 0 {
+		mark = p.queue[0]
+	}
+	if mark <= p.told {
+		return nil
+	}
+	p.told = mark
+	return p.j.Committed(mark)
+}
+
+func (f *Filer) fileAll(ctx context.Context, src Source, j Journal) (Summary, bool, error) {
 	batch := f.batchSize()
+	var prog *progress
+	if j != nil {
+		prog = &progress{j: j, done: make(map[int64]bool)}
+	}
 	var (
 		sum          Summary
 		firstEr      error
@@ -449,7 +523,7 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		pins         pinSet       // mboxes pending appended to along with other folders
 		flying       []*commitJob // the batches being committed meanwhile, oldest first
 		flyingBytes  int          // the size of their messages
-		later        [][]byte     // failed while batches were flying: rescued after their failures
+		later        []pendingMsg // failed while batches were flying: rescued after their failures
 	)
 	fail := func(err error) {
 		if firstEr == nil {
@@ -462,15 +536,20 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 	inputs := inputCheck{open: readOnlyFiles(), seen: make(map[string]bool)}
 	// The rescue must be written even when ctx was cancelled; the lock
 	// timeout still bounds it.
-	r := &rescuer{f: f, txn: f.Writer.Begin(context.WithoutCancel(ctx)), batch: batch, inputs: &inputs}
+	r := &rescuer{f: f, txn: f.Writer.Begin(context.WithoutCancel(ctx)), batch: batch, inputs: &inputs, j: j, prog: prog}
 	txn := f.Writer.Begin(ctx)
-	rescue := func(msg []byte) {
+	rescue := func(msg []byte, off int64) {
 		if len(flying) > 0 {
-			later = append(later, msg)
+			later = append(later, pendingMsg{msg: msg, start: off})
 			return
 		}
 		txn.ReleaseLocks() // the rescue mbox may be one of them
-		r.save(msg)
+		r.save(msg, off)
+	}
+	tell := func() {
+		if err := prog.commit(); err != nil {
+			fail(err)
+		}
 	}
 	// finish logs the committed batch and rescues its failures.
 	finish := func(job *commitJob, err error) {
@@ -478,16 +557,18 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 			if perr := deliveryErr(p.out.ds); perr != nil {
 				p.out.failed()
 				fail(perr)
-				r.save(p.msg)
+				r.save(p.msg, p.start)
 				continue
 			}
 			sum.Delivered++
+			prog.finished(p.start)
 			f.delivered(ctx, p.msg, p.out)
 		}
 		if err != nil {
 			fail(err)
 		}
 		r.commit()
+		tell()
 		if rel, ok := src.(Releaser); ok && len(job.pending) > 0 {
 			rel.Release(job.pending[len(job.pending)-1].msg)
 		}
@@ -508,10 +589,12 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		if len(flying) > 0 {
 			return
 		}
-		for _, msg := range later {
-			r.save(msg)
+		for _, p := range later {
+			r.save(p.msg, p.start)
 		}
 		later = later[:0]
+		r.commit()
+		tell()
 	}
 	// flush commits the pending batch: in the background when background
 	// is set, with at most maxFlying batches in flight, else before it
@@ -525,6 +608,21 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		}
 		job := &commitJob{txn: txn, pending: pending, pins: pins, bytes: pendingBytes}
 		txn, pending, pins, pendingBytes = f.Writer.Begin(ctx), nil, nil, 0
+		if j != nil {
+			// The maildir names of the batch are found again after a
+			// crash only inside the ranges announced here.
+			if err := j.Committing(job.pending[0].start, job.pending[len(job.pending)-1].end); err != nil {
+				if aerr := job.txn.Abort(); aerr != nil {
+					f.warn("%v", aerr)
+				}
+				fail(err)
+				for _, p := range job.pending {
+					p.out.failed()
+					rescue(p.msg, p.start)
+				}
+				return
+			}
+		}
 		if background {
 			job.done = make(chan error, 1)
 			// Its mbox locks go now, not when the goroutine gets to run:
@@ -583,6 +681,7 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 		}
 		msg := rm.msg
 		sum.Messages++
+		prog.read(rm.start, rm.end)
 		if sum.Messages == reserveAfter {
 			go reserveDescriptors(batch)
 		}
@@ -591,8 +690,25 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 				rm.plan.failedHook()
 			}
 			fail(fmt.Errorf("interrupted: %w", cerr))
-			rescue(msg)
+			rescue(msg, rm.start)
 			continue
+		}
+		if j != nil && j.MayHave(rm.start) {
+			// Rescued by a run that crashed: it stays where it is.
+			if done, err := r.rescuedBefore(ctx, rm.start, msg); err != nil || done {
+				if rm.routed && rm.err == nil {
+					rm.plan.failedHook()
+				}
+				if err != nil {
+					fail(err)
+					rescue(msg, rm.start) // finds it again, or appends it
+					continue
+				}
+				r.rescued++
+				prog.finished(rm.start)
+				fail(fmt.Errorf("the message at offset %d was saved to %s by an earlier run", rm.start, r.target()))
+				continue
+			}
 		}
 		sp := txn.Savepoint()
 		var out *outcome
@@ -605,12 +721,12 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 				}
 				unpin(rm.plan)
 				var err error
-				out, err = f.deliverPlan(ctx, txn, rm.plan, msg)
+				out, err = f.deliverPlanJournaled(ctx, txn, rm.plan, msg, rm.start, j)
 				return err
 			})
 		}
 		if err == nil {
-			pending = append(pending, pendingMsg{msg: msg, out: out})
+			pending = append(pending, pendingMsg{msg: msg, out: out, start: rm.start, end: rm.end})
 			pendingBytes += len(msg)
 			f.hold(budget.held() + pendingBytes + flyingBytes)
 			pins.add(out.ds)
@@ -623,26 +739,33 @@ func (f *Filer) FileAll(ctx context.Context, src Source) (Summary, error) {
 			f.warn("%v", rerr)
 		}
 		fail(err)
-		rescue(msg)
+		rescue(msg, rm.start)
 	}
 	flush(false)
 	for len(flying) > 0 {
 		land()
 	}
 	r.commit()
+	tell()
 	sum.Rescued, sum.Lost = r.rescued, r.lost
 	if r.err != nil {
 		fail(fmt.Errorf("rescue: %w", r.err))
 	}
+	complete := sum.Lost == 0 && readErr == nil && (prog == nil || len(prog.queue) == 0)
 	if readErr != nil {
 		// The messages after a read error were never read: say so even
 		// when others failed too.
 		firstEr = errors.Join(firstEr, readErr)
 	}
 	if sum.Rescued+sum.Lost > 0 {
-		return sum, &RescueError{Path: r.target(), Summary: sum, Cause: firstEr}
+		return sum, complete, &RescueError{Path: r.target(), Summary: sum, Cause: firstEr}
 	}
-	return sum, readErr
+	if readErr == nil && firstEr != nil {
+		// A journal that could not be written: nothing is lost, but
+		// the run is not done.
+		return sum, false, firstEr
+	}
+	return sum, complete, readErr
 }
 
 // lockIdleGrace is how long FileAll keeps its mbox locks while it waits
@@ -695,11 +818,12 @@ const reserveAfter = 16
 // routedMsg is a message read from the source and, unless ctx was
 // cancelled by then, routed.
 type routedMsg struct {
-	msg     []byte
-	routed  bool
-	plan    Plan
-	err     error // from routing
-	readErr error // the source failed: the last item
+	msg        []byte
+	start, end int64 // where msg is in the source, when it tells
+	routed     bool
+	plan       Plan
+	err        error // from routing
+	readErr    error // the source failed: the last item
 }
 
 // routeAhead reads and routes the messages of src in a goroutine of its
@@ -727,6 +851,9 @@ func (f *Filer) routeAhead(ctx context.Context, src Source) (<-chan routedMsg, *
 			if err != nil {
 				ch <- routedMsg{readErr: fmt.Errorf("read input: %w", err)}
 				return
+			}
+			if o, ok := src.(OffsetSource); ok {
+				rm.start, rm.end = o.Offsets()
 			}
 			// Heard before routing, so that a large message's copies
 			// find the collector's limit raised.
@@ -854,9 +981,10 @@ func deliveryErr(ds []*deliver.Delivery) error {
 }
 
 type pendingMsg struct {
-	msg []byte
-	out *outcome            // deliveries
-	ds  []*deliver.Delivery // rescue appends
+	msg        []byte
+	out        *outcome            // deliveries
+	ds         []*deliver.Delivery // rescue appends
+	start, end int64               // offsets in the source (journaled runs)
 }
 
 // rescuer appends messages, unchanged, to the rescue mbox so that filing
@@ -871,7 +999,19 @@ type rescuer struct {
 	inputs  *inputCheck
 	rescued int
 	lost    int
-	err     error // the first failure
+	err     error     // the first failure
+	j       Journal   // journaled runs: announces the appends
+	prog    *progress // journaled runs: hears of the rescued messages
+}
+
+// rescuedBefore reports whether an earlier run appended the message at
+// off to the rescue mbox.
+func (r *rescuer) rescuedBefore(ctx context.Context, off int64, msg []byte) (bool, error) {
+	path := r.target()
+	if path == "" {
+		return false, nil
+	}
+	return r.j.Done(ctx, off, RescueStep, Step{Kind: StepFolder, Folder: deliver.Folder{Name: path, Path: path, Kind: deliver.Mbox}, Msg: msg})
 }
 
 // target is the rescue mbox, decided at the first rescue: Filer.Rescue,
@@ -957,7 +1097,7 @@ func readOnlyFiles() []os.FileInfo {
 	return open
 }
 
-func (r *rescuer) save(msg []byte) {
+func (r *rescuer) save(msg []byte, off int64) {
 	path := r.target()
 	if path == "" {
 		r.lost++
@@ -965,7 +1105,11 @@ func (r *rescuer) save(msg []byte) {
 		return
 	}
 	r.txn.BeginMessage()
-	d, err := r.txn.AppendRaw(path, msg)
+	var opts deliver.DeliverOptions
+	if r.j != nil {
+		opts = r.j.Options(off, RescueStep)
+	}
+	d, err := r.txn.AppendRawWith(path, msg, opts)
 	if err != nil {
 		// The failed append keeps the rescue mbox's locks for the next
 		// one; nothing may be pending to commit, and so nothing would
@@ -975,7 +1119,7 @@ func (r *rescuer) save(msg []byte) {
 		r.setErr(err)
 		return
 	}
-	r.pending = append(r.pending, pendingMsg{msg: msg, ds: []*deliver.Delivery{d}})
+	r.pending = append(r.pending, pendingMsg{msg: msg, ds: []*deliver.Delivery{d}, start: off})
 	if len(r.pending) >= r.batch {
 		r.commit()
 	}
@@ -995,6 +1139,7 @@ func (r *rescuer) commit() {
 			continue
 		}
 		r.rescued++
+		r.prog.finished(p.start)
 		d := p.ds[0]
 		if err := r.f.Log.Log(p.msg, d.Path, d.Size); err != nil {
 			r.f.warn("log: %v", err)

@@ -632,6 +632,7 @@ func TestFileAllReadsAheadBounded(t *testing.T) {
 // journalRanges is a Journal that records the ranges committed.
 type journalRanges struct{ ranges [][2]int64 }
 
+func (j *journalRanges) MayHave(int64) bool                                   { return false }
 func (j *journalRanges) Done(context.Context, int64, int, Step) (bool, error) { return false, nil }
 func (j *journalRanges) Options(int64, int) deliver.DeliverOptions            { return deliver.DeliverOptions{} }
 func (j *journalRanges) ProgramStarting(int64, int) error                     { return nil }

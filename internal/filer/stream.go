@@ -15,6 +15,9 @@ import (
 // deliveries a crashed run already made. Messages are identified by
 // their offset in the source.
 type Journal interface {
+	// MayHave reports whether an earlier run may have made steps of the
+	// message at off: only then is Done asked.
+	MayHave(off int64) bool
 	// Done reports whether step i of the message at off was already
 	// made by an earlier run.
 	Done(ctx context.Context, off int64, i int, st Step) (bool, error)
