@@ -427,3 +427,88 @@ func TestFileJournalCut(t *testing.T) {
 		os.RemoveAll(run)
 	}
 }
+
+// TestFetchJournalCut: the same for fetch-and-file --local-spool, whose
+// journal records the claim too: a run killed in the middle, then for
+// each cut of its journal's tail a run on copies of the folders and of
+// the claimed file files every message exactly once.
+func TestFetchJournalCut(t *testing.T) {
+	msgs := smallSpool(1500, "fj")
+	probe := newFetchEnv(t, nil, fileKillRules)
+	probe.appendSpool(msgs)
+	args := func(e *fetchEnv) []string {
+		return []string{"fetch-and-file", "--rules", e.rules, "--maildir", e.mail, "--state-dir", e.state, "--local-spool", e.spool}
+	}
+	start := time.Now()
+	if code, out := probe.run(args(probe)...); code != 0 {
+		t.Fatalf("probe: %d %s", code, out)
+	}
+	full := time.Since(start)
+	var e *fetchEnv
+	var journal []byte
+	var jname string
+	for try := 0; journal == nil; try++ {
+		if try == 50 {
+			t.Fatal("no run was killed with a journal of some length")
+		}
+		e = newFetchEnv(t, nil, fileKillRules)
+		e.appendSpool(msgs)
+		cmd := e.cmd(args(e)...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(full/4 + time.Duration(try)*full/50)
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		js, _ := filepath.Glob(filepath.Join(e.state, "*.journal"))
+		if len(js) == 1 {
+			if b, _ := os.ReadFile(js[0]); bytes.Count(b, []byte(`"committed"`)) >= 1 {
+				journal, jname = b, filepath.Base(js[0])
+			}
+		}
+	}
+	claimed := e.leftovers()
+	if len(claimed) != 1 {
+		t.Fatalf("claimed files: %v", claimed)
+	}
+	claimData, err := os.ReadFile(claimed[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cuts []int
+	lines := bytes.SplitAfter(journal, []byte("\n"))
+	off := len(journal)
+	for k := len(lines) - 1; k >= 0 && k >= len(lines)-23; k-- {
+		off -= len(lines[k])
+		if k >= len(lines)-2 {
+			for c := off + 1; c < off+len(lines[k]); c++ {
+				cuts = append(cuts, c)
+			}
+		}
+		cuts = append(cuts, off)
+	}
+	cuts = append(cuts, len(journal))
+	t.Logf("journal of %d bytes, %d cuts", len(journal), len(cuts))
+	snap := filepath.Join(t.TempDir(), "snap")
+	snapshotTree(t, e.mail, snap)
+	for _, cut := range cuts {
+		if err := os.RemoveAll(e.mail); err != nil {
+			t.Fatal(err)
+		}
+		snapshotTree(t, snap, e.mail)
+		os.Remove(e.spool)
+		if err := os.WriteFile(claimed[0], claimData, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(e.state, jname), journal[:cut], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if code, out := e.run(args(e)...); code != 0 {
+			t.Fatalf("cut at %d of %d: exit %d: %s", cut, len(journal), code, out)
+		}
+		got, want := filedIDs(t, e.mail), wantIDs(msgs)
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Fatalf("cut at %d of %d: filed %d messages, the spool had %d; first difference: %s", cut, len(journal), len(got), len(want), firstMismatch(got, want))
+		}
+	}
+}
