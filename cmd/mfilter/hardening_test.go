@@ -353,6 +353,36 @@ func snapshotTree(t *testing.T, src, dst string) {
 	}
 }
 
+// killAtCommitted starts cmd and kills it with SIGKILL as soon as a
+// journal in state holds a committed record (a run in the middle of its
+// work); it returns that journal's name and bytes, or "" when the run
+// ended first.
+func killAtCommitted(t *testing.T, cmd *exec.Cmd, state string) (string, []byte) {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	for {
+		select {
+		case <-done:
+			return "", nil
+		default:
+		}
+		js, _ := filepath.Glob(filepath.Join(state, "*.journal"))
+		if len(js) == 1 {
+			if b, _ := os.ReadFile(js[0]); bytes.Contains(b, []byte(`"committed"`)) {
+				cmd.Process.Signal(syscall.SIGKILL)
+				<-done
+				b, _ = os.ReadFile(js[0])
+				return filepath.Base(js[0]), b
+			}
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
 // TestFileJournalCut kills mfilter file in the middle of its run, then,
 // for every byte offset of the journal's tail, runs it again on a copy
 // of the folders with the journal cut there (a torn last record, a lost
@@ -364,32 +394,15 @@ func TestFileJournalCut(t *testing.T) {
 	if err := os.WriteFile(input, bytes.Join(msgs, nil), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
-	if out, err := fileCmd(dir, input).CombinedOutput(); err != nil {
-		t.Fatalf("probe run: %v %s", err, out)
-	}
-	full := time.Since(start)
 	var journal []byte
 	var jname string
 	for try := 0; journal == nil; try++ {
-		if try == 50 {
-			t.Fatal("no run was killed with a journal of some length")
+		if try == 20 {
+			t.Fatal("no run was killed with a journal")
 		}
 		os.RemoveAll(filepath.Join(dir, "Mail"))
 		os.RemoveAll(filepath.Join(dir, "state"))
-		cmd := fileCmd(dir, input)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(full/4 + time.Duration(try)*full/50)
-		cmd.Process.Signal(syscall.SIGKILL)
-		cmd.Wait()
-		js, _ := filepath.Glob(filepath.Join(dir, "state", "*.journal"))
-		if len(js) == 1 {
-			if b, _ := os.ReadFile(js[0]); bytes.Count(b, []byte(`"committed"`)) >= 1 {
-				journal, jname = b, filepath.Base(js[0])
-			}
-		}
+		jname, journal = killAtCommitted(t, fileCmd(dir, input), filepath.Join(dir, "state"))
 	}
 	// Every byte offset of the last record (a torn record), and
 	// every record boundary of the twenty before them (a lost tail).
@@ -434,38 +447,19 @@ func TestFileJournalCut(t *testing.T) {
 // the claimed file files every message exactly once.
 func TestFetchJournalCut(t *testing.T) {
 	msgs := smallSpool(1500, "fj")
-	probe := newFetchEnv(t, nil, fileKillRules)
-	probe.appendSpool(msgs)
 	args := func(e *fetchEnv) []string {
 		return []string{"fetch-and-file", "--rules", e.rules, "--maildir", e.mail, "--state-dir", e.state, "--local-spool", e.spool}
 	}
-	start := time.Now()
-	if code, out := probe.run(args(probe)...); code != 0 {
-		t.Fatalf("probe: %d %s", code, out)
-	}
-	full := time.Since(start)
 	var e *fetchEnv
 	var journal []byte
 	var jname string
 	for try := 0; journal == nil; try++ {
-		if try == 50 {
-			t.Fatal("no run was killed with a journal of some length")
+		if try == 20 {
+			t.Fatal("no run was killed with a journal")
 		}
 		e = newFetchEnv(t, nil, fileKillRules)
 		e.appendSpool(msgs)
-		cmd := e.cmd(args(e)...)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(full/4 + time.Duration(try)*full/50)
-		cmd.Process.Signal(syscall.SIGKILL)
-		cmd.Wait()
-		js, _ := filepath.Glob(filepath.Join(e.state, "*.journal"))
-		if len(js) == 1 {
-			if b, _ := os.ReadFile(js[0]); bytes.Count(b, []byte(`"committed"`)) >= 1 {
-				journal, jname = b, filepath.Base(js[0])
-			}
-		}
+		jname, journal = killAtCommitted(t, e.cmd(args(e)...), e.state)
 	}
 	claimed := e.leftovers()
 	if len(claimed) != 1 {
