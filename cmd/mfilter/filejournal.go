@@ -68,6 +68,13 @@ func fileJournaled(ctx context.Context, env *environ, s *setup, path string, f *
 	}
 	defer lock.Release()
 	jpath := filepath.Join(stateDir, key+".journal")
+	if _, err := os.Stat(jpath); lock.Waited && errors.Is(err, os.ErrNotExist) {
+		// Another run was filing this file and finished it while
+		// this one waited: filing it again now would file every
+		// message twice. (Run again later to file it again.)
+		fmt.Fprintf(env.stderr, "%s: %s: another run filed it while this one waited; nothing to do\n", prog, path)
+		return sysexits.OK
+	}
 	j, err := fetch.OpenJournal(jpath, s.filer.Writer, hostname())
 	if err != nil {
 		fmt.Fprintf(env.stderr, "%s: %s: %v\n", prog, path, err)

@@ -506,3 +506,29 @@ func TestFetchJournalCut(t *testing.T) {
 		}
 	}
 }
+
+// TestFileConcurrentRuns starts mfilter file on one large mbox twice at
+// once and a third time a little later: one run files it, the others
+// wait for it and file nothing (filing it again while it is being filed
+// would file every message twice); every message is filed exactly once.
+func TestFileConcurrentRuns(t *testing.T) {
+	msgs := smallSpool(20000, "fc")
+	dir := fileDir(t)
+	input := filepath.Join(dir, "in.mbox")
+	if err := os.WriteFile(input, bytes.Join(msgs, nil), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i, d := range []time.Duration{0, 0, 300 * time.Millisecond} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(d)
+			if out, err := fileCmd(dir, input).CombinedOutput(); err != nil {
+				t.Errorf("run %d: %v %s", i, err, out)
+			}
+		}()
+	}
+	wg.Wait()
+	checkFileFiled(t, dir, msgs)
+}

@@ -27,6 +27,9 @@ const DefaultWait = 30 * time.Second
 type Lock struct {
 	f    *os.File
 	path string
+	// Waited says that another process held the lock when Acquire
+	// began: it may have done the work meanwhile.
+	Waited bool
 }
 
 // BusyError says that another process held the lock for the whole wait.
@@ -59,6 +62,7 @@ func Acquire(ctx context.Context, path, what string, wait time.Duration) (*Lock,
 	deadline := start.Add(wait)
 	sleep := 10 * time.Millisecond
 	var f *os.File
+	waited := false
 	for {
 		if f == nil {
 			var err error
@@ -82,6 +86,7 @@ func Acquire(ctx context.Context, path, what string, wait time.Duration) (*Lock,
 			f.Close()
 			return nil, fmt.Errorf("state lock %s: %w", path, err)
 		}
+		waited = true
 		left := time.Until(deadline)
 		if left <= 0 {
 			holder := readHolder(f)
@@ -105,7 +110,7 @@ func Acquire(ctx context.Context, path, what string, wait time.Duration) (*Lock,
 	if f.Truncate(0) == nil {
 		f.WriteAt([]byte(info), 0)
 	}
-	return &Lock{f: f, path: path}, nil
+	return &Lock{f: f, path: path, Waited: waited}, nil
 }
 
 // current reports whether f is still the file at path.
