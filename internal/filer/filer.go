@@ -701,7 +701,7 @@ func (f *Filer) fileAll(ctx context.Context, src Source, j Journal) (Summary, bo
 				}
 				if err != nil {
 					fail(err)
-					rescue(msg, rm.start) // finds it again, or appends it
+					rescue(msg, rm.start) // a copy too many there rather than none
 					continue
 				}
 				r.rescued++
@@ -760,7 +760,7 @@ func (f *Filer) fileAll(ctx context.Context, src Source, j Journal) (Summary, bo
 	if sum.Rescued+sum.Lost > 0 {
 		return sum, complete, &RescueError{Path: r.target(), Summary: sum, Cause: firstEr}
 	}
-	if readErr == nil && firstEr != nil {
+	if j != nil && readErr == nil && firstEr != nil {
 		// A journal that could not be written: nothing is lost, but
 		// the run is not done.
 		return sum, false, firstEr
