@@ -123,7 +123,7 @@ func TestMappedGC(t *testing.T) {
 // main (environ.mapped); an mbox through a pipe is read as it comes.
 // Both file every message.
 func TestFileInputMapped(t *testing.T) {
-	mbox := []byte("From a b\nSubject: one\n\nbody\n\nFrom c d\nSubject: two\n\nbody\n\n")
+	mbox := []byte("From a@b  Mon Jan  1 00:00:00 2024\nSubject: one\n\nbody\n\nFrom c@d  Tue Jan  2 00:00:00 2024\nSubject: two\n\nbody\n\n")
 	for _, tc := range []struct {
 		name       string
 		open       func(t *testing.T) *os.File
