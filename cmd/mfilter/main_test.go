@@ -6,14 +6,33 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/rogpeppe/go-internal/testscript"
 )
 
 // mfilterBin is the mfilter binary built from this package by TestMain;
 // end-to-end tests run it as a child process, the way an MTA would.
 var mfilterBin string
 
+// TestMain builds mfilterBin and runs the tests. The test binary is also
+// the "mfilter" command of the testscript scripts (script_test.go):
+// testscript.Main installs a copy of it named mfilter in $PATH, and when
+// run under that name it is mfilter itself (mainExit), so that the scripts
+// run the real main code path in this package's binary and count in its
+// coverage. It builds nothing then.
 func TestMain(m *testing.M) {
-	os.Exit(runTests(m))
+	testscript.Main(testsM{m}, map[string]func(){"mfilter": mainExit})
+}
+
+// testsM runs the tests after building mfilterBin (runTests).
+type testsM struct{ m *testing.M }
+
+func (t testsM) Run() int { return runTests(t.m) }
+
+// mainExit is mfilter's main, run by the test binary when it is run as
+// the scripts' mfilter command: main ends with os.Exit of run's status.
+func mainExit() {
+	main()
 }
 
 func runTests(m *testing.M) int {

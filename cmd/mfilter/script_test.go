@@ -11,13 +11,15 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
-// TestScripts runs the CLI golden tests in testdata/script/*.txtar against
-// the mfilter binary built by TestMain.
+// TestScripts runs the CLI golden tests in testdata/script/*.txtar. Their
+// mfilter command is this package's test binary run as mfilter (TestMain
+// in main_test.go installs it first in $PATH), so that they count in the
+// coverage of this package; "mfilter" and "exec mfilter" both run it as a
+// separate process, with its own exit status.
 func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir: filepath.Join("testdata", "script"),
 		Setup: func(env *testscript.Env) error {
-			env.Setenv("PATH", filepath.Dir(mfilterBin)+string(os.PathListSeparator)+os.Getenv("PATH"))
 			env.Setenv("HOME", env.WorkDir)
 			env.Setenv("XDG_CONFIG_HOME", filepath.Join(env.WorkDir, ".config"))
 			// The rules files a script writes must pass mfilter's
