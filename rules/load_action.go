@@ -39,21 +39,10 @@ func (l *loader) actions(n *yaml.Node) []Action {
 	return out
 }
 
+// action reads one item of a then: list.
 func (l *loader) action(n *yaml.Node) Action {
-	p := l.pos(n)
 	if n.Kind == yaml.ScalarNode {
-		switch n.Value {
-		case "discard":
-			return &DiscardAction{p}
-		case "stop":
-			return &StopAction{p}
-		}
-		msg := fmt.Sprintf("unknown action %q", n.Value)
-		if s := suggest(n.Value, []string{"discard", "stop"}); s != "" {
-			msg += fmt.Sprintf(" (did you mean %q?)", s)
-		}
-		l.errorf(n, "%s; to deliver to a folder write {folder: %s}", msg, n.Value)
-		return nil
+		return l.wordAction(n)
 	}
 	if n.Kind != yaml.MappingNode {
 		l.errorf(n, "an action must be a mapping like {folder: inbox/}, found %s", kindName(n))
@@ -63,24 +52,57 @@ func (l *loader) action(n *yaml.Node) Action {
 		l.errorf(n, "an empty action: write one like {folder: inbox/}")
 		return nil
 	}
-	// Find the action key first, so that modifiers can be checked against it.
-	var key, val *yaml.Node
+	key, val, ok := l.actionKey(n)
+	if !ok {
+		return nil
+	}
+	if key == nil {
+		l.known(n.Content[0], actionKeys, "action")
+		return nil
+	}
+	mods := l.actionMods(n, key)
+	return actionReaders[key.Value](l, l.pos(key), key, val, mods)
+}
+
+// wordAction reads an action written as a bare word: discard or stop.
+func (l *loader) wordAction(n *yaml.Node) Action {
+	p := l.pos(n)
+	switch n.Value {
+	case "discard":
+		return &DiscardAction{p}
+	case "stop":
+		return &StopAction{p}
+	}
+	msg := fmt.Sprintf("unknown action %q", n.Value)
+	if s := suggest(n.Value, []string{"discard", "stop"}); s != "" {
+		msg += fmt.Sprintf(" (did you mean %q?)", s)
+	}
+	l.errorf(n, "%s; to deliver to a folder write {folder: %s}", msg, n.Value)
+	return nil
+}
+
+// actionKey finds the action key of mapping n and its value, first, so
+// that the modifiers can be checked against it. key is nil when n has
+// none; ok is false when it has two, which is reported.
+func (l *loader) actionKey(n *yaml.Node) (key, val *yaml.Node, ok bool) {
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k := n.Content[i]
 		for _, a := range actionKeys {
 			if k.Value == a {
 				if key != nil {
 					l.errorf(k, "one action per item: %s and %s (write a list: then: [{%s: ...}, {%s: ...}])", key.Value, k.Value, key.Value, k.Value)
-					return nil
+					return nil, nil, false
 				}
 				key, val = k, n.Content[i+1]
 			}
 		}
 	}
-	if key == nil {
-		l.known(n.Content[0], actionKeys, "action")
-		return nil
-	}
+	return key, val, true
+}
+
+// actionMods returns the modifiers of mapping n besides its action key,
+// by name, reporting those that key does not take.
+func (l *loader) actionMods(n, key *yaml.Node) map[string]*yaml.Node {
 	mods := map[string]*yaml.Node{}
 	allowed := append([]string{key.Value}, actionModifiers[key.Value]...)
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -92,167 +114,219 @@ func (l *loader) action(n *yaml.Node) Action {
 			mods[k.Value] = n.Content[i+1]
 		}
 	}
-	p = l.pos(key)
-	switch key.Value {
-	case "folder", "copy":
-		fs := l.templates(val, key.Value)
-		if len(fs) == 0 {
+	return mods
+}
+
+// actionReader reads the value val of action key (at p) and its
+// modifiers; it returns nil after reporting an error.
+type actionReader func(l *loader, p Pos, key, val *yaml.Node, mods map[string]*yaml.Node) Action
+
+// actionReaders holds a reader for every key of actionKeys.
+var actionReaders = map[string]actionReader{
+	"folder":                (*loader).folderAction,
+	"copy":                  (*loader).folderAction,
+	"pipe":                  (*loader).pipeAction,
+	"forward":               (*loader).forwardAction,
+	"discard":               (*loader).flagAction,
+	"stop":                  (*loader).flagAction,
+	"add-header":            (*loader).addHeaderAction,
+	"add-header-if-missing": (*loader).addHeaderAction,
+	"set-header":            (*loader).addHeaderAction,
+	"supersede-header":      (*loader).addHeaderAction,
+	"remove-header":         (*loader).removeHeaderAction,
+	"rename-header":         (*loader).renameHeaderAction,
+	"filter":                (*loader).filterAction,
+	"set":                   (*loader).setAction,
+	"log":                   (*loader).logAction,
+}
+
+func (l *loader) folderAction(p Pos, key, val *yaml.Node, _ map[string]*yaml.Node) Action {
+	fs := l.templates(val, key.Value)
+	if len(fs) == 0 {
+		return nil
+	}
+	for _, f := range fs {
+		if f.Literal() && strings.TrimSpace(f.Source) == "" {
+			l.errs = append(l.errs, &Error{f.Pos, "the folder name is empty (write inbox/ for a maildir, inbox for an mbox)"})
 			return nil
 		}
-		for _, f := range fs {
-			if f.Literal() && strings.TrimSpace(f.Source) == "" {
-				l.errs = append(l.errs, &Error{f.Pos, "the folder name is empty (write inbox/ for a maildir, inbox for an mbox)"})
-				return nil
-			}
+	}
+	return &FolderAction{Pos: p, Folders: fs, Copy: key.Value == "copy"}
+}
+
+func (l *loader) pipeAction(p Pos, _, val *yaml.Node, mods map[string]*yaml.Node) Action {
+	a := &PipeAction{Pos: p, Argv: l.argv(val, "pipe"), Timeout: defaultProgramTimeout}
+	if m := mods["timeout"]; m != nil {
+		a.Timeout = l.duration(m, "timeout")
+	}
+	if m := mods["continue"]; m != nil {
+		a.Continue = l.boolean(m, "continue")
+	}
+	if m := mods["ignore-exit"]; m != nil {
+		a.IgnoreExit = l.boolean(m, "ignore-exit")
+	}
+	if len(a.Argv) == 0 {
+		return nil
+	}
+	return a
+}
+
+func (l *loader) forwardAction(p Pos, _, val *yaml.Node, mods map[string]*yaml.Node) Action {
+	a := &ForwardAction{Pos: p, To: l.templates(val, "forward")}
+	if m := mods["continue"]; m != nil {
+		a.Continue = l.boolean(m, "continue")
+	}
+	if m := mods["sendmail"]; m != nil {
+		for _, s := range l.strList(m, "sendmail") {
+			a.Sendmail = append(a.Sendmail, s.Value)
 		}
-		return &FolderAction{Pos: p, Folders: fs, Copy: key.Value == "copy"}
-	case "pipe":
-		a := &PipeAction{Pos: p, Argv: l.argv(val, "pipe"), Timeout: defaultProgramTimeout}
-		if m := mods["timeout"]; m != nil {
-			a.Timeout = l.duration(m, "timeout")
+	}
+	if m := mods["via"]; m != nil {
+		l.forwardVia(a, m)
+	}
+	if len(a.To) == 0 {
+		return nil
+	}
+	return a
+}
+
+// forwardVia reads forward's via: modifier m into a.
+func (l *loader) forwardVia(a *ForwardAction, m *yaml.Node) {
+	s := l.str(m, "via")
+	if s == nil {
+		return
+	}
+	switch s.Value {
+	case "mfilter":
+		if len(a.Sendmail) > 0 {
+			l.errorf(m, "forward takes via: mfilter or a sendmail: command, not both")
 		}
-		if m := mods["continue"]; m != nil {
-			a.Continue = l.boolean(m, "continue")
+		a.Via = "mfilter"
+	case "sendmail":
+	default:
+		l.errorf(m, "forward via must be mfilter (mfilter send, through the SSH relay) or sendmail, not %q", s.Value)
+	}
+}
+
+// flagAction reads discard: true and stop: true.
+func (l *loader) flagAction(p Pos, key, val *yaml.Node, _ map[string]*yaml.Node) Action {
+	if !l.boolean(val, key.Value) {
+		l.errorf(val, "%s: false does nothing; remove it", key.Value)
+		return nil
+	}
+	if key.Value == "discard" {
+		return &DiscardAction{p}
+	}
+	return &StopAction{p}
+}
+
+// addHeaderAction reads the actions that take a whole field:
+// add-header, add-header-if-missing, set-header and supersede-header.
+func (l *loader) addHeaderAction(p Pos, key, val *yaml.Node, _ map[string]*yaml.Node) Action {
+	t := l.template(val, key.Value)
+	if t == nil {
+		return nil
+	}
+	name, ok := fieldOf(t.Source)
+	if !ok {
+		l.errorf(val, "%s takes a whole field like 'X-Label: work', found %q", key.Value, t.Source)
+		return nil
+	}
+	if !validFieldName(name) || strings.Contains(name, "$") {
+		l.errorf(val, "bad header field name %q", name)
+		return nil
+	}
+	if bad := badFieldBreak(t.Source); bad != "" {
+		l.errorf(val, "%s: %s would end the header there (continue a long field with a newline and a space or tab)", key.Value, bad)
+		return nil
+	}
+	op := strings.TrimSuffix(key.Value, "-header")
+	op = strings.Replace(op, "-header", "", 1)
+	return &HeaderAction{Pos: p, Op: op, Field: t, Name: name}
+}
+
+func (l *loader) removeHeaderAction(p Pos, _, val *yaml.Node, _ map[string]*yaml.Node) Action {
+	s := l.str(val, "remove-header")
+	if s == nil {
+		return nil
+	}
+	name := strings.TrimSuffix(strings.TrimSpace(s.Value), ":")
+	if !validFieldName(name) {
+		l.errorf(val, "bad header field name %q", s.Value)
+		return nil
+	}
+	return &HeaderAction{Pos: p, Op: "remove", Name: name}
+}
+
+func (l *loader) renameHeaderAction(p Pos, _, val *yaml.Node, _ map[string]*yaml.Node) Action {
+	if val.Kind != yaml.MappingNode {
+		l.errorf(val, "rename-header takes {from: Old-Name, to: New-Name}")
+		return nil
+	}
+	a := &HeaderAction{Pos: p, Op: "rename"}
+	for i := 0; i+1 < len(val.Content); i += 2 {
+		k, v := val.Content[i], val.Content[i+1]
+		if !l.known(k, []string{"from", "to"}, "rename-header key") {
+			continue
 		}
-		if m := mods["ignore-exit"]; m != nil {
-			a.IgnoreExit = l.boolean(m, "ignore-exit")
-		}
-		if len(a.Argv) == 0 {
-			return nil
-		}
-		return a
-	case "forward":
-		a := &ForwardAction{Pos: p, To: l.templates(val, "forward")}
-		if m := mods["continue"]; m != nil {
-			a.Continue = l.boolean(m, "continue")
-		}
-		if m := mods["sendmail"]; m != nil {
-			for _, s := range l.strList(m, "sendmail") {
-				a.Sendmail = append(a.Sendmail, s.Value)
-			}
-		}
-		if m := mods["via"]; m != nil {
-			if s := l.str(m, "via"); s != nil {
-				switch s.Value {
-				case "mfilter":
-					if len(a.Sendmail) > 0 {
-						l.errorf(m, "forward takes via: mfilter or a sendmail: command, not both")
-					}
-					a.Via = "mfilter"
-				case "sendmail":
-				default:
-					l.errorf(m, "forward via must be mfilter (mfilter send, through the SSH relay) or sendmail, not %q", s.Value)
-				}
-			}
-		}
-		if len(a.To) == 0 {
-			return nil
-		}
-		return a
-	case "discard", "stop":
-		if !l.boolean(val, key.Value) {
-			l.errorf(val, "%s: false does nothing; remove it", key.Value)
-			return nil
-		}
-		if key.Value == "discard" {
-			return &DiscardAction{p}
-		}
-		return &StopAction{p}
-	case "add-header", "add-header-if-missing", "set-header", "supersede-header":
-		t := l.template(val, key.Value)
-		if t == nil {
-			return nil
-		}
-		name, ok := fieldOf(t.Source)
-		if !ok {
-			l.errorf(val, "%s takes a whole field like 'X-Label: work', found %q", key.Value, t.Source)
-			return nil
-		}
-		if !validFieldName(name) || strings.Contains(name, "$") {
-			l.errorf(val, "bad header field name %q", name)
-			return nil
-		}
-		if bad := badFieldBreak(t.Source); bad != "" {
-			l.errorf(val, "%s: %s would end the header there (continue a long field with a newline and a space or tab)", key.Value, bad)
-			return nil
-		}
-		op := strings.TrimSuffix(key.Value, "-header")
-		op = strings.Replace(op, "-header", "", 1)
-		return &HeaderAction{Pos: p, Op: op, Field: t, Name: name}
-	case "remove-header":
-		s := l.str(val, "remove-header")
+		s := l.str(v, k.Value)
 		if s == nil {
-			return nil
+			continue
 		}
 		name := strings.TrimSuffix(strings.TrimSpace(s.Value), ":")
 		if !validFieldName(name) {
-			l.errorf(val, "bad header field name %q", s.Value)
-			return nil
+			l.errorf(v, "bad header field name %q", s.Value)
+			continue
 		}
-		return &HeaderAction{Pos: p, Op: "remove", Name: name}
-	case "rename-header":
-		if val.Kind != yaml.MappingNode {
-			l.errorf(val, "rename-header takes {from: Old-Name, to: New-Name}")
-			return nil
+		if k.Value == "from" {
+			a.Name = name
+		} else {
+			a.To = name
 		}
-		a := &HeaderAction{Pos: p, Op: "rename"}
-		for i := 0; i+1 < len(val.Content); i += 2 {
-			k, v := val.Content[i], val.Content[i+1]
-			if !l.known(k, []string{"from", "to"}, "rename-header key") {
-				continue
-			}
-			if s := l.str(v, k.Value); s != nil {
-				name := strings.TrimSuffix(strings.TrimSpace(s.Value), ":")
-				if !validFieldName(name) {
-					l.errorf(v, "bad header field name %q", s.Value)
-					continue
-				}
-				if k.Value == "from" {
-					a.Name = name
-				} else {
-					a.To = name
-				}
-			}
-		}
-		if a.Name == "" || a.To == "" {
-			l.errorf(val, "rename-header needs both from: and to:")
-			return nil
-		}
-		return a
-	case "filter":
-		a := &FilterAction{Pos: p, Argv: l.argv(val, "filter"), Timeout: defaultProgramTimeout, OnFailure: "keep"}
-		if m := mods["timeout"]; m != nil {
-			a.Timeout = l.duration(m, "timeout")
-		}
-		if m := mods["header-only"]; m != nil {
-			a.HeaderOnly = l.boolean(m, "header-only")
-		}
-		if m := mods["on-failure"]; m != nil {
-			if s := l.str(m, "on-failure"); s != nil {
-				if s.Value != "keep" && s.Value != "retry" {
-					l.errorf(m, "on-failure must be keep (go on with the unfiltered message) or retry (exit 75), not %q", s.Value)
-				}
-				a.OnFailure = s.Value
-			}
-		}
-		if len(a.Argv) == 0 {
-			return nil
-		}
-		return a
-	case "set":
-		vs := l.vars(val)
-		if len(vs) == 0 {
-			return nil
-		}
-		return &SetAction{Pos: p, Vars: vs}
-	case "log":
-		t := l.template(val, "log")
-		if t == nil {
-			return nil
-		}
-		return &LogAction{Pos: p, Text: t}
 	}
-	return nil
+	if a.Name == "" || a.To == "" {
+		l.errorf(val, "rename-header needs both from: and to:")
+		return nil
+	}
+	return a
+}
+
+func (l *loader) filterAction(p Pos, _, val *yaml.Node, mods map[string]*yaml.Node) Action {
+	a := &FilterAction{Pos: p, Argv: l.argv(val, "filter"), Timeout: defaultProgramTimeout, OnFailure: "keep"}
+	if m := mods["timeout"]; m != nil {
+		a.Timeout = l.duration(m, "timeout")
+	}
+	if m := mods["header-only"]; m != nil {
+		a.HeaderOnly = l.boolean(m, "header-only")
+	}
+	if m := mods["on-failure"]; m != nil {
+		if s := l.str(m, "on-failure"); s != nil {
+			if s.Value != "keep" && s.Value != "retry" {
+				l.errorf(m, "on-failure must be keep (go on with the unfiltered message) or retry (exit 75), not %q", s.Value)
+			}
+			a.OnFailure = s.Value
+		}
+	}
+	if len(a.Argv) == 0 {
+		return nil
+	}
+	return a
+}
+
+func (l *loader) setAction(p Pos, _, val *yaml.Node, _ map[string]*yaml.Node) Action {
+	vs := l.vars(val)
+	if len(vs) == 0 {
+		return nil
+	}
+	return &SetAction{Pos: p, Vars: vs}
+}
+
+func (l *loader) logAction(p Pos, _, val *yaml.Node, _ map[string]*yaml.Node) Action {
+	t := l.template(val, "log")
+	if t == nil {
+		return nil
+	}
+	return &LogAction{Pos: p, Text: t}
 }
 
 // fieldOf returns the name of a "Name: value" field.
