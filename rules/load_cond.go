@@ -77,130 +77,187 @@ func (l *loader) cond(n *yaml.Node) Cond {
 	return &AllCond{Pos: l.pos(n), Conds: conds}
 }
 
+// condKey reads the condition of key k with value v.
 func (l *loader) condKey(k, v *yaml.Node) Cond {
-	p := l.pos(k)
-	key := k.Value
-	switch key {
-	case "from", "to", "cc", "to-or-cc", "sender", "reply-to", "subject":
-		// A mapping is an address test unless it has pattern options
-		// only, so that a misspelt address part gets a suggestion.
-		if v.Kind == yaml.MappingNode && addressFields[key] && (hasAnyKey(v, addressParts) || !hasAnyKey(v, patternKeys)) {
-			return l.addressCond(p, headerShortcuts[key], v)
-		}
-		pat := l.pattern(v, key, patternOpts{raw: true})
-		if pat == nil {
-			return nil
-		}
-		return &HeaderCond{Pos: p, Fields: headerShortcuts[key], Pattern: pat}
-	case "list-id":
-		pat := l.pattern(v, key, patternOpts{})
-		if pat == nil {
-			return nil
-		}
-		return &ListIDCond{Pos: p, Pattern: pat}
-	case "header":
-		if v.Kind != yaml.MappingNode || len(v.Content) == 0 {
-			l.errorf(v, "header must map field names to regexes, like {X-Spam-Flag: '^YES'}")
-			return nil
-		}
-		var conds []Cond
-		for i := 0; i+1 < len(v.Content); i += 2 {
-			fk, fv := v.Content[i], v.Content[i+1]
-			name := l.str(fk, "field name")
-			if name == nil {
-				continue
-			}
-			if !validFieldName(name.Value) {
-				l.errorf(fk, "bad header field name %q", name.Value)
-				continue
-			}
-			pat := l.pattern(fv, "header "+name.Value, patternOpts{raw: true})
-			if pat == nil {
-				continue
-			}
-			conds = append(conds, &HeaderCond{Pos: l.pos(fk), Fields: []string{strings.ToLower(name.Value)}, Pattern: pat})
-		}
-		if len(conds) == 1 {
-			return conds[0]
-		}
-		return &AllCond{Pos: p, Conds: conds}
-	case "headers":
-		pat := l.pattern(v, key, patternOpts{decoded: true, headers: true})
-		if pat == nil {
-			return nil
-		}
-		return &HeadersCond{Pos: p, Pattern: pat}
-	case "body":
-		pat := l.pattern(v, key, patternOpts{raw: true, multiline: true})
-		if pat == nil {
-			return nil
-		}
-		return &BodyCond{Pos: p, Pattern: pat}
-	case "size":
-		return l.sizeCond(p, v)
-	case "exists":
-		c := &ExistsCond{Pos: p}
-		for _, s := range l.strList(v, "exists") {
-			if !validFieldName(s.Value) {
-				l.errs = append(l.errs, &Error{s.Pos, fmt.Sprintf("bad header field name %q", s.Value)})
-				continue
-			}
-			c.Names = append(c.Names, s.Value)
-		}
-		if len(c.Names) == 0 {
-			return nil
-		}
-		return c
-	case "envelope-from", "envelope-to":
-		pat := l.pattern(v, key, patternOpts{})
-		if pat == nil {
-			return nil
-		}
-		return &EnvelopeCond{Pos: p, Which: strings.TrimPrefix(key, "envelope-"), Pattern: pat}
-	case "var":
-		if v.Kind != yaml.MappingNode || len(v.Content) != 2 {
-			l.errorf(v, "var takes one variable and a regex, like {var: {list: '^golang'}}")
-			return nil
-		}
-		name := l.str(v.Content[0], "variable name")
-		pat := l.pattern(v.Content[1], "var", patternOpts{})
-		if name == nil || pat == nil {
-			return nil
-		}
-		return &VarCond{Pos: l.pos(v.Content[0]), Var: name.Value, Pattern: pat}
-	case "all", "any":
-		if v.Kind != yaml.SequenceNode || len(v.Content) == 0 {
-			l.errorf(v, "%s takes a non-empty list of conditions", key)
-			return nil
-		}
-		var conds []Cond
-		for _, c := range v.Content {
-			if cc := l.cond(c); cc != nil {
-				conds = append(conds, cc)
-			}
-		}
-		if key == "all" {
-			return &AllCond{Pos: p, Conds: conds}
-		}
-		return &AnyCond{Pos: p, Conds: conds}
-	case "not":
-		c := l.cond(v)
-		if c == nil {
-			return nil
-		}
-		return &NotCond{Pos: p, Cond: c}
-	case "score":
-		return l.scoreCond(p, v)
-	case "program":
-		return l.programCond(p, v)
-	case "duplicate":
-		return l.dupCond(p, v)
-	case "dkim":
-		return l.dkimCond(p, v)
-	case "auth-results":
-		return l.authCond(p, v)
+	read := condReaders[k.Value]
+	if read == nil {
+		return nil
 	}
-	return nil
+	return read(l, l.pos(k), k.Value, v)
+}
+
+// condReader reads the value v of condition key (at p); it returns nil
+// after reporting an error.
+type condReader func(l *loader, p Pos, key string, v *yaml.Node) Cond
+
+// condReaders holds a reader for every key of condKeys. It is filled in
+// by init: all, any and not read conditions themselves.
+var condReaders map[string]condReader
+
+func init() {
+	condReaders = map[string]condReader{
+		"list-id":       (*loader).listIDCond,
+		"header":        (*loader).headerMapCond,
+		"headers":       (*loader).headersCond,
+		"body":          (*loader).bodyCond,
+		"size":          dropKey((*loader).sizeCond),
+		"exists":        (*loader).existsCond,
+		"envelope-from": (*loader).envelopeCond,
+		"envelope-to":   (*loader).envelopeCond,
+		"var":           (*loader).varCond,
+		"all":           (*loader).listCond,
+		"any":           (*loader).listCond,
+		"not":           (*loader).notCond,
+		"score":         dropKey((*loader).scoreCond),
+		"program":       dropKey((*loader).programCond),
+		"duplicate":     dropKey((*loader).dupCond),
+		"dkim":          dropKey((*loader).dkimCond),
+		"auth-results":  dropKey((*loader).authCond),
+	}
+	for key := range headerShortcuts {
+		condReaders[key] = (*loader).shortcutCond
+	}
+}
+
+// dropKey makes a condReader of a reader that needs no key.
+func dropKey(read func(l *loader, p Pos, v *yaml.Node) Cond) condReader {
+	return func(l *loader, p Pos, _ string, v *yaml.Node) Cond { return read(l, p, v) }
+}
+
+// shortcutCond reads a condition on the field(s) a key names, such as
+// subject: or to-or-cc:.
+func (l *loader) shortcutCond(p Pos, key string, v *yaml.Node) Cond {
+	// A mapping is an address test unless it has pattern options
+	// only, so that a misspelt address part gets a suggestion.
+	if v.Kind == yaml.MappingNode && addressFields[key] && (hasAnyKey(v, addressParts) || !hasAnyKey(v, patternKeys)) {
+		return l.addressCond(p, headerShortcuts[key], v)
+	}
+	pat := l.pattern(v, key, patternOpts{raw: true})
+	if pat == nil {
+		return nil
+	}
+	return &HeaderCond{Pos: p, Fields: headerShortcuts[key], Pattern: pat}
+}
+
+func (l *loader) listIDCond(p Pos, key string, v *yaml.Node) Cond {
+	pat := l.pattern(v, key, patternOpts{})
+	if pat == nil {
+		return nil
+	}
+	return &ListIDCond{Pos: p, Pattern: pat}
+}
+
+// headerMapCond reads header:, a mapping of field names to patterns.
+func (l *loader) headerMapCond(p Pos, _ string, v *yaml.Node) Cond {
+	if v.Kind != yaml.MappingNode || len(v.Content) == 0 {
+		l.errorf(v, "header must map field names to regexes, like {X-Spam-Flag: '^YES'}")
+		return nil
+	}
+	var conds []Cond
+	for i := 0; i+1 < len(v.Content); i += 2 {
+		if c := l.fieldCond(v.Content[i], v.Content[i+1]); c != nil {
+			conds = append(conds, c)
+		}
+	}
+	if len(conds) == 1 {
+		return conds[0]
+	}
+	return &AllCond{Pos: p, Conds: conds}
+}
+
+// fieldCond reads one item of header:, field name fk and pattern fv.
+func (l *loader) fieldCond(fk, fv *yaml.Node) Cond {
+	name := l.str(fk, "field name")
+	if name == nil {
+		return nil
+	}
+	if !validFieldName(name.Value) {
+		l.errorf(fk, "bad header field name %q", name.Value)
+		return nil
+	}
+	pat := l.pattern(fv, "header "+name.Value, patternOpts{raw: true})
+	if pat == nil {
+		return nil
+	}
+	return &HeaderCond{Pos: l.pos(fk), Fields: []string{strings.ToLower(name.Value)}, Pattern: pat}
+}
+
+func (l *loader) headersCond(p Pos, key string, v *yaml.Node) Cond {
+	pat := l.pattern(v, key, patternOpts{decoded: true, headers: true})
+	if pat == nil {
+		return nil
+	}
+	return &HeadersCond{Pos: p, Pattern: pat}
+}
+
+func (l *loader) bodyCond(p Pos, key string, v *yaml.Node) Cond {
+	pat := l.pattern(v, key, patternOpts{raw: true, multiline: true})
+	if pat == nil {
+		return nil
+	}
+	return &BodyCond{Pos: p, Pattern: pat}
+}
+
+func (l *loader) existsCond(p Pos, _ string, v *yaml.Node) Cond {
+	c := &ExistsCond{Pos: p}
+	for _, s := range l.strList(v, "exists") {
+		if !validFieldName(s.Value) {
+			l.errs = append(l.errs, &Error{s.Pos, fmt.Sprintf("bad header field name %q", s.Value)})
+			continue
+		}
+		c.Names = append(c.Names, s.Value)
+	}
+	if len(c.Names) == 0 {
+		return nil
+	}
+	return c
+}
+
+func (l *loader) envelopeCond(p Pos, key string, v *yaml.Node) Cond {
+	pat := l.pattern(v, key, patternOpts{})
+	if pat == nil {
+		return nil
+	}
+	return &EnvelopeCond{Pos: p, Which: strings.TrimPrefix(key, "envelope-"), Pattern: pat}
+}
+
+func (l *loader) varCond(_ Pos, _ string, v *yaml.Node) Cond {
+	if v.Kind != yaml.MappingNode || len(v.Content) != 2 {
+		l.errorf(v, "var takes one variable and a regex, like {var: {list: '^golang'}}")
+		return nil
+	}
+	name := l.str(v.Content[0], "variable name")
+	pat := l.pattern(v.Content[1], "var", patternOpts{})
+	if name == nil || pat == nil {
+		return nil
+	}
+	return &VarCond{Pos: l.pos(v.Content[0]), Var: name.Value, Pattern: pat}
+}
+
+// listCond reads all: and any:, lists of conditions.
+func (l *loader) listCond(p Pos, key string, v *yaml.Node) Cond {
+	if v.Kind != yaml.SequenceNode || len(v.Content) == 0 {
+		l.errorf(v, "%s takes a non-empty list of conditions", key)
+		return nil
+	}
+	var conds []Cond
+	for _, c := range v.Content {
+		if cc := l.cond(c); cc != nil {
+			conds = append(conds, cc)
+		}
+	}
+	if key == "all" {
+		return &AllCond{Pos: p, Conds: conds}
+	}
+	return &AnyCond{Pos: p, Conds: conds}
+}
+
+func (l *loader) notCond(p Pos, _ string, v *yaml.Node) Cond {
+	c := l.cond(v)
+	if c == nil {
+		return nil
+	}
+	return &NotCond{Pos: p, Cond: c}
 }
 
 func hasAnyKey(n *yaml.Node, keys []string) bool {
