@@ -380,32 +380,9 @@ func (s *state) rules(rules []*Rule, depth int) error {
 func (s *state) cond(c Cond) (bool, string, error) {
 	switch c := c.(type) {
 	case *AllCond:
-		var whys []string
-		for _, cc := range c.Conds {
-			ok, why, err := s.cond(cc)
-			if err != nil || !ok {
-				return false, why, err
-			}
-			if s.trace {
-				whys = append(whys, why)
-			}
-		}
-		return true, strings.Join(whys, "; "), nil
+		return s.allCond(c)
 	case *AnyCond:
-		var whys []string
-		for _, cc := range c.Conds {
-			ok, why, err := s.cond(cc)
-			if err != nil || ok {
-				return ok, why, err
-			}
-			if s.trace {
-				whys = append(whys, why)
-			}
-		}
-		if !s.trace {
-			return false, "", nil
-		}
-		return false, "none of: " + strings.Join(whys, "; "), nil
+		return s.anyCond(c)
 	case *NotCond:
 		ok, why, err := s.cond(c.Cond)
 		if !s.trace {
@@ -417,46 +394,19 @@ func (s *state) cond(c Cond) (bool, string, error) {
 	case *AddressCond:
 		return s.addressCond(c), s.whyAddress(c), nil
 	case *ListIDCond:
-		id := s.view.ListID()
-		if id == "" && len(s.view.Get("list-id")) == 0 {
-			return false, "no List-Id field", nil
-		}
-		ok := s.match(c.Pattern, id)
-		return ok, s.matchWhy("list-id", c.Pattern, id, ok), nil
+		return s.listIDCond(c)
 	case *HeadersCond:
 		text := s.headerText(!c.Pattern.Raw)
 		ok := s.matchBytes(c.Pattern, text)
 		return ok, s.whyBool("headers", c.Pattern.Source, ok), nil
 	case *BodyCond:
-		var ok bool
-		if c.Pattern.Raw {
-			_, body := procmailAreas(s.msg)
-			ok = s.matchBytes(c.Pattern, body)
-		} else {
-			ok = s.match(c.Pattern, s.view.BodyText())
-		}
-		return ok, s.whyBool("body", c.Pattern.Source, ok), nil
+		return s.bodyCond(c)
 	case *SizeCond:
-		n := int64(len(s.msg))
-		ok := c.Op == ">" && n > c.N || c.Op == "<" && n < c.N
-		if !s.trace {
-			return ok, "", nil
-		}
-		return ok, fmt.Sprintf("size %d %s %d: %v", n, c.Op, c.N, ok), nil
+		return s.sizeCond(c)
 	case *ExistsCond:
-		for _, n := range c.Names {
-			if !s.view.Has(n) {
-				return false, "no " + n + " field", nil
-			}
-		}
-		return true, "has " + strings.Join(c.Names, ", "), nil
+		return s.existsCond(c)
 	case *EnvelopeCond:
-		v := s.env.Recipient
-		if c.Which == "from" {
-			v = s.envelopeSender()
-		}
-		ok := s.match(c.Pattern, v)
-		return ok, s.matchWhy("envelope-"+c.Which, c.Pattern, v, ok), nil
+		return s.envelopeCond(c)
 	case *VarCond:
 		v := s.vars.get(c.Var).value
 		ok := s.match(c.Pattern, v)
@@ -468,31 +418,119 @@ func (s *state) cond(c Cond) (bool, string, error) {
 	case *DuplicateCond:
 		return s.dupCond(c)
 	case *DKIMCond:
-		if s.dkim == nil {
-			r := verifyDKIM(s.view, s.e.opts.LookupTXT)
-			s.dkim = &r
-		}
-		if s.dkim.err != nil {
-			return false, "", fmt.Errorf("dkim: %w", s.dkim.err)
-		}
-		ok, why, temp := dkimMatches(*s.dkim, c.Result, c.Domain)
-		if temp != nil {
-			return false, "", fmt.Errorf("dkim: %w", temp)
-		}
-		return ok, fmt.Sprintf("dkim %s: %v (%s)", c.Result, ok, why), nil
+		return s.dkimCond(c)
 	case *AuthResultsCond:
-		got := authResults(s.view, s.e.trusted, c.Method)
-		ok := false
-		for _, r := range got {
-			ok = ok || r == c.Result
-		}
-		why := fmt.Sprintf("auth-results %s=%s: %v", c.Method, c.Result, ok)
-		if len(got) == 0 {
-			why += " (no trusted Authentication-Results with " + c.Method + ")"
-		}
-		return ok, why, nil
+		return s.authResultsCond(c)
 	}
 	return false, "", fmt.Errorf("unknown condition %T", c)
+}
+
+func (s *state) allCond(c *AllCond) (bool, string, error) {
+	var whys []string
+	for _, cc := range c.Conds {
+		ok, why, err := s.cond(cc)
+		if err != nil || !ok {
+			return false, why, err
+		}
+		if s.trace {
+			whys = append(whys, why)
+		}
+	}
+	return true, strings.Join(whys, "; "), nil
+}
+
+func (s *state) anyCond(c *AnyCond) (bool, string, error) {
+	var whys []string
+	for _, cc := range c.Conds {
+		ok, why, err := s.cond(cc)
+		if err != nil || ok {
+			return ok, why, err
+		}
+		if s.trace {
+			whys = append(whys, why)
+		}
+	}
+	if !s.trace {
+		return false, "", nil
+	}
+	return false, "none of: " + strings.Join(whys, "; "), nil
+}
+
+func (s *state) listIDCond(c *ListIDCond) (bool, string, error) {
+	id := s.view.ListID()
+	if id == "" && len(s.view.Get("list-id")) == 0 {
+		return false, "no List-Id field", nil
+	}
+	ok := s.match(c.Pattern, id)
+	return ok, s.matchWhy("list-id", c.Pattern, id, ok), nil
+}
+
+func (s *state) bodyCond(c *BodyCond) (bool, string, error) {
+	var ok bool
+	if c.Pattern.Raw {
+		_, body := procmailAreas(s.msg)
+		ok = s.matchBytes(c.Pattern, body)
+	} else {
+		ok = s.match(c.Pattern, s.view.BodyText())
+	}
+	return ok, s.whyBool("body", c.Pattern.Source, ok), nil
+}
+
+func (s *state) sizeCond(c *SizeCond) (bool, string, error) {
+	n := int64(len(s.msg))
+	ok := c.Op == ">" && n > c.N || c.Op == "<" && n < c.N
+	if !s.trace {
+		return ok, "", nil
+	}
+	return ok, fmt.Sprintf("size %d %s %d: %v", n, c.Op, c.N, ok), nil
+}
+
+func (s *state) existsCond(c *ExistsCond) (bool, string, error) {
+	for _, n := range c.Names {
+		if !s.view.Has(n) {
+			return false, "no " + n + " field", nil
+		}
+	}
+	return true, "has " + strings.Join(c.Names, ", "), nil
+}
+
+func (s *state) envelopeCond(c *EnvelopeCond) (bool, string, error) {
+	v := s.env.Recipient
+	if c.Which == "from" {
+		v = s.envelopeSender()
+	}
+	ok := s.match(c.Pattern, v)
+	return ok, s.matchWhy("envelope-"+c.Which, c.Pattern, v, ok), nil
+}
+
+// dkimCond verifies the message's DKIM signatures once, on the first
+// dkim: condition it meets.
+func (s *state) dkimCond(c *DKIMCond) (bool, string, error) {
+	if s.dkim == nil {
+		r := verifyDKIM(s.view, s.e.opts.LookupTXT)
+		s.dkim = &r
+	}
+	if s.dkim.err != nil {
+		return false, "", fmt.Errorf("dkim: %w", s.dkim.err)
+	}
+	ok, why, temp := dkimMatches(*s.dkim, c.Result, c.Domain)
+	if temp != nil {
+		return false, "", fmt.Errorf("dkim: %w", temp)
+	}
+	return ok, fmt.Sprintf("dkim %s: %v (%s)", c.Result, ok, why), nil
+}
+
+func (s *state) authResultsCond(c *AuthResultsCond) (bool, string, error) {
+	got := authResults(s.view, s.e.trusted, c.Method)
+	ok := false
+	for _, r := range got {
+		ok = ok || r == c.Result
+	}
+	why := fmt.Sprintf("auth-results %s=%s: %v", c.Method, c.Result, ok)
+	if len(got) == 0 {
+		why += " (no trusted Authentication-Results with " + c.Method + ")"
+	}
+	return ok, why, nil
 }
 
 // envelopeSender is -f, else the address of the From_ line.
