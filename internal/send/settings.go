@@ -76,136 +76,177 @@ const DefaultRelay = "localhost:25"
 // file:line:col errors (mfilter check reports them too). A nil section
 // gives zero Settings.
 func ParseSettings(sec *rules.Section) (Settings, error) {
-	var s Settings
 	if sec == nil {
-		return s, nil
+		return Settings{}, nil
 	}
-	r := sec.Reader("send")
-	str, list, boolean, errf := r.Str, r.List, r.Bool, r.Errorf
-	hostPort := func(n *yaml.Node, what string) string {
-		v, ok := str(n, what)
-		if !ok {
-			return ""
-		}
-		if err := checkHostPort(v); err != nil {
-			errf(n, "send %s must be host:port, like localhost:25 ([::1]:25 for IPv6): %v", what, err)
-		}
-		return v
-	}
-	var password, allowInline *yaml.Node
-	var secrets []*yaml.Node
+	r := &settingsReader{SectionReader: sec.Reader("send")}
 	n := sec.Node
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
-		switch k.Value {
-		case "host":
-			s.Host, _ = str(v, "host")
-		case "port":
-			s.Port = r.Port(v, "port")
-		case "user":
-			s.User, _ = str(v, "user")
-		case "identity":
-			s.Identity = list(v, "identity")
-		case "known-hosts":
-			s.KnownHosts = list(v, "known-hosts")
-		case "accept-new-host-key":
-			s.AcceptNewHostKey = boolean(v, "accept-new-host-key")
-		case "timeout":
-			s.Timeout = r.Duration(v, "timeout")
-		case "relay":
-			s.Relay = hostPort(v, "relay")
-		case "helo":
-			if h, ok := str(v, "helo"); ok {
-				if h == "" || strings.ContainsAny(h, " \t\r\n") {
-					errf(v, "send helo must be a host name, found %q", h)
-				}
-				s.Helo = h
-			}
-		case "starttls":
-			if m, ok := str(v, "starttls"); ok {
-				switch m {
-				case "no", "false":
-					s.StartTLS = TLSNo
-				case "if-offered":
-					s.StartTLS = TLSIfOffered
-				case "required":
-					s.StartTLS = TLSRequired
-				default:
-					errf(v, "send starttls must be no, if-offered or required, not %q", m)
-				}
-			}
-		case "tls-server-name":
-			s.TLSServerName, _ = str(v, "tls-server-name")
-		case "tls-ca":
-			s.TLSCA, _ = str(v, "tls-ca")
-		case "tls-verify":
-			s.TLSVerify = boolean(v, "tls-verify")
-		case "auth-user":
-			s.AuthUser, _ = str(v, "auth-user")
-		case "auth-mechanism":
-			if m, ok := str(v, "auth-mechanism"); ok {
-				switch strings.ToUpper(m) {
-				case "PLAIN", "LOGIN":
-					s.AuthMechanism = strings.ToUpper(m)
-				default:
-					errf(v, "send auth-mechanism must be plain or login, not %q", m)
-				}
-			}
-		case "password-file":
-			s.PasswordFile, _ = str(v, "password-file")
-			secrets = append(secrets, k)
-		case "password-command":
-			s.PasswordCommand = list(v, "password-command")
-			if v.Kind == yaml.ScalarNode && strings.ContainsAny(v.Value, " \t") {
-				errf(v, "send password-command is a program and its arguments as a list, like [pass, show, smtp]; it is not run by a shell")
-			}
-			if len(s.PasswordCommand) == 0 || s.PasswordCommand[0] == "" {
-				errf(v, "send password-command names no program")
-			}
-			secrets = append(secrets, k)
-		case "password":
-			password = v
-			s.Password, _ = str(v, "password")
-			secrets = append(secrets, k)
-		case "allow-inline-password":
-			allowInline = v
-			boolean(v, "allow-inline-password")
-		case "queue":
-			if q, ok := str(v, "queue"); ok {
-				switch q {
-				case "true", "false", "accept":
-					s.Queue = QueueMode(q)
-				default:
-					errf(v, "send queue must be true, false or accept, not %q", q)
-				}
-			}
-		case "queue-dir":
-			s.QueueDir, _ = str(v, "queue-dir")
-		case "domain":
-			s.Domain, _ = str(v, "domain")
-		case "listen":
-			s.Listen = hostPort(v, "listen")
-		default:
+		if read := settingReaders[k.Value]; read != nil {
+			read(r, k, v)
+		} else {
 			r.Unknown(k, settingKeys)
 		}
 	}
-	if password != nil && (allowInline == nil || allowInline.Value != "true") {
-		errf(password, "a password in the rules file is read by everything that reads the rules: put it in a file only you can read (password-file:) or get it from a command (password-command: [pass, show, smtp]); if you insist, add allow-inline-password: true")
+	r.checkPassword(n)
+	return r.s, r.Err()
+}
+
+// settingsReader reads one send: section into s, keeping what the checks
+// across settings need.
+type settingsReader struct {
+	*rules.SectionReader
+	s                     Settings
+	password, allowInline *yaml.Node
+	// secrets are the keys of the settings that give a password.
+	secrets []*yaml.Node
+}
+
+// settingReader reads setting k with value v.
+type settingReader func(r *settingsReader, k, v *yaml.Node)
+
+// settingReaders holds a reader for every key of settingKeys.
+var settingReaders = map[string]settingReader{
+	"host":                strSetting(func(s *Settings) *string { return &s.Host }),
+	"port":                func(r *settingsReader, k, v *yaml.Node) { r.s.Port = r.Port(v, k.Value) },
+	"user":                strSetting(func(s *Settings) *string { return &s.User }),
+	"identity":            func(r *settingsReader, k, v *yaml.Node) { r.s.Identity = r.List(v, k.Value) },
+	"known-hosts":         func(r *settingsReader, k, v *yaml.Node) { r.s.KnownHosts = r.List(v, k.Value) },
+	"accept-new-host-key": func(r *settingsReader, k, v *yaml.Node) { r.s.AcceptNewHostKey = r.Bool(v, k.Value) },
+	"timeout":             func(r *settingsReader, k, v *yaml.Node) { r.s.Timeout = r.Duration(v, k.Value) },
+	"relay":               func(r *settingsReader, k, v *yaml.Node) { r.s.Relay = r.hostPort(v, k.Value) },
+	"helo":                (*settingsReader).helo,
+	"starttls":            (*settingsReader).startTLS,
+	"tls-server-name":     strSetting(func(s *Settings) *string { return &s.TLSServerName }),
+	"tls-ca":              strSetting(func(s *Settings) *string { return &s.TLSCA }),
+	"tls-verify":          func(r *settingsReader, k, v *yaml.Node) { r.s.TLSVerify = r.Bool(v, k.Value) },
+	"auth-user":           strSetting(func(s *Settings) *string { return &s.AuthUser }),
+	"auth-mechanism":      (*settingsReader).authMechanism,
+	"password-file":       (*settingsReader).passwordFile,
+	"password-command":    (*settingsReader).passwordCommand,
+	"password":            (*settingsReader).inlinePassword,
+	"allow-inline-password": func(r *settingsReader, k, v *yaml.Node) {
+		r.allowInline = v
+		r.Bool(v, k.Value)
+	},
+	"queue":     (*settingsReader).queue,
+	"queue-dir": strSetting(func(s *Settings) *string { return &s.QueueDir }),
+	"domain":    strSetting(func(s *Settings) *string { return &s.Domain }),
+	"listen":    func(r *settingsReader, k, v *yaml.Node) { r.s.Listen = r.hostPort(v, k.Value) },
+}
+
+// strSetting reads a string setting into the field that field returns.
+func strSetting(field func(*Settings) *string) settingReader {
+	return func(r *settingsReader, k, v *yaml.Node) { *field(&r.s), _ = r.Str(v, k.Value) }
+}
+
+func (r *settingsReader) hostPort(n *yaml.Node, what string) string {
+	v, ok := r.Str(n, what)
+	if !ok {
+		return ""
 	}
-	if len(secrets) > 1 {
-		errf(secrets[1], "give one of password-file, password-command and password, not several")
+	if err := checkHostPort(v); err != nil {
+		r.Errorf(n, "send %s must be host:port, like localhost:25 ([::1]:25 for IPv6): %v", what, err)
 	}
-	if len(secrets) > 0 && s.AuthUser == "" {
-		errf(secrets[0], "a password without auth-user: name the user to log in to the relay as")
+	return v
+}
+
+func (r *settingsReader) helo(_, v *yaml.Node) {
+	h, ok := r.Str(v, "helo")
+	if !ok {
+		return
 	}
-	if s.AuthUser != "" && len(secrets) == 0 {
+	if h == "" || strings.ContainsAny(h, " \t\r\n") {
+		r.Errorf(v, "send helo must be a host name, found %q", h)
+	}
+	r.s.Helo = h
+}
+
+func (r *settingsReader) startTLS(_, v *yaml.Node) {
+	m, ok := r.Str(v, "starttls")
+	if !ok {
+		return
+	}
+	switch m {
+	case "no", "false":
+		r.s.StartTLS = TLSNo
+	case "if-offered":
+		r.s.StartTLS = TLSIfOffered
+	case "required":
+		r.s.StartTLS = TLSRequired
+	default:
+		r.Errorf(v, "send starttls must be no, if-offered or required, not %q", m)
+	}
+}
+
+func (r *settingsReader) authMechanism(_, v *yaml.Node) {
+	m, ok := r.Str(v, "auth-mechanism")
+	if !ok {
+		return
+	}
+	switch strings.ToUpper(m) {
+	case "PLAIN", "LOGIN":
+		r.s.AuthMechanism = strings.ToUpper(m)
+	default:
+		r.Errorf(v, "send auth-mechanism must be plain or login, not %q", m)
+	}
+}
+
+func (r *settingsReader) passwordFile(k, v *yaml.Node) {
+	r.s.PasswordFile, _ = r.Str(v, "password-file")
+	r.secrets = append(r.secrets, k)
+}
+
+func (r *settingsReader) passwordCommand(k, v *yaml.Node) {
+	r.s.PasswordCommand = r.List(v, "password-command")
+	if v.Kind == yaml.ScalarNode && strings.ContainsAny(v.Value, " \t") {
+		r.Errorf(v, "send password-command is a program and its arguments as a list, like [pass, show, smtp]; it is not run by a shell")
+	}
+	if len(r.s.PasswordCommand) == 0 || r.s.PasswordCommand[0] == "" {
+		r.Errorf(v, "send password-command names no program")
+	}
+	r.secrets = append(r.secrets, k)
+}
+
+func (r *settingsReader) inlinePassword(k, v *yaml.Node) {
+	r.password = v
+	r.s.Password, _ = r.Str(v, "password")
+	r.secrets = append(r.secrets, k)
+}
+
+func (r *settingsReader) queue(_, v *yaml.Node) {
+	q, ok := r.Str(v, "queue")
+	if !ok {
+		return
+	}
+	switch q {
+	case "true", "false", "accept":
+		r.s.Queue = QueueMode(q)
+	default:
+		r.Errorf(v, "send queue must be true, false or accept, not %q", q)
+	}
+}
+
+// checkPassword checks the AUTH settings together, once section n is
+// read: one way to get a password, with a user to log in as.
+func (r *settingsReader) checkPassword(n *yaml.Node) {
+	if r.password != nil && (r.allowInline == nil || r.allowInline.Value != "true") {
+		r.Errorf(r.password, "a password in the rules file is read by everything that reads the rules: put it in a file only you can read (password-file:) or get it from a command (password-command: [pass, show, smtp]); if you insist, add allow-inline-password: true")
+	}
+	if len(r.secrets) > 1 {
+		r.Errorf(r.secrets[1], "give one of password-file, password-command and password, not several")
+	}
+	if len(r.secrets) > 0 && r.s.AuthUser == "" {
+		r.Errorf(r.secrets[0], "a password without auth-user: name the user to log in to the relay as")
+	}
+	if r.s.AuthUser != "" && len(r.secrets) == 0 {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			if n.Content[i].Value == "auth-user" {
-				errf(n.Content[i], "auth-user without a password: add password-file: or password-command:")
+				r.Errorf(n.Content[i], "auth-user without a password: add password-file: or password-command:")
 			}
 		}
 	}
-	return s, r.Err()
 }
 
 func checkHostPort(v string) error {
