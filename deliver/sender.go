@@ -233,117 +233,149 @@ func skipComment(buf []byte, p int) int {
 // skipWords compacts one RFC 822 address in place starting at p, NUL
 // terminates it where formail does, and returns where parsing stopped.
 func skipWords(buf []byte, p int) int {
-	group, hitspc, machref := 1, 0, 0
-	target, oldstart := p, p
-	start := p
-	if buf[start] == '<' {
-		start++
-		machref = 1
-	}
-	terminate := func() int {
-		if machref == 2 { // embedded ,; must stay inside <>
-			buf[target] = '>'
-			target++
-			copy(buf[oldstart+1:], buf[oldstart:target])
-			target++
-			buf[oldstart] = '<'
-		}
-		buf[target] = 0
-		return start
+	w := wordSkipper{buf: buf, group: 1, target: p, oldstart: p, start: p}
+	if buf[p] == '<' {
+		w.start++
+		w.machref = 1
 	}
 	for {
-		c := buf[start]
-		switch c {
-		case '<':
-			if machref != 0 {
-				target, hitspc = oldstart, 0
-				start++
-				continue
-			}
-			return start
-		case '(':
-			start = skipComment(buf, start)
-			hitspc |= 1
-			start++
-			continue
-		case ' ', '\t', '\n':
-			hitspc |= 1
-			start++
-			continue
-		case ';', ',':
-			if c == ';' && group == 2 {
-				buf[start+1] = 0
-			}
-			if group == 2 {
-				hitspc = 0
-				buf[target] = buf[start]
-				target++
-				start++
-				continue
-			}
-			if machref != 0 {
-				machref = 2
-				hitspc = 0
-				buf[target] = buf[start]
-				target++
-				start++
-				continue
-			}
-			buf[target] = 0
-			return start
-		case 0, '>':
-			return terminate()
-		case ':', '@', '.':
-			if c == ':' && group == 1 {
-				group = 2
-			}
-			if group == 1 {
-				group = 0
-			}
-			hitspc = 0
-			buf[target] = buf[start]
-			target++
-			start++
-			continue
-		case '[', '"':
-			delim := byte(']')
-			if c == '"' {
-				delim = '"'
-				buf[target] = c
-				target++
-				start++
-			}
-			for buf[start] != 0 {
-				ch := buf[start]
-				buf[target] = ch
-				target++
-				start++
-				if ch == delim {
-					break
-				}
-				if ch == '\\' && buf[start] != 0 {
-					buf[target] = buf[start]
-					target++
-					start++
-				}
-			}
-			hitspc = 2
-			continue
-		default:
-			if machref == 0 && hitspc == 3 && target > oldstart {
-				return terminate()
-			}
-			if c == '\\' && buf[start+1] != 0 {
-				buf[target] = '\\'
-				target++
-				start++
-			}
-			hitspc = 2
-			buf[target] = buf[start]
-			target++
-			start++
+		if end, done := w.step(); done {
+			return end
 		}
 	}
+}
+
+// wordSkipper is the state of formail's skipwords: it reads buf at
+// start and writes the compacted address at target.
+type wordSkipper struct {
+	buf              []byte
+	target, oldstart int
+	start            int
+	// group is 1 before the first word ends, 2 inside a group
+	// ("name: a, b;"), else 0.
+	group int
+	// hitspc is 1 after white space or a comment, 2 after a word, 3
+	// after a word and then white space.
+	hitspc int
+	// machref is 1 inside <>, 2 when a ',' or ';' is inside them, else 0.
+	machref int
+}
+
+// step reads the next byte or token; done says parsing stopped at end.
+func (w *wordSkipper) step() (end int, done bool) {
+	c := w.buf[w.start]
+	switch c {
+	case '<':
+		if w.machref == 0 {
+			return w.start, true
+		}
+		w.target, w.hitspc = w.oldstart, 0
+		w.start++
+	case '(':
+		w.start = skipComment(w.buf, w.start)
+		w.hitspc |= 1
+		w.start++
+	case ' ', '\t', '\n':
+		w.hitspc |= 1
+		w.start++
+	case ';', ',':
+		return w.separator(c)
+	case 0, '>':
+		return w.terminate(), true
+	case ':', '@', '.':
+		if c == ':' && w.group == 1 {
+			w.group = 2
+		}
+		if w.group == 1 {
+			w.group = 0
+		}
+		w.hitspc = 0
+		w.take()
+	case '[', '"':
+		w.quoted(c)
+	default:
+		return w.word(c)
+	}
+	return 0, false
+}
+
+// take copies the byte at start to target.
+func (w *wordSkipper) take() {
+	w.buf[w.target] = w.buf[w.start]
+	w.target++
+	w.start++
+}
+
+// separator handles a ',' or ';': part of a group or of a <> address,
+// else the end of the address.
+func (w *wordSkipper) separator(c byte) (end int, done bool) {
+	if c == ';' && w.group == 2 {
+		w.buf[w.start+1] = 0
+	}
+	if w.group == 2 {
+		w.hitspc = 0
+		w.take()
+		return 0, false
+	}
+	if w.machref != 0 {
+		w.machref = 2
+		w.hitspc = 0
+		w.take()
+		return 0, false
+	}
+	w.buf[w.target] = 0
+	return w.start, true
+}
+
+// quoted copies a domain literal ([...]) or a quoted string, up to and
+// including its closing delimiter.
+func (w *wordSkipper) quoted(c byte) {
+	delim := byte(']')
+	if c == '"' {
+		delim = '"'
+		w.take()
+	}
+	for w.buf[w.start] != 0 {
+		ch := w.buf[w.start]
+		w.take()
+		if ch == delim {
+			break
+		}
+		if ch == '\\' && w.buf[w.start] != 0 {
+			w.take()
+		}
+	}
+	w.hitspc = 2
+}
+
+// word copies one byte of a word (two for a quoted pair); a second word
+// after white space ends an address outside <>.
+func (w *wordSkipper) word(c byte) (end int, done bool) {
+	if w.machref == 0 && w.hitspc == 3 && w.target > w.oldstart {
+		return w.terminate(), true
+	}
+	if c == '\\' && w.buf[w.start+1] != 0 {
+		w.buf[w.target] = '\\'
+		w.target++
+		w.start++
+	}
+	w.hitspc = 2
+	w.take()
+	return 0, false
+}
+
+// terminate NUL terminates the address, wrapping it in <> when it holds
+// a ',' or ';' that must stay inside them.
+func (w *wordSkipper) terminate() int {
+	if w.machref == 2 {
+		w.buf[w.target] = '>'
+		w.target++
+		copy(w.buf[w.oldstart+1:], w.buf[w.oldstart:w.target])
+		w.target++
+		w.buf[w.oldstart] = '<'
+	}
+	w.buf[w.target] = 0
+	return w.start
 }
 
 // field is one header field as formail reads it: name includes the colon
