@@ -277,7 +277,14 @@ func TestFileSurvivesKills(t *testing.T) {
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(time.Duration(rng.Int64N(int64(full))))
+			// From when it has started filing (its journal is there),
+			// at a random moment of the first half of a run's time.
+			for deadline := time.Now().Add(full); time.Now().Before(deadline); time.Sleep(100 * time.Microsecond) {
+				if js, _ := filepath.Glob(filepath.Join(dir, "state", "*.journal")); len(js) > 0 {
+					break
+				}
+			}
+			time.Sleep(time.Duration(rng.Int64N(int64(full / 2))))
 			cmd.Process.Signal(syscall.SIGKILL)
 			err := cmd.Wait()
 			var ee *exec.ExitError
@@ -307,6 +314,7 @@ func TestFileSurvivesKills(t *testing.T) {
 		}
 		checkFileFiled(t, dir, msgs)
 	}
+	t.Logf("%d of 16 runs killed while running", killed)
 	if killed < 8 {
 		t.Errorf("only %d of 16 runs were killed while running", killed)
 	}
