@@ -413,12 +413,18 @@ func (c *mboxCursor) find(ctx context.Context, w *deliver.Writer, f deliver.Fold
 	c.exhausted = true
 	// A crash in the middle of the append leaves a part of it at the
 	// end: that goes, so that the message is appended whole after what
-	// was before it. Only a proper prefix of data, and only at the end,
-	// is taken for ours.
-	if rest := c.buf[min(int64(len(c.buf)), max(0, c.pos-c.base)):]; len(rest) > 0 && len(rest) < len(data) && bytes.HasPrefix(data, rest) {
-		if _, err := w.RecoverMboxAppend(ctx, f, c.pos, int64(len(data)), sha256.Sum256(data)); err != nil {
+	// was before it. Only a proper prefix of data, at the end and at
+	// the start of a line, is taken for ours.
+	rest := c.buf[min(int64(len(c.buf)), max(0, c.pos-c.base)):]
+	for p := max(0, len(rest)-len(data)+1); p < len(rest); p++ {
+		if (p > 0 && rest[p-1] != '\n') || !bytes.HasPrefix(data, rest[p:]) {
+			continue
+		}
+		at := c.base + int64(len(c.buf)-len(rest)+p)
+		if _, err := w.RecoverMboxAppend(ctx, f, at, int64(len(data)), sha256.Sum256(data)); err != nil {
 			return false, err
 		}
+		break
 	}
 	return false, nil
 }

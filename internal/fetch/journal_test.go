@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/filer"
 )
 
 // A journal whose last record is torn (a crash or a full disk while
@@ -50,5 +51,60 @@ func TestJournalTornRecordCut(t *testing.T) {
 			t.Fatalf("cut at %d: the record after the torn one was lost (Filed %d)", cut, j.Filed)
 		}
 		j.Close()
+	}
+}
+
+// After a crash whose journal lost the write record of an mbox append,
+// Done finds a whole append by its bytes, and truncates away an append
+// that the crash cut short, but never bytes that are not a piece of the
+// message (another program's mail appended since).
+func TestJournalMboxWithoutRecord(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	wr := deliver.NewWriter(deliver.Options{Hostname: "test"})
+	box, err := deliver.ParseFolder(dir, "box")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte("From a@b  Mon Jan  1 00:00:00 2024\nSubject: x\n\nbody\n")
+	data := wr.DeliveryBytes(box, msg)
+	prior := []byte("From c@d  Mon Jan  1 00:00:00 2024\nSubject: before\n\nold\n\n")
+	other := []byte("From e@f  Mon Jan  1 00:00:00 2024\n\nx\n\n")
+	for _, tc := range []struct {
+		name  string
+		mbox  []byte
+		found bool
+		after []byte
+	}{
+		{"whole", append(append([]byte{}, prior...), data...), true, nil},
+		{"cut-short", append(append([]byte{}, prior...), data[:len(data)/2]...), false, prior},
+		{"not-there", prior, false, prior},
+		{"someone-else", append(append([]byte{}, prior...), other...), false, append(append([]byte{}, prior...), other...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := os.WriteFile(box.Path, tc.mbox, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(t.TempDir(), "j.journal")
+			j, err := OpenJournal(path, wr, "test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			j.Claiming("x", "1R00")
+			j.Close()
+			j, err = OpenJournal(path, wr, "test") // resumed: no write record
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer j.Close()
+			found, err := j.Done(ctx, 500, 0, filer.Step{Kind: filer.StepFolder, Folder: box, Msg: msg})
+			if err != nil || found != tc.found {
+				t.Fatalf("Done = %v, %v; want %v", found, err, tc.found)
+			}
+			got, _ := os.ReadFile(box.Path)
+			if tc.after != nil && string(got) != string(tc.after) {
+				t.Errorf("mbox is %q, want %q", got, tc.after)
+			}
+		})
 	}
 }
