@@ -540,3 +540,58 @@ func TestFileConcurrentRuns(t *testing.T) {
 	wg.Wait()
 	checkFileFiled(t, dir, msgs)
 }
+
+// TestFileSurvivesKillsWithRescues: as TestFileSurvivesKills, with a
+// tenth of the messages going to a folder that cannot be made (a file
+// where its directory must be), so that they are rescued: after the
+// kills and a last run, each message is exactly once in its folder or in
+// the rescue mbox.
+func TestFileSurvivesKillsWithRescues(t *testing.T) {
+	msgs := smallSpool(3000, "r")
+	rules := fileKillRules + "  - if: {headers: '^X-Test-ID: .*3$'}\n    then: {folder: broken/sub/}\n"
+	rng := rand.New(rand.NewPCG(5, 6))
+	setup := func() (string, string) {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "rules.yaml"), []byte(rules), 0o600)
+		os.MkdirAll(filepath.Join(dir, "Mail"), 0o700)
+		os.WriteFile(filepath.Join(dir, "Mail", "broken"), nil, 0o600)
+		input := filepath.Join(dir, "in.mbox")
+		os.WriteFile(input, bytes.Join(msgs, nil), 0o600)
+		return dir, input
+	}
+	dir, input := setup()
+	start := time.Now()
+	if out, err := fileCmd(dir, input).CombinedOutput(); err == nil {
+		t.Fatalf("probe run: exit 0, want 75 (rescues): %s", out)
+	}
+	full := time.Since(start)
+	killed := 0
+	for trial := range 8 {
+		dir, input := setup()
+		cmd := fileCmd(dir, input)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(full); time.Now().Before(deadline); time.Sleep(100 * time.Microsecond) {
+			if js, _ := filepath.Glob(filepath.Join(dir, "state", "*.journal")); len(js) > 0 {
+				break
+			}
+		}
+		time.Sleep(time.Duration(rng.Int64N(int64(full / 2))))
+		cmd.Process.Signal(syscall.SIGKILL)
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		js, _ := filepath.Glob(filepath.Join(dir, "state", "*.journal"))
+		if errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signaled() && len(js) > 0 {
+			killed++
+			out, err := fileCmd(dir, input).CombinedOutput()
+			if !errors.As(err, &ee) || ee.ExitCode() != 75 {
+				t.Fatalf("trial %d: the run after the kill: %v %s", trial, err, out)
+			}
+		}
+		checkFileFiled(t, dir, msgs)
+	}
+	if killed < 4 {
+		t.Errorf("only %d of 8 runs were killed while running", killed)
+	}
+}

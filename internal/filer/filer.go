@@ -1007,9 +1007,15 @@ type rescuer struct {
 // rescuedBefore reports whether an earlier run appended the message at
 // off to the rescue mbox.
 func (r *rescuer) rescuedBefore(ctx context.Context, off int64, msg []byte) (bool, error) {
-	path := r.target()
+	path := r.path
 	if path == "" {
-		return false, nil
+		// Not decided yet: the rescue mbox, unless it is the input
+		// (then a run uses a name of its own, which the next cannot
+		// know, and is not looked into).
+		if r.f.Rescue == "" || r.inputs.is(r.f.Rescue) {
+			return false, nil
+		}
+		path = r.f.Rescue
 	}
 	return r.j.Done(ctx, off, RescueStep, Step{Kind: StepFolder, Folder: deliver.Folder{Name: path, Path: path, Kind: deliver.Mbox}, Msg: msg})
 }
