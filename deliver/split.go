@@ -112,65 +112,116 @@ func (s *Splitter) Next() (msg []byte, err error) {
 }
 
 func (s *Splitter) next() ([]byte, error) {
-	lr := s.lr
 	if s.start {
 		s.start = false
-		if err := lr.detectCR(); err != nil {
+		if err := s.skipStart(); err != nil {
 			return nil, err
 		}
-		lr.skipBOMBeforeFrom()
-		for {
-			line, err := lr.readLine()
-			if err != nil {
-				return nil, err
-			}
-			if !lr.isBlank(line) {
-				lr.unread(line)
-				break
-			}
-		}
 	}
-	s.off = lr.pos
-	first, err := lr.readLine()
+	s.off = s.lr.pos
+	m := splitMsg{b: s.buf[:0], verbatim: true, prevBlank: true}
+	if err := s.readFromLine(&m); err != nil {
+		return nil, err
+	}
+	clValue, err := s.readHeader(&m)
 	if err != nil {
 		return nil, err
 	}
-	msg := s.buf[:0]
-	eol := lr.eolOf(first)
-	// verbatim: msg is, so far, the input from s.off on as it is.
-	verbatim := true
-	// "From :x" is a From: field with a blank before its colon.
-	hasFrom := bytes.HasPrefix(first, []byte("From ")) && fieldNameLen(first) == 5
-	if hasFrom {
-		msg = append(msg, first...)
-		for lr.peekByte() == '>' {
-			line, err := lr.readLine()
-			if err != nil {
-				return nil, err
-			}
-			msg = append(msg, line...)
-		}
-	} else {
-		lr.unread(first)
+	if err := s.takeContentLength(&m, clValue); err != nil {
+		return nil, err
 	}
+	if err := s.readBody(&m); err != nil {
+		return nil, err
+	}
+	s.end = s.lr.pos
+	s.endWithBlankLine(&m)
+	s.convert(&m)
+	return s.handOut(&m), nil
+}
 
-	// The header: fields and their continuation lines, up to a blank line.
-	prevBlank := true // after the header's blank line
-	var clValue []byte
-	// Lines are read straight into msg.
+// splitMsg is the message that next is reading.
+type splitMsg struct {
+	b   []byte // the message so far
+	eol string // the line end of its first line, for the lines added
+	// verbatim: b is, so far, the input from s.off on as it is.
+	verbatim bool
+	// hasFrom: b starts with the input's From_ line.
+	hasFrom bool
+	// inMap: b is a read-only slice of the map, capped so that an
+	// append copies it.
+	inMap bool
+	// prevBlank: the last line read is a blank line (or the header's).
+	prevBlank bool
+	// forceSplit: a trusted Content-Length body ended, and no line
+	// after it but blank ones.
+	forceSplit bool
+}
+
+// skipStart prepares the input's start: it picks the line end, drops a
+// byte order mark and skips blank lines.
+func (s *Splitter) skipStart() error {
+	lr := s.lr
+	if err := lr.detectCR(); err != nil {
+		return err
+	}
+	lr.skipBOMBeforeFrom()
+	for {
+		line, err := lr.readLine()
+		if err != nil {
+			return err
+		}
+		if !lr.isBlank(line) {
+			lr.unread(line)
+			return nil
+		}
+	}
+}
+
+// readFromLine reads the message's From_ line, with its '>'
+// continuation lines, into m, if it has one. io.EOF means no message
+// is left.
+func (s *Splitter) readFromLine(m *splitMsg) error {
+	lr := s.lr
+	first, err := lr.readLine()
+	if err != nil {
+		return err
+	}
+	m.eol = lr.eolOf(first)
+	// "From :x" is a From: field with a blank before its colon.
+	m.hasFrom = bytes.HasPrefix(first, []byte("From ")) && fieldNameLen(first) == 5
+	if !m.hasFrom {
+		lr.unread(first)
+		return nil
+	}
+	m.b = append(m.b, first...)
+	for lr.peekByte() == '>' {
+		line, err := lr.readLine()
+		if err != nil {
+			return err
+		}
+		m.b = append(m.b, line...)
+	}
+	return nil
+}
+
+// readHeader reads the header's fields and their continuation lines
+// into m, up to its blank line, and returns the value of its first
+// Content-Length field, or nil. Lines are read straight into m.b.
+func (s *Splitter) readHeader(m *splitMsg) (clValue []byte, err error) {
+	lr := s.lr
 	for {
 		var line []byte
-		msg, line, err = lr.appendLine(msg)
+		m.b, line, err = lr.appendLine(m.b)
 		if err == io.EOF {
-			msg = append(msg, eol...) // formail closes an unterminated header
-			verbatim = false
-			break
+			m.b = append(m.b, m.eol...) // formail closes an unterminated header
+			m.verbatim = false
+			return clValue, nil
 		}
 		if err != nil {
 			return nil, err
 		}
 		if lr.isBlank(line) {
-			break
+			return clValue, nil
 		}
 		n := fieldNameLen(line)
 		if n <= 0 || (n == 5 && bytes.HasPrefix(line, []byte("From "))) {
@@ -178,137 +229,163 @@ func (s *Splitter) next() ([]byte, error) {
 			// and formail adds one. It does not count as a blank line
 			// before a From_ line here (formail then tests a stale
 			// pointer into freed memory, and in practice escapes it).
-			lr.unread(line) // a copy, before eol overwrites it in msg
-			msg = append(msg[:len(msg)-len(line)], eol...)
-			verbatim = false
-			prevBlank = false
-			break
+			lr.unread(line) // a copy, before eol overwrites it in m.b
+			m.b = append(m.b[:len(m.b)-len(line)], m.eol...)
+			m.verbatim = false
+			m.prevBlank = false
+			return clValue, nil
 		}
-		// formail ignores blanks before the colon (cleanheader).
-		if clValue == nil && n > len("content-length") && line[0]|0x20 == 'c' &&
-			bytes.EqualFold(bytes.TrimRight(line[:n-1], " \t"), []byte("content-length")) {
+		if clValue == nil && isContentLengthField(line, n) {
 			clValue = bytes.Clone(line[n:])
 		}
 		for c := lr.peekByte(); c == ' ' || c == '\t'; c = lr.peekByte() {
-			if msg, _, err = lr.appendLine(msg); err != nil {
+			if m.b, _, err = lr.appendLine(m.b); err != nil {
 				return nil, err
 			}
 		}
 	}
+}
 
-	// A trustworthy Content-Length body is taken verbatim.
-	forceSplit := false
-	if cl := parseContentLength(clValue); cl > 0 && !s.opts.Berkeley && cl <= s.opts.MaxContentLength {
-		body, ok, err := s.readContentLength(cl)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			msg = append(msg, body...)
-			forceSplit = true
-			prevBlank = lr.endsWithBlankLine(body)
-		} else {
-			lr.unread(body)
-		}
-	}
+// isContentLengthField reports whether line, a field whose name and
+// colon are n bytes long, is a Content-Length field. formail ignores
+// blanks before the colon (cleanheader).
+func isContentLengthField(line []byte, n int) bool {
+	return n > len("content-length") && line[0]|0x20 == 'c' &&
+		bytes.EqualFold(bytes.TrimRight(line[:n-1], " \t"), []byte("content-length"))
+}
 
-	// inMap: msg is a read-only slice of the map, capped so that an
-	// append copies it.
-	inMap := false
-	// grow adds piece, just read up to lr.pos, to msg: as a longer slice
-	// of the map while msg is the input as it is, so that a large body
-	// is not copied out of the map.
-	grow := func(piece []byte) {
-		if s.mem != nil && verbatim && hasFrom && lr.delim == '\n' && !s.opts.Mboxrd {
-			if whole := s.mem.slice(s.off, lr.pos); int64(len(whole)) == lr.pos-s.off {
-				msg, inMap = whole[:len(whole):len(whole)], true
-				return
-			}
-		}
-		msg, inMap = append(msg, piece...), false
+// takeContentLength takes a trustworthy Content-Length body verbatim.
+func (s *Splitter) takeContentLength(m *splitMsg, clValue []byte) error {
+	cl := parseContentLength(clValue)
+	if cl <= 0 || s.opts.Berkeley || cl > s.opts.MaxContentLength {
+		return nil
 	}
+	body, ok, err := s.readContentLength(cl)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		s.lr.unread(body)
+		return nil
+	}
+	m.b = append(m.b, body...)
+	m.forceSplit = true
+	m.prevBlank = s.lr.endsWithBlankLine(body)
+	return nil
+}
+
+// readBody reads the rest of the body into m, up to the From_ line of
+// the next message or the end of the input.
+func (s *Splitter) readBody(m *splitMsg) error {
+	lr := s.lr
 	for {
 		// Most of a body is lines that cannot end the message: they are
 		// taken in bulk, up to the next line that starts with "From ".
-		if piece, lastBlank, allBlank := lr.plainLines(forceSplit); len(piece) > 0 {
-			grow(piece)
+		if piece, lastBlank, allBlank := lr.plainLines(m.forceSplit); len(piece) > 0 {
+			s.grow(m, piece)
 			if !allBlank {
-				forceSplit = false
+				m.forceSplit = false
 			}
-			prevBlank = lastBlank
+			m.prevBlank = lastBlank
 			continue
 		}
 		line, err := lr.readLine()
 		if err == io.EOF {
-			break
+			return nil
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if bytes.HasPrefix(line, []byte("From ")) {
 			// Right after a trusted Content-Length body, a postmark
 			// separates even without a blank line (Netscape).
-			if s.isSeparator(line, prevBlank || forceSplit) {
+			if s.isSeparator(line, m.prevBlank || m.forceSplit) {
 				lr.unread(line)
-				break
+				return nil
 			}
-			if !s.opts.Mboxrd && (!prevBlank || !formailPostmark(line)) {
-				msg, inMap = append(msg, '>'), false
-				verbatim = false
+			if !s.opts.Mboxrd && (!m.prevBlank || !formailPostmark(line)) {
+				m.b, m.inMap = append(m.b, '>'), false
+				m.verbatim = false
 			}
 		}
-		grow(line)
+		s.grow(m, line)
 		blank := lr.isBlank(line)
 		if !blank {
-			forceSplit = false
+			m.forceSplit = false
 		}
-		prevBlank = blank
+		m.prevBlank = blank
 	}
-	s.end = lr.pos
+}
 
-	// formail ends every message with a blank line. A last line without
-	// its line end has text, whatever its bytes: it gets both.
-	if len(msg) == 0 || msg[len(msg)-1] != lr.delim {
-		msg, inMap = append(append(msg, eol...), eol...), false
-		verbatim = false
-	} else if !endsBlank(msg, lr) {
-		msg, inMap = append(msg, eol...), false
-		verbatim = false
+// grow adds piece, just read up to lr.pos, to m: as a longer slice of
+// the map while m is the input as it is, so that a large body is not
+// copied out of the map.
+func (s *Splitter) grow(m *splitMsg, piece []byte) {
+	if s.mem != nil && m.verbatim && m.hasFrom && s.lr.delim == '\n' && !s.opts.Mboxrd {
+		if whole := s.mem.slice(s.off, s.lr.pos); int64(len(whole)) == s.lr.pos-s.off {
+			m.b, m.inMap = whole[:len(whole):len(whole)], true
+			return
+		}
 	}
-	if lr.delim == '\r' {
+	m.b, m.inMap = append(m.b, piece...), false
+}
+
+// endWithBlankLine ends m with a blank line, as formail ends every
+// message. A last line without its line end has text, whatever its
+// bytes: it gets both.
+func (s *Splitter) endWithBlankLine(m *splitMsg) {
+	if len(m.b) == 0 || m.b[len(m.b)-1] != s.lr.delim {
+		m.b, m.inMap = append(append(m.b, m.eol...), m.eol...), false
+		m.verbatim = false
+	} else if !endsBlank(m.b, s.lr) {
+		m.b, m.inMap = append(m.b, m.eol...), false
+		m.verbatim = false
+	}
+}
+
+// convert gives a CR-only message LF line ends, and takes the mboxrd
+// escapes off.
+func (s *Splitter) convert(m *splitMsg) {
+	if s.lr.delim == '\r' {
 		// Every format and edit downstream (procmail's too) knows only
 		// LF: a CR-only message would be one long line to them, and a
 		// maildir would keep nothing of it once the From_ line is cut.
-		msg = bytes.ReplaceAll(msg, []byte{'\r'}, []byte{'\n'})
-		eol = []byte{'\n'}
+		m.b = bytes.ReplaceAll(m.b, []byte{'\r'}, []byte{'\n'})
+		m.eol = "\n"
 	}
 	if s.opts.Mboxrd {
 		skip := 0
-		if hasFrom {
-			skip = bytes.IndexByte(msg, '\n') + 1
+		if m.hasFrom {
+			skip = bytes.IndexByte(m.b, '\n') + 1
 		}
-		msg = append(msg[:skip:skip], unescapeMboxrd(msg[skip:])...)
+		m.b = append(m.b[:skip:skip], unescapeMboxrd(m.b[skip:])...)
 	}
-	if verbatim && hasFrom && lr.delim == '\n' && !s.opts.Mboxrd {
-		if out := s.mem.slice(s.off, s.end); len(out) == len(msg) {
+}
+
+// handOut returns the message m for the caller to keep, with a From_
+// line generated when it has none.
+func (s *Splitter) handOut(m *splitMsg) []byte {
+	if m.verbatim && m.hasFrom && s.lr.delim == '\n' && !s.opts.Mboxrd {
+		if out := s.mem.slice(s.off, s.end); len(out) == len(m.b) {
 			// The message is the input's bytes: hand out the map's,
 			// which cost no memory of the process's own.
-			if !inMap {
-				s.keep(msg)
+			if !m.inMap {
+				s.keep(m.b)
 			}
-			return out, nil
+			return out
 		}
 	}
-	if inMap {
+	msg := m.b
+	if m.inMap {
 		// The map's bytes, but not handed out as they are: copied, and
 		// the map is no buffer to keep.
 		msg = bytes.Clone(msg)
 	}
 	var gen []byte
-	if !hasFrom {
+	if !m.hasFrom {
 		gen = GeneratedFromLine(msg, s.opts.Now())
-		if len(eol) == 2 {
-			gen = append(gen[:len(gen)-1], eol...)
+		if len(m.eol) == 2 {
+			gen = append(gen[:len(gen)-1], m.eol...)
 		}
 	}
 	// One allocation of the exact size for the caller to keep; the
@@ -317,7 +394,7 @@ func (s *Splitter) next() ([]byte, error) {
 	// append, not make and copy: the copy is not zeroed first.
 	out := append(gen[:len(gen):len(gen)], msg...)
 	s.keep(msg)
-	return out, nil
+	return out
 }
 
 // keep keeps msg's buffer for the next message unless it is too big. A
@@ -502,14 +579,14 @@ func (lr *lineReader) endsWithBlankLine(b []byte) bool {
 	return lr.isBlank(b[i+1:])
 }
 
-func (lr *lineReader) eolOf(line []byte) []byte {
+func (lr *lineReader) eolOf(line []byte) string {
 	if lr.delim == '\r' {
-		return []byte{'\r'}
+		return "\r"
 	}
 	if bytes.HasSuffix(line, []byte("\r\n")) {
-		return []byte("\r\n")
+		return "\r\n"
 	}
-	return []byte{'\n'}
+	return "\n"
 }
 
 // readLine returns the next line including its line end (the last line
