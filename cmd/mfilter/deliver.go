@@ -85,7 +85,9 @@ func (d *mda) run(ctx context.Context, args []string) int {
 	}
 	s, serr := newSetup(d.env, mdaProg, &d.ff)
 	if serr != nil {
-		if serr.code == sysexits.TempFail {
+		if serr.code == sysexits.TempFail || serr.code == sysexits.Usage {
+			// A usage error is the MDA setting's: the message waits
+			// with the caller until it is fixed.
 			return d.tempFail(serr.err)
 		}
 		s, err = d.keepSetup(serr)
