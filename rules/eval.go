@@ -1092,7 +1092,7 @@ func (s *state) action(r *Rule, a Action, depth int) error {
 		case "rename":
 			s.tracef(depth, "rename-header %s to %s", a.Name, a.To)
 		default:
-			s.tracef(depth, "%s-header %q", a.Op, field)
+			s.tracef(depth, "%s %q", headerActionName(a.Op), field)
 		}
 	case *FilterAction:
 		return s.filter(a, depth)
@@ -1110,6 +1110,14 @@ func (s *state) action(r *Rule, a Action, depth int) error {
 		return fmt.Errorf("unknown action %T", a)
 	}
 	return nil
+}
+
+// headerActionName is the rules' keyword for a header edit's Op.
+func headerActionName(op string) string {
+	if op == "add-if-missing" {
+		return "add-header-if-missing"
+	}
+	return op + "-header"
 }
 
 // delivered reports whether a final delivery step exists.
