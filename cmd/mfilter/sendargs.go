@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/mfilter/mfilter/internal/sysexits"
 )
 
 // sendOpts are mfilter send's options: sendmail's single-letter ones,
@@ -51,150 +53,182 @@ var sendLongOpts = map[string]bool{
 // parseSendArgs reads a sendmail command line. Options that take a
 // value take it attached (-fme@host, -oi) or as the next argument (-f
 // me@host); boolean letters may be bundled (-ti). "--" ends the options.
+// Its errors are usage errors.
 func parseSendArgs(args []string) (*sendOpts, error) {
-	o := &sendOpts{}
-	i := 0
-	next := func(flag string) (string, error) {
-		if i+1 >= len(args) {
-			return "", fmt.Errorf("%s needs a value", flag)
-		}
-		i++
-		return args[i], nil
+	p := &sendArgParser{o: &sendOpts{}, args: args}
+	if err := p.parse(); err != nil {
+		return nil, fail(sysexits.Usage, err)
 	}
-	for ; i < len(args); i++ {
-		a := args[i]
+	return p.o, nil
+}
+
+// sendArgParser reads args into o; i is the argument being read.
+type sendArgParser struct {
+	o    *sendOpts
+	args []string
+	i    int
+}
+
+func (p *sendArgParser) parse() error {
+	for ; p.i < len(p.args); p.i++ {
+		a := p.args[p.i]
 		if a == "--" {
-			o.recipients = append(o.recipients, args[i+1:]...)
-			break
+			p.o.recipients = append(p.o.recipients, p.args[p.i+1:]...)
+			return nil
 		}
-		if strings.HasPrefix(a, "--") {
-			name, val, hasVal := strings.Cut(a[2:], "=")
-			takes, known := sendLongOpts[name]
-			if !known {
-				return nil, fmt.Errorf("unknown option --%s", name)
-			}
-			if takes && !hasVal {
-				v, err := next("--" + name)
-				if err != nil {
-					return nil, err
-				}
-				val = v
-			}
-			if !takes && hasVal && name != "queue" {
-				return nil, fmt.Errorf("--%s takes no value", name)
-			}
-			if err := o.long(name, val, hasVal); err != nil {
-				return nil, err
-			}
-			continue
+		var err error
+		switch {
+		case strings.HasPrefix(a, "--"):
+			err = p.longOption(a)
+		case len(a) < 2 || a[0] != '-':
+			p.o.recipients = append(p.o.recipients, a)
+		default:
+			err = p.letters(a)
 		}
-		if len(a) < 2 || a[0] != '-' {
-			o.recipients = append(o.recipients, a)
-			continue
-		}
-		// One word of single-letter options.
-		for j := 1; j < len(a); j++ {
-			c := a[j]
-			rest := a[j+1:]
-			value := func() (string, error) {
-				if rest != "" {
-					j = len(a)
-					return rest, nil
-				}
-				j = len(a)
-				return next("-" + string(c))
-			}
-			switch c {
-			case 't':
-				o.extract = true
-			case 'i':
-				o.ignoreDots = true
-			case 'v':
-				o.verbose = true
-			case 'G', 'U', 'm', 'n', 'x':
-				o.ignored = append(o.ignored, "-"+string(c))
-			case 'f', 'r':
-				v, err := value()
-				if err != nil {
-					return nil, err
-				}
-				o.sender, o.senderSet = v, true
-			case 'F':
-				v, err := value()
-				if err != nil {
-					return nil, err
-				}
-				o.fullName = v
-			case 'N':
-				v, err := value()
-				if err != nil {
-					return nil, err
-				}
-				if err := o.setNotify(v); err != nil {
-					return nil, err
-				}
-			case 'R':
-				v, err := value()
-				if err != nil {
-					return nil, err
-				}
-				switch strings.ToLower(v) {
-				case "full", "hdrs":
-					o.ret = strings.ToUpper(v)
-				default:
-					return nil, fmt.Errorf("-R takes full or hdrs, not %q", v)
-				}
-			case 'V':
-				v, err := value()
-				if err != nil {
-					return nil, err
-				}
-				o.envid = v
-			case 'B', 'h', 'L', 'X', 'd', 'p', 'A':
-				// Body type (8BITMIME is used whenever the relay
-				// offers it), hop count, syslog tag, traffic log,
-				// debug, protocol, sendmail.cf choice.
-				v, err := value()
-				if err != nil {
-					return nil, err
-				}
-				o.ignored = append(o.ignored, "-"+string(c)+v)
-			case 'o', 'O':
-				v, err := value()
-				if err != nil {
-					return nil, err
-				}
-				if err := o.option(string(c), v); err != nil {
-					return nil, err
-				}
-			case 'b':
-				v, err := value()
-				if err != nil {
-					return nil, err
-				}
-				switch v {
-				case "m":
-				case "p":
-					o.list = true
-				default:
-					return nil, fmt.Errorf("-b%s is not supported (mfilter send delivers messages: -bm; lists its queue: -bp)", v)
-				}
-			case 'q':
-				// -q, -q30m: run the queue now (the interval is a
-				// daemon's; mfilter runs it once).
-				o.flush = true
-				if rest != "" {
-					o.ignored = append(o.ignored, "-q"+rest)
-				}
-				j = len(a)
-			case 'C':
-				return nil, errors.New("-C (another configuration file) is not supported; use --rules FILE")
-			default:
-				return nil, fmt.Errorf("unknown option -%c", c)
-			}
+		if err != nil {
+			return err
 		}
 	}
-	return o, nil
+	return nil
+}
+
+// next consumes and returns the argument after the current one, the
+// value of flag.
+func (p *sendArgParser) next(flag string) (string, error) {
+	if p.i+1 >= len(p.args) {
+		return "", fmt.Errorf("%s needs a value", flag)
+	}
+	p.i++
+	return p.args[p.i], nil
+}
+
+// longOption reads one of mfilter's own options, --name or --name=value.
+func (p *sendArgParser) longOption(a string) error {
+	name, val, hasVal := strings.Cut(a[2:], "=")
+	takes, known := sendLongOpts[name]
+	if !known {
+		return fmt.Errorf("unknown option --%s", name)
+	}
+	if takes && !hasVal {
+		v, err := p.next("--" + name)
+		if err != nil {
+			return err
+		}
+		val = v
+	}
+	if !takes && hasVal && name != "queue" {
+		return fmt.Errorf("--%s takes no value", name)
+	}
+	return p.o.long(name, val, hasVal)
+}
+
+// letters reads a word of single-letter options. A letter that takes a
+// value takes the rest of the word, or else the next argument.
+func (p *sendArgParser) letters(a string) error {
+	for j := 1; j < len(a); j++ {
+		c := a[j]
+		rest := a[j+1:]
+		set := sendValueLetters[c]
+		if set == nil {
+			if done, err := p.o.letter(c, rest); done || err != nil {
+				return err
+			}
+			continue
+		}
+		v := rest
+		if v == "" {
+			var err error
+			if v, err = p.next("-" + string(c)); err != nil {
+				return err
+			}
+		}
+		return set(p.o, c, v)
+	}
+	return nil
+}
+
+// letter reads single-letter option c that takes no value; done says
+// that it took rest, the rest of its word, too.
+func (o *sendOpts) letter(c byte, rest string) (done bool, err error) {
+	switch c {
+	case 't':
+		o.extract = true
+	case 'i':
+		o.ignoreDots = true
+	case 'v':
+		o.verbose = true
+	case 'G', 'U', 'm', 'n', 'x':
+		o.ignored = append(o.ignored, "-"+string(c))
+	case 'q':
+		// -q, -q30m: run the queue now (the interval is a
+		// daemon's; mfilter runs it once).
+		o.flush = true
+		if rest != "" {
+			o.ignored = append(o.ignored, "-q"+rest)
+		}
+		return true, nil
+	case 'C':
+		return true, errors.New("-C (another configuration file) is not supported; use --rules FILE")
+	default:
+		return true, fmt.Errorf("unknown option -%c", c)
+	}
+	return false, nil
+}
+
+// sendValueLetters set the single-letter options that take a value,
+// from letter c and value v.
+var sendValueLetters = map[byte]func(o *sendOpts, c byte, v string) error{
+	'f': setSender,
+	'r': setSender,
+	'F': func(o *sendOpts, _ byte, v string) error { o.fullName = v; return nil },
+	'N': func(o *sendOpts, _ byte, v string) error { return o.setNotify(v) },
+	'R': func(o *sendOpts, _ byte, v string) error { return o.setReturn(v) },
+	'V': func(o *sendOpts, _ byte, v string) error { o.envid = v; return nil },
+	// Body type (8BITMIME is used whenever the relay offers it), hop
+	// count, syslog tag, traffic log, debug, protocol, sendmail.cf
+	// choice.
+	'B': ignoreValue,
+	'h': ignoreValue,
+	'L': ignoreValue,
+	'X': ignoreValue,
+	'd': ignoreValue,
+	'p': ignoreValue,
+	'A': ignoreValue,
+	'o': func(o *sendOpts, c byte, v string) error { return o.option(string(c), v) },
+	'O': func(o *sendOpts, c byte, v string) error { return o.option(string(c), v) },
+	'b': func(o *sendOpts, _ byte, v string) error { return o.setMode(v) },
+}
+
+func setSender(o *sendOpts, _ byte, v string) error {
+	o.sender, o.senderSet = v, true
+	return nil
+}
+
+func ignoreValue(o *sendOpts, c byte, v string) error {
+	o.ignored = append(o.ignored, "-"+string(c)+v)
+	return nil
+}
+
+// setReturn reads -R: what a bounce returns of the message.
+func (o *sendOpts) setReturn(v string) error {
+	switch strings.ToLower(v) {
+	case "full", "hdrs":
+		o.ret = strings.ToUpper(v)
+		return nil
+	}
+	return fmt.Errorf("-R takes full or hdrs, not %q", v)
+}
+
+// setMode reads -b: only -bm (deliver) and -bp (list the queue).
+func (o *sendOpts) setMode(v string) error {
+	switch v {
+	case "m":
+	case "p":
+		o.list = true
+	default:
+		return fmt.Errorf("-b%s is not supported (mfilter send delivers messages: -bm; lists its queue: -bp)", v)
+	}
+	return nil
 }
 
 func (o *sendOpts) setNotify(v string) error {
