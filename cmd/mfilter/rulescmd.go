@@ -153,11 +153,20 @@ func runTest(ctx context.Context, env *environ, args []string) int {
 	recipient := fs.String("a", "", "envelope recipient")
 	base := fs.String("maildir", "", "base directory for relative folders (default from the rules, then $HOME)")
 	def := fs.String("default", "", "default folder (default from the rules, then Maildir/)")
+	casesFile := fs.String("cases", "", "check the rules against a cases file (YAML: a list of {message: PATH, folder: FOLDER, ...})")
+	writeRoot := fs.String("write-cases", "", "print a cases file for the messages in the folder tree DIR, as they are filed now")
 	if err := parseFlags(env, fs, args); err != nil {
 		return usageExit(err)
 	}
-	if fs.NArg() == 0 {
-		fmt.Fprintln(env.stderr, "mfilter test: name at least one message file (- for stdin)")
+	if *writeRoot != "" {
+		if err := writeCases(env.stdout, *writeRoot); err != nil {
+			fmt.Fprintf(env.stderr, "mfilter test: %v\n", err)
+			return sysexits.IOErr
+		}
+		return sysexits.OK
+	}
+	if fs.NArg() == 0 && *casesFile == "" {
+		fmt.Fprintln(env.stderr, "mfilter test: name at least one message file (- for stdin), or --cases FILE")
 		return sysexits.Usage
 	}
 	path, err := rulesPath(env, *rulesFlag)
@@ -176,6 +185,9 @@ func runTest(ctx context.Context, env *environ, args []string) int {
 		return sysexits.Config
 	}
 	eng.ReadOnlyDuplicates() // writes nothing, locks nothing
+	if *casesFile != "" {
+		return runCases(ctx, env, &caseEngine{eng: eng, base: baseDir, home: env.getenv("HOME")}, *casesFile)
+	}
 	status := sysexits.OK
 	printed := false
 	for _, name := range fs.Args() {
