@@ -59,7 +59,7 @@ func checkRules(rules []*Rule, known map[string]bool, errs *ErrorList) {
 	var always *Rule
 	for _, r := range rules {
 		if always != nil {
-			*errs = append(*errs, &Error{r.Pos, fmt.Sprintf("rule %s can never run: rule %s at line %d always delivers before it (make it a copy, or give it an if:)", r.Label(), always.Label(), always.Line)})
+			*errs = append(*errs, &Error{r.Pos, fmt.Sprintf("rule %s can never run: %s always delivers before it (make it a copy, or give it an if:)", r.Label(), ruleAt(always))})
 			// Report each unreachable rule once, not its contents.
 			continue
 		}

@@ -130,6 +130,9 @@ func runCheck(_ context.Context, env *environ, args []string) int {
 		fmt.Fprintf(env.stderr, "mfilter check: errors in %s; no mail was touched\n", path)
 		return sysexits.Config
 	}
+	for _, w := range rules.Lint(cfg) {
+		fmt.Fprintf(env.stderr, "warning: %v\n", w)
+	}
 	fmt.Fprintf(env.stdout, "%s: ok (%d rules)\n", path, countRules(cfg.Rules))
 	return sysexits.OK
 }
