@@ -196,6 +196,15 @@ func (w *Writer) writeMaildir(d *Delivery, msg []byte) error {
 	}
 	d.Size = len(data)
 	d.Path = d.Folder.in("new", name)
+	if !d.opts.Flags.IsZero() {
+		// A message with flags has been seen by a reader: cur/.
+		letters, err := maildirKeywordLetters(dir, d.opts.Flags.Keywords)
+		if err != nil {
+			d.discardTemp()
+			return err
+		}
+		d.Path = d.Folder.in("cur", name+d.opts.Flags.maildirInfo(letters))
+	}
 	return nil
 }
 
@@ -247,7 +256,12 @@ func (w *Writer) linkMaildir(d *Delivery) error {
 			return nil
 		}
 		if errors.Is(err, fs.ErrExist) && attempt < 5 && d.opts.MaildirName == "" {
-			d.Path = filepath.Join(d.Folder.Path, "new", w.MaildirName(d.Size))
+			// Another name in the same directory, with the same info.
+			info := ""
+			if i := strings.LastIndex(filepath.Base(d.Path), ":2,"); i >= 0 {
+				info = filepath.Base(d.Path)[i:]
+			}
+			d.Path = filepath.Join(filepath.Dir(d.Path), w.MaildirName(d.Size)+info)
 			continue
 		}
 		return err

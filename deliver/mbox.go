@@ -157,6 +157,9 @@ func escapeMboxrd(data []byte) []byte {
 // writeMbox appends msg to an mbox folder in procmail's format.
 func (t *Txn) writeMbox(d *Delivery, msg []byte) error {
 	w := t.w
+	if !d.opts.Flags.IsZero() {
+		msg = withMboxFlags(msg, d.opts.Flags)
+	}
 	data := MboxBytes(msg, func() []byte { return mboxFromLine(msg, w.opts.Now()) }, w.opts.Berkeley, w.opts.Mboxrd)
 	return t.appendLocked(d, data)
 }

@@ -184,6 +184,11 @@ type DeliverOptions struct {
 	// locks; at is where they will start), an MH or a directory folder
 	// (at is 0). An error cancels the delivery.
 	BeforeWrite func(f Folder, at int64, data []byte) error
+	// Flags are set on the message: a maildir message goes into cur/
+	// with them in its name's info, an mbox message gets Status,
+	// X-Status and X-Keywords fields; MH and directory folders have no
+	// place for them.
+	Flags Flags
 }
 
 // Deliver writes msg into f. msg is the message as read (with its From_
