@@ -256,39 +256,46 @@ func captures(c Cond) []string {
 // and the default one when a duplicate condition names none.
 func (cfg *Config) DuplicateCaches() []string {
 	var out []string
-	var cond func(Cond)
-	cond = func(c Cond) {
-		switch c := c.(type) {
-		case *DuplicateCond:
-			switch {
-			case c.Cache == nil:
-				out = append(out, ".msgid.cache")
-			case c.Cache.Literal():
-				out = append(out, c.Cache.Source)
-			}
-		case *AllCond:
-			for _, cc := range c.Conds {
-				cond(cc)
-			}
-		case *AnyCond:
-			for _, cc := range c.Conds {
-				cond(cc)
-			}
-		case *NotCond:
-			cond(c.Cond)
-		case *ScoreCond:
-			for _, t := range c.Terms {
-				cond(t.Cond)
-			}
-		}
-	}
 	var walk func([]*Rule)
 	walk = func(rs []*Rule) {
 		for _, r := range rs {
-			cond(r.If)
+			walkConds(r.If, func(c Cond) {
+				d, ok := c.(*DuplicateCond)
+				switch {
+				case !ok:
+				case d.Cache == nil:
+					out = append(out, ".msgid.cache")
+				case d.Cache.Literal():
+					out = append(out, d.Cache.Source)
+				}
+			})
 			walk(r.Rules)
 		}
 	}
 	walk(cfg.Rules)
 	return out
+}
+
+// walkConds calls fn for c and every condition inside it.
+func walkConds(c Cond, fn func(Cond)) {
+	if c == nil {
+		return
+	}
+	fn(c)
+	switch c := c.(type) {
+	case *AllCond:
+		for _, cc := range c.Conds {
+			walkConds(cc, fn)
+		}
+	case *AnyCond:
+		for _, cc := range c.Conds {
+			walkConds(cc, fn)
+		}
+	case *NotCond:
+		walkConds(c.Cond, fn)
+	case *ScoreCond:
+		for _, t := range c.Terms {
+			walkConds(t.Cond, fn)
+		}
+	}
 }

@@ -32,15 +32,7 @@ type Guard struct {
 // relative ones are taken relative to base.
 func New(base string, reserved ...string) *Guard {
 	g := &Guard{base: filepath.Clean(base), reserved: make(map[string]bool)}
-	for _, r := range reserved {
-		if r == "" {
-			continue
-		}
-		if !filepath.IsAbs(r) {
-			r = filepath.Join(g.base, r)
-		}
-		g.reserved[filepath.Clean(r)] = true
-	}
+	g.Reserve(reserved...)
 	return g
 }
 
