@@ -62,9 +62,9 @@ func runFetch(ctx context.Context, env *environ, args []string) int {
 		return reportSetup(env, prog, serr)
 	}
 	defer s.close()
-	set, code := fetchSettings(env, prog, s.cfg)
-	if code != sysexits.OK {
-		return code
+	set, err := fetchSettings(env, prog, s.cfg)
+	if err != nil {
+		return env.exitCode(prog, err)
 	}
 	// Flags win over the rules' fetch: section.
 	if *host != "" {
@@ -230,18 +230,19 @@ func expandAllHome(env *environ, ps []string) []string {
 	return out
 }
 
-// fetchSettings reads the fetch: section of the rules, if any.
-func fetchSettings(env *environ, prog string, cfg *rules.Config) (fetch.Settings, int) {
+// fetchSettings reads the fetch: section of the rules, if any. Its
+// errors are reported here.
+func fetchSettings(env *environ, prog string, cfg *rules.Config) (fetch.Settings, error) {
 	if cfg == nil {
-		return fetch.Settings{}, sysexits.OK
+		return fetch.Settings{}, nil
 	}
 	set, err := fetch.ParseSettings(cfg.Sections["fetch"])
 	if err != nil {
 		reportRuleErrors(env, err)
 		fmt.Fprintf(env.stderr, "%s: the fetch: section of %s has errors; no mail was touched\n", prog, cfg.Path)
-		return set, sysexits.Config
+		return set, failed(sysexits.Config)
 	}
-	return set, sysexits.OK
+	return set, nil
 }
 
 func reportRuleErrors(env *environ, err error) {

@@ -22,7 +22,6 @@ import (
 	"github.com/mfilter/mfilter/internal/send"
 	"github.com/mfilter/mfilter/internal/sysexits"
 	"github.com/mfilter/mfilter/remote"
-	"github.com/mfilter/mfilter/rules"
 )
 
 const sendUsage = `usage: mfilter send [-t] [-i|-oi] [-f SENDER] [-F NAME] [-v] [options] [--] [RECIPIENT...] < message
@@ -93,10 +92,10 @@ func runSend(ctx context.Context, env *environ, args []string) int {
 	if len(o.ignored) > 0 {
 		say("ignoring sendmail options %s", strings.Join(o.ignored, " "))
 	}
-	cfg, code := loadSendConfig(env, prog, o.rules, sendFlags{host: o.host, port: o.port, user: o.user, identity: o.identity,
+	cfg, err := loadSendConfig(env, prog, o.rules, sendFlags{host: o.host, port: o.port, user: o.user, identity: o.identity,
 		knownHosts: o.knownHosts, acceptNew: o.acceptNew, timeout: o.timeout, relay: o.relay, queue: o.queue, queueDir: o.queueDir})
-	if code != sysexits.OK {
-		return code
+	if err != nil {
+		return env.exitCode(prog, err)
 	}
 	q := &send.Queue{Dir: cfg.queueDir}
 	if o.list {
@@ -291,37 +290,70 @@ type sendFlags struct {
 // fetch: sections with the flags: flags first, then send:, then fetch:
 // for the SSH login (its port and user only when send: names no other
 // host).
-func loadSendConfig(env *environ, prog, rulesFlag string, fl sendFlags) (*sendConfig, int) {
+func loadSendConfig(env *environ, prog, rulesFlag string, fl sendFlags) (*sendConfig, error) {
+	fset, sset, err := readSendSections(env, prog, rulesFlag)
+	if err != nil {
+		return nil, err
+	}
+	c := &sendConfig{set: sset, home: env.getenv("HOME"), agent: env.getenv("SSH_AUTH_SOCK")}
+	c.ssh = sshSettings(env, fl, sset, fset)
+	c.relay = firstNonEmpty(fl.relay, sset.Relay, send.DefaultRelay)
+	if err := send.CheckHostPort(c.relay); err != nil {
+		return nil, failf(sysexits.Config, "relay %q: %v", c.relay, err)
+	}
+	c.queue = sset.Queue
+	if fl.queue != "" {
+		c.queue = send.QueueMode(fl.queue)
+	}
+	c.queueDir = queueDir(env, c.home, fl, sset, fset)
+	c.listen = firstNonEmpty(fl.listen, sset.Listen, "127.0.0.1:2525")
+	c.domain = sset.Domain
+	c.helo = sset.Helo
+	if c.helo == "" {
+		c.helo, _ = os.Hostname()
+		if c.helo == "" {
+			c.helo = "localhost"
+		}
+	}
+	c.relayOpt, err = relayOptions(env, c)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// readSendSections reads the fetch: and send: sections of the rules, if
+// there are rules; it reports their errors.
+func readSendSections(env *environ, prog, rulesFlag string) (fetch.Settings, send.Settings, error) {
 	var fset fetch.Settings
 	var sset send.Settings
 	path, err := rulesPath(env, rulesFlag)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "%s: %v\n", prog, err)
-		return nil, sysexits.Config
+		return fset, sset, fail(sysexits.Config, err)
 	}
-	var rc *rules.Config
-	if path != "" {
-		var code int
-		rc, code = loadRules(env, prog, path)
-		if rc == nil {
-			return nil, code
-		}
-		var code2 int
-		fset, code2 = fetchSettings(env, prog, rc)
-		if code2 != sysexits.OK {
-			return nil, code2
-		}
-		sset, err = send.ParseSettings(rc.Sections["send"])
-		if err != nil {
-			reportRuleErrors(env, err)
-			fmt.Fprintf(env.stderr, "%s: the send: section of %s has errors; nothing was sent\n", prog, path)
-			return nil, sysexits.Config
-		}
+	if path == "" {
+		return fset, sset, nil
 	}
-	c := &sendConfig{set: sset, home: env.getenv("HOME"), agent: env.getenv("SSH_AUTH_SOCK")}
-	pick := func(vals ...string) string { return firstNonEmpty(vals...) }
+	rc, code := loadRules(env, prog, path)
+	if rc == nil {
+		return fset, sset, failed(code)
+	}
+	if fset, err = fetchSettings(env, prog, rc); err != nil {
+		return fset, sset, err
+	}
+	sset, err = send.ParseSettings(rc.Sections["send"])
+	if err != nil {
+		reportRuleErrors(env, err)
+		fmt.Fprintf(env.stderr, "%s: the send: section of %s has errors; nothing was sent\n", prog, path)
+		return fset, sset, failed(sysexits.Config)
+	}
+	return fset, sset, nil
+}
+
+// sshSettings merges the SSH login of the flags, send: and fetch:.
+func sshSettings(env *environ, fl sendFlags, sset send.Settings, fset fetch.Settings) remote.Settings {
 	sameHost := sset.Host == ""
-	s := remote.Settings{Host: pick(fl.host, sset.Host, fset.Host), SSHConfigFile: env.getenv("MFILTER_SSH_CONFIG")}
+	s := remote.Settings{Host: firstNonEmpty(fl.host, sset.Host, fset.Host), SSHConfigFile: env.getenv("MFILTER_SSH_CONFIG")}
 	s.Port = fl.port
 	if s.Port == 0 {
 		s.Port = sset.Port
@@ -329,7 +361,7 @@ func loadSendConfig(env *environ, prog, rulesFlag string, fl sendFlags) (*sendCo
 	if s.Port == 0 && sameHost {
 		s.Port = fset.Port
 	}
-	s.User = pick(fl.user, sset.User)
+	s.User = firstNonEmpty(fl.user, sset.User)
 	if s.User == "" && sameHost {
 		s.User = fset.User
 	}
@@ -349,67 +381,67 @@ func loadSendConfig(env *environ, prog, rulesFlag string, fl sendFlags) (*sendCo
 	if s.Timeout == 0 {
 		s.Timeout = fset.Timeout
 	}
-	c.ssh = s
-	c.relay = pick(fl.relay, sset.Relay, send.DefaultRelay)
-	if err := send.CheckHostPort(c.relay); err != nil {
-		fmt.Fprintf(env.stderr, "%s: relay %q: %v\n", prog, c.relay, err)
-		return nil, sysexits.Config
+	return s
+}
+
+// queueDir is where the queue lives: --queue-dir, send: queue-dir:, else
+// outbox in the state directory.
+func queueDir(env *environ, home string, fl sendFlags, sset send.Settings, fset fetch.Settings) string {
+	dir := expandHome(env, fl.queueDir)
+	if dir == "" {
+		dir = expandHome(env, sset.QueueDir)
 	}
-	c.queue = sset.Queue
-	if fl.queue != "" {
-		c.queue = send.QueueMode(fl.queue)
-	}
-	c.queueDir = expandHome(env, fl.queueDir)
-	if c.queueDir == "" {
-		c.queueDir = expandHome(env, sset.QueueDir)
-	}
-	if c.queueDir == "" {
+	if dir == "" {
 		st := expandHome(env, fset.StateDir)
 		if st == "" {
 			st = env.getenv("XDG_STATE_HOME")
 			if st == "" {
-				st = filepath.Join(c.home, ".local", "state")
+				st = filepath.Join(home, ".local", "state")
 			}
 			st = filepath.Join(st, "mfilter")
 		}
-		c.queueDir = filepath.Join(st, "outbox")
+		dir = filepath.Join(st, "outbox")
 	}
-	if abs, err := filepath.Abs(c.queueDir); err == nil {
-		c.queueDir = abs
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
 	}
-	c.listen = pick(fl.listen, sset.Listen, "127.0.0.1:2525")
-	c.domain = sset.Domain
-	c.helo = sset.Helo
-	if c.helo == "" {
-		c.helo, _ = os.Hostname()
-		if c.helo == "" {
-			c.helo = "localhost"
-		}
-	}
+	return dir
+}
+
+// relayOptions are the SMTP settings of c: HELO name and STARTTLS.
+func relayOptions(env *environ, c *sendConfig) (send.Relay, error) {
+	sset := c.set
 	r := send.Relay{Helo: c.helo, StartTLS: sset.StartTLS}
-	if r.StartTLS != "" && r.StartTLS != send.TLSNo {
-		host, _, _ := net.SplitHostPort(c.relay)
-		tc := &tls.Config{ServerName: pick(sset.TLSServerName, host)}
-		if sset.TLSCA != "" {
-			pem, err := os.ReadFile(expandHome(env, sset.TLSCA))
-			if err != nil {
-				fmt.Fprintf(env.stderr, "%s: tls-ca: %v\n", prog, err)
-				return nil, sysexits.Config
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				fmt.Fprintf(env.stderr, "%s: tls-ca %s holds no PEM certificate\n", prog, sset.TLSCA)
-				return nil, sysexits.Config
-			}
-			tc.RootCAs = pool
-		}
-		if sset.TLSVerify != nil && !*sset.TLSVerify {
-			tc.InsecureSkipVerify = true
-		}
-		r.TLS = tc
+	if r.StartTLS == "" || r.StartTLS == send.TLSNo {
+		return r, nil
 	}
-	c.relayOpt = r
-	return c, sysexits.OK
+	host, _, _ := net.SplitHostPort(c.relay)
+	tc := &tls.Config{ServerName: firstNonEmpty(sset.TLSServerName, host)}
+	if sset.TLSCA != "" {
+		pool, err := readCAs(env, sset.TLSCA)
+		if err != nil {
+			return r, err
+		}
+		tc.RootCAs = pool
+	}
+	if sset.TLSVerify != nil && !*sset.TLSVerify {
+		tc.InsecureSkipVerify = true
+	}
+	r.TLS = tc
+	return r, nil
+}
+
+// readCAs reads the certificates of send: tls-ca:.
+func readCAs(env *environ, file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(expandHome(env, file))
+	if err != nil {
+		return nil, failf(sysexits.Config, "tls-ca: %v", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, failf(sysexits.Config, "tls-ca %s holds no PEM certificate", file)
+	}
+	return pool, nil
 }
 
 func firstList(ls ...[]string) []string {
@@ -573,10 +605,10 @@ func runTunnel(ctx context.Context, env *environ, args []string) int {
 		fmt.Fprintf(env.stderr, "%s: unexpected argument %q\n", prog, fs.Arg(0))
 		return sysexits.Usage
 	}
-	cfg, code := loadSendConfig(env, prog, *rulesFlag, sendFlags{host: *host, port: *port, user: *user, identity: identity,
+	cfg, err := loadSendConfig(env, prog, *rulesFlag, sendFlags{host: *host, port: *port, user: *user, identity: identity,
 		knownHosts: knownHosts, acceptNew: *acceptNew, timeout: *timeout, relay: *relay, listen: *listen})
-	if code != sysexits.OK {
-		return code
+	if err != nil {
+		return env.exitCode(prog, err)
 	}
 	if err := checkLoopback(ctx, cfg.listen); err != nil && !*listenAny {
 		fmt.Fprintf(env.stderr, "%s: %v; anyone who can reach it could send mail through your server: give --listen-any if you mean it\n", prog, err)
