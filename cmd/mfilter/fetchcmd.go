@@ -26,165 +26,227 @@ type stringList []string
 func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
+const fetchProg = "mfilter fetch-and-file"
+
 // runFetch claims the spool on the server (or here), files every message,
 // and removes the claimed file only when all of it is filed.
 func runFetch(ctx context.Context, env *environ, args []string) int {
-	const prog = "mfilter fetch-and-file"
-	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
-	var ff filingFlags
-	ff.register(fs, false)
-	host := fs.String("host", "", "server (or ssh config alias)")
-	port := fs.Int("port", 0, "SSH port")
-	user := fs.String("user", "", "user on the server")
-	var identity, knownHosts stringList
-	fs.Var(&identity, "identity", "private key file (repeatable)")
-	fs.Var(&knownHosts, "known-hosts", "known_hosts file (repeatable)")
-	spool := fs.String("spool", "", "the spool on the server (default /var/mail/USER)")
-	compress := fs.String("compress", "", "auto, zstd, gzip or none (default auto)")
-	acceptNew := fs.Bool("accept-new-host-key", false, "record the host key of a server not in known_hosts (a changed key is always refused)")
-	localSpool := fs.String("local-spool", "", "claim and file a spool on this machine instead, without SSH")
-	stateDir := fs.String("state-dir", "", "where journals live (default $XDG_STATE_HOME/mfilter)")
-	timeout := fs.Duration("timeout", 0, "connect and handshake timeout (default 30s)")
-	stateLockTimeout := fs.Duration("state-lock-timeout", 0, "how long to wait for another run filing the same spool (default 30s); then exit 75")
-	verbose := fs.Bool("v", false, "say what is happening")
-	if err := parseFlags(env, fs, args); err != nil {
-		return usageExit(err)
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(env.stderr, "%s: unexpected argument %q\n", prog, fs.Arg(0))
-		return sysexits.Usage
-	}
-	lockFlagSet := false
-	fs.Visit(func(f *flag.Flag) { lockFlagSet = lockFlagSet || f.Name == "lock-timeout" })
+	r := &fetchRun{env: env}
+	return env.exitCode(fetchProg, r.run(ctx, args))
+}
 
-	s, serr := newSetup(env, prog, &ff)
-	if serr != nil {
-		return reportSetup(env, prog, serr)
+// fetchFlags are fetch-and-file's command line.
+type fetchFlags struct {
+	filing                      filingFlags
+	host, user, spool, compress string
+	localSpool, stateDir        string
+	port                        int
+	identity, knownHosts        stringList
+	acceptNew, verbose          bool
+	timeout, stateLockTimeout   time.Duration
+	lockTimeoutSet              bool // --lock-timeout was given
+}
+
+func (fl *fetchFlags) register(fs *flag.FlagSet) {
+	fl.filing.register(fs, false)
+	fs.StringVar(&fl.host, "host", "", "server (or ssh config alias)")
+	fs.IntVar(&fl.port, "port", 0, "SSH port")
+	fs.StringVar(&fl.user, "user", "", "user on the server")
+	fs.Var(&fl.identity, "identity", "private key file (repeatable)")
+	fs.Var(&fl.knownHosts, "known-hosts", "known_hosts file (repeatable)")
+	fs.StringVar(&fl.spool, "spool", "", "the spool on the server (default /var/mail/USER)")
+	fs.StringVar(&fl.compress, "compress", "", "auto, zstd, gzip or none (default auto)")
+	fs.BoolVar(&fl.acceptNew, "accept-new-host-key", false, "record the host key of a server not in known_hosts (a changed key is always refused)")
+	fs.StringVar(&fl.localSpool, "local-spool", "", "claim and file a spool on this machine instead, without SSH")
+	fs.StringVar(&fl.stateDir, "state-dir", "", "where journals live (default $XDG_STATE_HOME/mfilter)")
+	fs.DurationVar(&fl.timeout, "timeout", 0, "connect and handshake timeout (default 30s)")
+	fs.DurationVar(&fl.stateLockTimeout, "state-lock-timeout", 0, "how long to wait for another run filing the same spool (default 30s); then exit 75")
+	fs.BoolVar(&fl.verbose, "v", false, "say what is happening")
+}
+
+// override sets what the flags give in set: flags win over the rules'
+// fetch: section.
+func (fl *fetchFlags) override(set *fetch.Settings) {
+	if fl.host != "" {
+		set.Host = fl.host
 	}
-	defer s.close()
-	set, err := fetchSettings(env, prog, s.cfg)
-	if err != nil {
-		return env.exitCode(prog, err)
+	if fl.port != 0 {
+		set.Port = fl.port
 	}
-	// Flags win over the rules' fetch: section.
-	if *host != "" {
-		set.Host = *host
+	if fl.user != "" {
+		set.User = fl.user
 	}
-	if *port != 0 {
-		set.Port = *port
+	if len(fl.identity) > 0 {
+		set.Identity = fl.identity
 	}
-	if *user != "" {
-		set.User = *user
+	if len(fl.knownHosts) > 0 {
+		set.KnownHosts = fl.knownHosts
 	}
-	if len(identity) > 0 {
-		set.Identity = identity
+	if fl.spool != "" {
+		set.Spool = fl.spool
 	}
-	if len(knownHosts) > 0 {
-		set.KnownHosts = knownHosts
+	if fl.compress != "" {
+		set.Compress = fl.compress
 	}
-	if *spool != "" {
-		set.Spool = *spool
-	}
-	if *compress != "" {
-		set.Compress = *compress
-	}
-	if *acceptNew {
+	if fl.acceptNew {
 		set.AcceptNewHostKey = true
 	}
-	if *stateDir != "" {
-		set.StateDir = *stateDir
+	if fl.stateDir != "" {
+		set.StateDir = fl.stateDir
 	}
-	if *timeout != 0 {
-		set.Timeout = *timeout
+	if fl.timeout != 0 {
+		set.Timeout = fl.timeout
 	}
-	if *stateLockTimeout != 0 {
-		set.StateLockTimeout = *stateLockTimeout
+	if fl.stateLockTimeout != 0 {
+		set.StateLockTimeout = fl.stateLockTimeout
 	}
-	if lockFlagSet || set.LockTimeout == 0 {
-		set.LockTimeout = ff.lockTimeout
+	if fl.lockTimeoutSet || set.LockTimeout == 0 {
+		set.LockTimeout = fl.filing.lockTimeout
 	}
+}
+
+// fetchRun is one run of fetch-and-file; each step is a method.
+type fetchRun struct {
+	env  *environ
+	fl   fetchFlags
+	set  fetch.Settings
+	home string
+}
+
+func (r *fetchRun) run(ctx context.Context, args []string) error {
+	if err := r.parseFlags(args); err != nil {
+		return err
+	}
+	s, serr := newSetup(r.env, fetchProg, &r.fl.filing)
+	if serr != nil {
+		return failed(reportSetup(r.env, fetchProg, serr))
+	}
+	defer s.close()
+	set, err := fetchSettings(r.env, fetchProg, s.cfg)
+	if err != nil {
+		return err
+	}
+	r.set = set
+	if err := r.settle(); err != nil {
+		return err
+	}
+	sp, closeSpool, err := r.openSpool(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeSpool()
+	return r.fetch(ctx, s, sp)
+}
+
+func (r *fetchRun) parseFlags(args []string) error {
+	fs := flag.NewFlagSet(fetchProg, flag.ContinueOnError)
+	r.fl.register(fs)
+	if err := parseFlags(r.env, fs, args); err != nil {
+		return failed(usageExit(err))
+	}
+	if fs.NArg() > 0 {
+		return failf(sysexits.Usage, "unexpected argument %q", fs.Arg(0))
+	}
+	fs.Visit(func(f *flag.Flag) { r.fl.lockTimeoutSet = r.fl.lockTimeoutSet || f.Name == "lock-timeout" })
+	return nil
+}
+
+// settle merges the flags into the settings, checks them, and fills in
+// the state directory.
+func (r *fetchRun) settle() error {
+	set := &r.set
+	r.fl.override(set)
 	switch set.Compress {
 	case "", "auto", "zstd", "gzip", "none":
 	default:
-		fmt.Fprintf(env.stderr, "%s: --compress must be auto, zstd, gzip or none\n", prog)
-		return sysexits.Usage
+		return failf(sysexits.Usage, "--compress must be auto, zstd, gzip or none")
 	}
-	home := env.getenv("HOME")
+	r.home = r.env.getenv("HOME")
 	if set.StateDir == "" {
-		st := env.getenv("XDG_STATE_HOME")
+		st := r.env.getenv("XDG_STATE_HOME")
 		if st == "" {
-			st = filepath.Join(home, ".local", "state")
+			st = filepath.Join(r.home, ".local", "state")
 		}
 		set.StateDir = filepath.Join(st, "mfilter")
 	}
-	set.StateDir = expandHome(env, set.StateDir)
-	hostname, _ := os.Hostname()
+	set.StateDir = expandHome(r.env, set.StateDir)
+	return nil
+}
 
-	say := func(format string, args ...any) {
-		if *verbose {
-			fmt.Fprintf(env.stderr, prog+": "+format+"\n", args...)
-		}
+// say tells what is happening, with -v.
+func (r *fetchRun) say(format string, args ...any) {
+	if r.fl.verbose {
+		fmt.Fprintf(r.env.stderr, fetchProg+": "+format+"\n", args...)
 	}
-	var sp remote.Spool
-	if *localSpool != "" {
-		path := expandHome(env, *localSpool)
-		if abs, err := filepath.Abs(path); err == nil {
-			path = abs
-		}
-		sp = &remote.LocalSpool{SpoolPath: path, Lock: lockOpts(set)}
-		say("local spool %s", path)
-	} else {
-		cfg, err := remote.Resolve(ctx, remote.Settings{
-			Host: set.Host, Port: set.Port, User: set.User, Identity: set.Identity,
-			KnownHosts: expandAllHome(env, set.KnownHosts), AcceptNewHostKey: set.AcceptNewHostKey, Timeout: set.Timeout,
-			SSHConfigFile: env.getenv("MFILTER_SSH_CONFIG"),
-		}, home, env.getenv("SSH_AUTH_SOCK"))
-		if err != nil {
-			fmt.Fprintf(env.stderr, "%s: %v\n", prog, err)
-			return sysexits.Config
-		}
-		cfg.Warn = func(m string) { fmt.Fprintf(env.stderr, "%s: %s\n", prog, m) }
-		say("connecting to %s as %s", cfg.Addr, cfg.User)
-		client, err := remote.Dial(ctx, cfg)
-		if err != nil {
-			fmt.Fprintf(env.stderr, "%s: %v\n", prog, err)
-			var hk *remote.HostKeyError
-			if errors.As(err, &hk) {
-				return sysexits.Config
-			}
-			return sysexits.TempFail
-		}
-		defer client.Close()
-		path := set.Spool
-		if path == "" {
-			path = "/var/mail/" + cfg.User
-		}
-		sp = &remote.SSHSpool{C: client, SpoolPath: path, Who: cfg.User + "@" + set.Host, Compress: set.Compress, LockWait: set.LockTimeout}
-		say("spool %s", sp.Describe())
+}
+
+// warn reports a problem that does not stop the run.
+func (r *fetchRun) warn(m string) { fmt.Fprintf(r.env.stderr, "%s: %s\n", fetchProg, m) }
+
+// openSpool returns the spool to claim, here or on the server, and what
+// closes it.
+func (r *fetchRun) openSpool(ctx context.Context) (remote.Spool, func(), error) {
+	if r.fl.localSpool == "" {
+		return r.dialSpool(ctx)
 	}
+	path := expandHome(r.env, r.fl.localSpool)
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	sp := &remote.LocalSpool{SpoolPath: path, Lock: lockOpts(r.set)}
+	r.say("local spool %s", path)
+	return sp, func() {}, nil
+}
+
+// dialSpool connects to the server and returns its spool.
+func (r *fetchRun) dialSpool(ctx context.Context) (remote.Spool, func(), error) {
+	env, set := r.env, r.set
+	cfg, err := remote.Resolve(ctx, remote.Settings{
+		Host: set.Host, Port: set.Port, User: set.User, Identity: set.Identity,
+		KnownHosts: expandAllHome(env, set.KnownHosts), AcceptNewHostKey: set.AcceptNewHostKey, Timeout: set.Timeout,
+		SSHConfigFile: env.getenv("MFILTER_SSH_CONFIG"),
+	}, r.home, env.getenv("SSH_AUTH_SOCK"))
+	if err != nil {
+		return nil, nil, fail(sysexits.Config, err)
+	}
+	cfg.Warn = r.warn
+	r.say("connecting to %s as %s", cfg.Addr, cfg.User)
+	client, err := remote.Dial(ctx, cfg)
+	if err != nil {
+		var hk *remote.HostKeyError
+		if errors.As(err, &hk) {
+			return nil, nil, fail(sysexits.Config, err)
+		}
+		return nil, nil, fail(sysexits.TempFail, err)
+	}
+	path := set.Spool
+	if path == "" {
+		path = "/var/mail/" + cfg.User
+	}
+	sp := &remote.SSHSpool{C: client, SpoolPath: path, Who: cfg.User + "@" + set.Host, Compress: set.Compress, LockWait: set.LockTimeout}
+	r.say("spool %s", sp.Describe())
+	return sp, func() { client.Close() }, nil
+}
+
+// fetch files the spool's messages and says what it did.
+func (r *fetchRun) fetch(ctx context.Context, s *setup, sp remote.Spool) error {
+	env := r.env
+	hostname, _ := os.Hostname()
 	showProgress := term.IsTerminal(int(os.Stderr.Fd())) && env.stderr == os.Stderr
 	start := time.Now()
 	f := &fetch.Fetcher{
 		Spool:    sp,
 		Filer:    s.filer,
 		Writer:   s.filer.Writer,
-		StateDir: set.StateDir,
+		StateDir: r.set.StateDir,
 		Client:   hostname,
 		Host:     hostname,
-		Berkeley: ff.berkeley,
-		Warn:     func(m string) { fmt.Fprintf(env.stderr, "%s: %s\n", prog, m) },
-		LockWait: set.StateLockTimeout,
+		Berkeley: r.fl.filing.berkeley,
+		Warn:     r.warn,
+		LockWait: r.set.StateLockTimeout,
 	}
 	if showProgress {
-		var last time.Time
-		f.Progress = func(p fetch.Progress) {
-			if time.Since(last) < 200*time.Millisecond {
-				return
-			}
-			last = time.Now()
-			rate := float64(p.Bytes) / time.Since(start).Seconds()
-			fmt.Fprintf(env.stderr, "\r%s: %s of %s, %d messages (%s/s, %s over the link)   ", prog, size(p.Bytes), size(p.Size), p.Messages, size(int64(rate)), size(p.Wire))
-		}
+		f.Progress = (&progressLine{env: env, start: start}).show
 	}
 	rep, err := f.Run(ctx)
 	if showProgress {
@@ -192,30 +254,49 @@ func runFetch(ctx context.Context, env *environ, args []string) int {
 	}
 	var busy *statelock.BusyError
 	if errors.As(err, &busy) {
-		fmt.Fprintf(env.stderr, "%s: %s: %v; nothing was done (try again later)\n", prog, sp.Describe(), err)
-		return sysexits.TempFail
+		return failf(sysexits.TempFail, "%s: %v; nothing was done (try again later)", sp.Describe(), err)
 	}
 	if err != nil {
-		fmt.Fprintf(env.stderr, "%s: %v (the server keeps what was not filed; run again to finish)\n", prog, err)
-		return sysexits.TempFail
+		return failf(sysexits.TempFail, "%v (the server keeps what was not filed; run again to finish)", err)
 	}
 	if rep.Files == 0 {
-		say("no mail")
-		return sysexits.OK
+		r.say("no mail")
+		return nil
 	}
-	if *verbose || showProgress {
-		codec := rep.Codec
-		if codec == "" {
-			codec = "none"
-		}
-		link := ""
-		if *localSpool == "" {
-			link = fmt.Sprintf(", %s over the link with %s", size(rep.Wire), codec)
-		}
-		fmt.Fprintf(env.stderr, "%s: filed %d messages (%s%s) from %s in %s\n",
-			prog, rep.Messages, size(rep.Bytes), link, sp.Describe(), time.Since(start).Round(time.Millisecond))
+	if r.fl.verbose || showProgress {
+		r.report(rep, sp, start)
 	}
-	return sysexits.OK
+	return nil
+}
+
+// report says how much was filed.
+func (r *fetchRun) report(rep fetch.Report, sp remote.Spool, start time.Time) {
+	codec := rep.Codec
+	if codec == "" {
+		codec = "none"
+	}
+	link := ""
+	if r.fl.localSpool == "" {
+		link = fmt.Sprintf(", %s over the link with %s", size(rep.Wire), codec)
+	}
+	fmt.Fprintf(r.env.stderr, "%s: filed %d messages (%s%s) from %s in %s\n",
+		fetchProg, rep.Messages, size(rep.Bytes), link, sp.Describe(), time.Since(start).Round(time.Millisecond))
+}
+
+// progressLine shows a fetch's progress on the terminal, at most five
+// times a second.
+type progressLine struct {
+	env         *environ
+	start, last time.Time
+}
+
+func (p *progressLine) show(pr fetch.Progress) {
+	if time.Since(p.last) < 200*time.Millisecond {
+		return
+	}
+	p.last = time.Now()
+	rate := float64(pr.Bytes) / time.Since(p.start).Seconds()
+	fmt.Fprintf(p.env.stderr, "\r%s: %s of %s, %d messages (%s/s, %s over the link)   ", fetchProg, size(pr.Bytes), size(pr.Size), pr.Messages, size(int64(rate)), size(pr.Wire))
 }
 
 func lockOpts(s fetch.Settings) deliver.LockOptions {
