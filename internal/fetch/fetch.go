@@ -101,7 +101,6 @@ func (f *Fetcher) Run(ctx context.Context) (Report, error) {
 		return rep, err
 	}
 	defer lock.Release()
-	// 1. Journals of claims this client started.
 	journals, err := filepath.Glob(filepath.Join(f.StateDir, safeName(f.Spool.Describe())+".*.journal"))
 	if err != nil {
 		return rep, err
@@ -110,15 +109,28 @@ func (f *Fetcher) Run(ctx context.Context) (Report, error) {
 	if err != nil {
 		return rep, fmt.Errorf("list claimed files: %w", err)
 	}
+	handled, err := f.resume(ctx, journals, claimed, &rep)
+	if err != nil {
+		return rep, err
+	}
+	if err := f.adopt(ctx, claimed, handled, &rep); err != nil {
+		return rep, err
+	}
+	return rep, f.claim(ctx, &rep)
+}
+
+// resume finishes the claims whose journals are in paths, as far as they
+// are still on the server (claimed); it returns the claims it handled.
+func (f *Fetcher) resume(ctx context.Context, paths []string, claimed []remote.ClaimedFile, rep *Report) (map[string]bool, error) {
 	onServer := make(map[string]int64)
 	for _, c := range claimed {
 		onServer[c.Name] = c.Size
 	}
 	handled := make(map[string]bool)
-	for _, jp := range journals {
+	for _, jp := range paths {
 		j, err := OpenJournal(jp, f.Writer, f.Host)
 		if err != nil {
-			return rep, err
+			return handled, err
 		}
 		if j.Claim == "" {
 			j.Remove() // never got as far as naming a claim
@@ -135,11 +147,16 @@ func (f *Fetcher) Run(ctx context.Context) (Report, error) {
 			j.Remove()
 			continue
 		}
-		if err := f.finish(ctx, j, remote.ClaimedFile{Name: j.Claim, Size: size}, &rep); err != nil {
-			return rep, err
+		if err := f.finish(ctx, j, remote.ClaimedFile{Name: j.Claim, Size: size}, rep); err != nil {
+			return handled, err
 		}
 	}
-	// 2. Claimed files without a journal here.
+	return handled, nil
+}
+
+// adopt files this client's claimed files that have no journal here (the
+// state directory was lost): from the start, with fresh names.
+func (f *Fetcher) adopt(ctx context.Context, claimed []remote.ClaimedFile, handled map[string]bool, rep *Report) error {
 	for _, c := range claimed {
 		if handled[c.Name] {
 			continue
@@ -148,47 +165,49 @@ func (f *Fetcher) Run(ctx context.Context) (Report, error) {
 			f.warn("leaving %s alone: another client (%s) claimed it", c.Name, remote.ClaimClient(f.Spool.Path(), c.Name))
 			continue
 		}
-		// Ours, but the journal is gone (state directory lost): file it
-		// from the start, with fresh names.
 		f.warn("%s has no journal here; filing it from the start", c.Name)
 		j, err := OpenJournal(f.journalPath(c.Name), f.Writer, f.Host)
 		if err != nil {
-			return rep, err
+			return err
 		}
 		if err := j.Claiming(c.Name, newClaimID()); err != nil {
-			return rep, err
+			return err
 		}
 		if err := j.Claimed(c.Size); err != nil {
-			return rep, err
+			return err
 		}
-		if err := f.finish(ctx, j, c, &rep); err != nil {
-			return rep, err
+		if err := f.finish(ctx, j, c, rep); err != nil {
+			return err
 		}
 	}
-	// 3. A new claim.
+	return nil
+}
+
+// claim claims the spool anew and files the claim.
+func (f *Fetcher) claim(ctx context.Context, rep *Report) error {
 	name := remote.NewClaimName(f.Spool.Path(), f.Client)
 	j, err := OpenJournal(f.journalPath(name), f.Writer, f.Host)
 	if err != nil {
-		return rep, err
+		return err
 	}
 	if err := j.Claiming(name, newClaimID()); err != nil {
 		j.Close()
-		return rep, err
+		return err
 	}
 	c, err := f.Spool.Claim(ctx, name)
 	if err != nil {
 		j.Close()
-		return rep, fmt.Errorf("claim %s: %w", f.Spool.Describe(), err)
+		return fmt.Errorf("claim %s: %w", f.Spool.Describe(), err)
 	}
 	if c == nil {
 		j.Remove()
-		return rep, nil // no mail
+		return nil // no mail
 	}
 	if err := j.Claimed(c.Size); err != nil {
 		j.Close()
-		return rep, err
+		return err
 	}
-	return rep, f.finish(ctx, j, *c, &rep)
+	return f.finish(ctx, j, *c, rep)
 }
 
 // newClaimID is the time and random part of a claim's maildir names.

@@ -108,6 +108,15 @@ func OpenJournal(path string, w *deliver.Writer, host string) (*Journal, error) 
 		data = data[:torn]
 	}
 	j.resumed = len(data) > 0
+	j.replay(data)
+	if err := j.openAppend(torn, len(data) == 0); err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// replay takes the state of an earlier run from its records, data.
+func (j *Journal) replay(data []byte) {
 	sc := bufio.NewScanner(strings.NewReader(string(data)))
 	sc.Buffer(nil, 1<<20)
 	var ranges [][2]int64
@@ -143,30 +152,37 @@ func OpenJournal(path string, w *deliver.Writer, host string) (*Journal, error) 
 			j.oldRanges = append(j.oldRanges, rg)
 		}
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("journal: %w", err)
+}
+
+// openAppend opens the journal file for appending, cutting off a torn
+// last record at offset torn (if >= 0); a new journal's name is made
+// durable.
+func (j *Journal) openAppend(torn int64, fresh bool) error {
+	if err := os.MkdirAll(filepath.Dir(j.path), 0o700); err != nil {
+		return fmt.Errorf("journal: %w", err)
 	}
-	j.f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	var err error
+	j.f, err = os.OpenFile(j.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("journal: %w", err)
+		return fmt.Errorf("journal: %w", err)
 	}
 	if torn >= 0 {
 		if err := j.f.Truncate(torn); err != nil {
 			j.f.Close()
-			return nil, fmt.Errorf("journal %s: cut a torn record: %w", path, err)
+			return fmt.Errorf("journal %s: cut a torn record: %w", j.path, err)
 		}
 		if err := j.f.Sync(); err != nil {
 			j.f.Close()
-			return nil, fmt.Errorf("journal %s: %w", path, err)
+			return fmt.Errorf("journal %s: %w", j.path, err)
 		}
 	}
-	if len(data) == 0 {
-		if err := syncParent(path); err != nil {
+	if fresh {
+		if err := syncParent(j.path); err != nil {
 			j.f.Close()
-			return nil, err
+			return err
 		}
 	}
-	return j, nil
+	return nil
 }
 
 func syncParent(p string) error {
