@@ -72,112 +72,195 @@ type sendConfig struct {
 	domain   string
 }
 
+const sendProg = "mfilter send"
+
 func runSend(ctx context.Context, env *environ, args []string) int {
-	const prog = "mfilter send"
 	o, err := parseSendArgs(args)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "%s: %v\n", prog, err)
+		code := env.exitCode(sendProg, err)
 		fmt.Fprint(env.stderr, sendUsage)
-		return sysexits.Usage
+		return code
 	}
 	if o.help {
 		fmt.Fprint(env.stdout, sendUsage)
 		return sysexits.OK
 	}
-	say := func(format string, args ...any) {
-		if o.verbose {
-			fmt.Fprintf(env.stderr, prog+": "+format+"\n", args...)
-		}
-	}
+	r := &sendRun{env: env, o: o}
+	return env.exitCode(sendProg, r.run(ctx))
+}
+
+// sendRun is one run of mfilter send; each step is a method.
+type sendRun struct {
+	env    *environ
+	o      *sendOpts
+	cfg    *sendConfig
+	q      *send.Queue
+	dialer *sshDialer
+	mailer *send.Mailer
+	// auth reads the password once, when the first connection needs it.
+	auth    sync.Once
+	authErr error
+}
+
+func (r *sendRun) run(ctx context.Context) error {
+	o := r.o
 	if len(o.ignored) > 0 {
-		say("ignoring sendmail options %s", strings.Join(o.ignored, " "))
+		r.say("ignoring sendmail options %s", strings.Join(o.ignored, " "))
 	}
-	cfg, err := loadSendConfig(env, prog, o.rules, sendFlags{host: o.host, port: o.port, user: o.user, identity: o.identity,
-		knownHosts: o.knownHosts, acceptNew: o.acceptNew, timeout: o.timeout, relay: o.relay, queue: o.queue, queueDir: o.queueDir})
+	cfg, err := loadSendConfig(r.env, sendProg, o.rules, o.sendFlags())
 	if err != nil {
-		return env.exitCode(prog, err)
+		return err
 	}
-	q := &send.Queue{Dir: cfg.queueDir}
+	r.cfg = cfg
+	r.q = &send.Queue{Dir: cfg.queueDir}
 	if o.list {
-		return listQueue(env, q)
+		return listQueue(r.env, r.q)
 	}
 	if o.flush && (len(o.recipients) > 0 || o.extract) {
-		fmt.Fprintf(env.stderr, "%s: --flush sends the queue; it takes no message\n", prog)
-		return sysexits.Usage
+		return failf(sysexits.Usage, "--flush sends the queue; it takes no message")
 	}
-
-	dialer := &sshDialer{cfg: cfg, warn: func(m string) { fmt.Fprintf(env.stderr, "%s: %s\n", prog, m) }, say: say}
-	defer dialer.close()
-	mailer := &send.Mailer{Relay: cfg.relayOpt}
-	mailer.Relay.Say = say
-	defer mailer.Close()
-	var once sync.Once
-	var authErr error
-	needAuth := func(ctx context.Context) error {
-		once.Do(func() { authErr = cfg.password(ctx, env, &mailer.Relay) })
-		return authErr
-	}
-	mailer.Connect = func(ctx context.Context) (net.Conn, error) {
-		if err := needAuth(ctx); err != nil {
-			return nil, err
-		}
-		return dialer.connect(ctx)
-	}
-	flushQueue := func(verbose bool) send.FlushReport {
-		rep := send.Flush(ctx, q, mailer, func(m string) {
-			if verbose || o.verbose {
-				fmt.Fprintf(env.stderr, "%s: %s\n", prog, m)
-			}
-		})
-		return rep
-	}
-
+	r.dialer = &sshDialer{cfg: cfg, warn: r.warn, say: r.say}
+	defer r.dialer.close()
+	r.mailer = &send.Mailer{Relay: cfg.relayOpt, Connect: r.connect}
+	r.mailer.Relay.Say = r.say
+	defer r.mailer.Close()
 	if o.flush {
-		names, err := q.List()
-		if err != nil {
-			fmt.Fprintf(env.stderr, "%s: %v\n", prog, err)
-			return sysexits.TempFail
-		}
-		if len(names) == 0 {
-			say("the queue %s is empty", q.Dir)
-			return sysexits.OK
-		}
-		rep := flushQueue(true)
-		say("sent %d, left %d, failed %d", rep.Sent, rep.Left, rep.Failed)
-		if rep.Err != nil {
-			fmt.Fprintf(env.stderr, "%s: %v\n", prog, rep.Err)
-			return send.ExitCode(rep.Err)
-		}
-		return sysexits.OK
+		return r.flush(ctx)
 	}
+	return r.sendMessage(ctx)
+}
 
-	// A message to send.
-	if len(o.recipients) == 0 && !o.extract {
-		fmt.Fprintf(env.stderr, "%s: no recipients (name them, or use -t to take them from the message)\n", prog)
-		return sysexits.Usage
+// sendFlags are the settings of o that loadSendConfig merges.
+func (o *sendOpts) sendFlags() sendFlags {
+	return sendFlags{host: o.host, port: o.port, user: o.user, identity: o.identity,
+		knownHosts: o.knownHosts, acceptNew: o.acceptNew, timeout: o.timeout, relay: o.relay, queue: o.queue, queueDir: o.queueDir}
+}
+
+// say tells what happens, with -v.
+func (r *sendRun) say(format string, args ...any) {
+	if r.o.verbose {
+		fmt.Fprintf(r.env.stderr, sendProg+": "+format+"\n", args...)
 	}
-	msg, err := send.ReadMessage(env.stdin, o.ignoreDots)
+}
+
+func (r *sendRun) warn(m string) { fmt.Fprintf(r.env.stderr, "%s: %s\n", sendProg, m) }
+
+// connect opens a connection to the relay, reading the password first.
+func (r *sendRun) connect(ctx context.Context) (net.Conn, error) {
+	r.auth.Do(func() { r.authErr = r.cfg.password(ctx, r.env, &r.mailer.Relay) })
+	if r.authErr != nil {
+		return nil, r.authErr
+	}
+	return r.dialer.connect(ctx)
+}
+
+// flushQueue sends what is queued; verbose says what happens to each
+// message even without -v.
+func (r *sendRun) flushQueue(ctx context.Context, verbose bool) send.FlushReport {
+	return send.Flush(ctx, r.q, r.mailer, func(m string) {
+		if verbose || r.o.verbose {
+			r.warn(m)
+		}
+	})
+}
+
+// flush is --flush: send the queue, and nothing else.
+func (r *sendRun) flush(ctx context.Context) error {
+	names, err := r.q.List()
 	if err != nil {
-		fmt.Fprintf(env.stderr, "%s: %v\n", prog, err)
-		return sysexits.IOErr
+		return fail(sysexits.TempFail, err)
 	}
-	recipients := send.ParseRecipients(o.recipients)
-	if o.extract {
+	if len(names) == 0 {
+		r.say("the queue %s is empty", r.q.Dir)
+		return nil
+	}
+	rep := r.flushQueue(ctx, true)
+	r.say("sent %d, left %d, failed %d", rep.Sent, rep.Left, rep.Failed)
+	if rep.Err != nil {
+		return fail(send.ExitCode(rep.Err), rep.Err)
+	}
+	return nil
+}
+
+// sendMessage sends the message on stdin, after what waits in the queue.
+func (r *sendRun) sendMessage(ctx context.Context) error {
+	msg, envl, err := r.prepare()
+	if err != nil {
+		return err
+	}
+	r.say("from <%s> to %s, %d bytes", envl.From, strings.Join(envl.To, ", "), len(msg))
+	if r.o.queueOnly {
+		name, err := r.q.Put(envl, msg)
+		if err != nil {
+			return fail(sysexits.TempFail, err)
+		}
+		r.say("queued as %s in %s", name, r.q.Dir)
+		return nil
+	}
+	// What waits in the queue goes first, over the same connection.
+	if names, _ := r.q.List(); len(names) > 0 {
+		rep := r.flushQueue(ctx, false)
+		if rep.Err != nil {
+			fmt.Fprintf(r.env.stderr, "%s: the queue (%d message(s) left): %v\n", sendProg, rep.Left, rep.Err)
+		}
+	}
+	reply, err := r.mailer.Send(ctx, envl, msg)
+	if err != nil {
+		return r.notSent(envl, msg, err)
+	}
+	r.say("sent: %s", reply)
+	return nil
+}
+
+// errNoRecipients is a send without recipients.
+func errNoRecipients() error {
+	return failf(sysexits.Usage, "no recipients (name them, or use -t to take them from the message)")
+}
+
+// prepare reads the message on stdin and returns it ready to send, with
+// its envelope.
+func (r *sendRun) prepare() ([]byte, send.Envelope, error) {
+	o := r.o
+	if len(o.recipients) == 0 && !o.extract {
+		return nil, send.Envelope{}, errNoRecipients()
+	}
+	msg, err := send.ReadMessage(r.env.stdin, o.ignoreDots)
+	if err != nil {
+		return nil, send.Envelope{}, fail(sysexits.IOErr, err)
+	}
+	recipients, err := r.recipients(msg)
+	if err != nil {
+		return nil, send.Envelope{}, err
+	}
+	userHost := defaultSender(r.env, r.cfg)
+	sender := r.sender(msg, userHost)
+	msg = send.Prepare{Sender: sender, FullName: o.fullName, Fallback: userHost, Host: r.cfg.helo, Now: time.Now()}.Apply(msg)
+	envl := send.Envelope{From: sender, To: recipients, Notify: o.notify, Return: o.ret, EnvelopeID: o.envid}
+	return msg, envl, nil
+}
+
+// recipients are those of the command line, and with -t those of msg.
+func (r *sendRun) recipients(msg []byte) ([]string, error) {
+	recipients := send.ParseRecipients(r.o.recipients)
+	if r.o.extract {
 		recipients = append(recipients, send.HeaderRecipients(msg)...)
 	}
-	recipients = send.Dedupe(send.Qualify(recipients, cfg.domain))
-	if len(recipients) == 0 {
-		if o.extract {
-			fmt.Fprintf(env.stderr, "%s: no recipient in the message's To:, Cc: or Bcc: fields nor on the command line\n", prog)
-			return sysexits.DataErr
-		}
-		fmt.Fprintf(env.stderr, "%s: no recipients (name them, or use -t to take them from the message)\n", prog)
-		return sysexits.Usage
+	recipients = send.Dedupe(send.Qualify(recipients, r.cfg.domain))
+	if len(recipients) > 0 {
+		return recipients, nil
 	}
-	userHost := defaultSender(env, cfg)
+	if r.o.extract {
+		return nil, failf(sysexits.DataErr, "no recipient in the message's To:, Cc: or Bcc: fields nor on the command line")
+	}
+	return nil, errNoRecipients()
+}
+
+// sender is the envelope sender: -f, else the From: address of msg, else
+// userHost.
+func (r *sendRun) sender(msg []byte, userHost string) string {
 	sender := userHost
-	if o.senderSet {
-		sender = strings.TrimSpace(o.sender)
+	if r.o.senderSet {
+		sender = strings.TrimSpace(r.o.sender)
 		if sender == "<>" {
 			sender = ""
 		}
@@ -186,59 +269,38 @@ func runSend(ctx context.Context, env *environ, args []string) int {
 		sender = from
 	}
 	if sender != "" {
-		sender = send.Qualify([]string{sender}, cfg.domain)[0]
+		sender = send.Qualify([]string{sender}, r.cfg.domain)[0]
 	}
-	msg = send.Prepare{Sender: sender, FullName: o.fullName, Fallback: userHost, Host: cfg.helo, Now: time.Now()}.Apply(msg)
-	envl := send.Envelope{From: sender, To: recipients, Notify: o.notify, Return: o.ret, EnvelopeID: o.envid}
-	say("from <%s> to %s, %d bytes", envl.From, strings.Join(envl.To, ", "), len(msg))
-
-	if o.queueOnly {
-		name, err := q.Put(envl, msg)
-		if err != nil {
-			fmt.Fprintf(env.stderr, "%s: %v\n", prog, err)
-			return sysexits.TempFail
-		}
-		say("queued as %s in %s", name, q.Dir)
-		return sysexits.OK
-	}
-
-	// What waits in the queue goes first, over the same connection.
-	if names, _ := q.List(); len(names) > 0 {
-		rep := flushQueue(false)
-		if rep.Err != nil {
-			fmt.Fprintf(env.stderr, "%s: the queue (%d message(s) left): %v\n", prog, rep.Left, rep.Err)
-		}
-	}
-	reply, err := mailer.Send(ctx, envl, msg)
-	if err == nil {
-		say("sent: %s", reply)
-		return sysexits.OK
-	}
-	if send.IsTemporary(err) && (cfg.queue == send.QueueOn || cfg.queue == send.QueueAccept) {
-		name, qerr := q.Put(envl, msg)
-		if qerr != nil {
-			fmt.Fprintf(env.stderr, "%s: not sent: %v; and it could not be queued: %v\n", prog, err, qerr)
-			return sysexits.TempFail
-		}
-		fmt.Fprintf(env.stderr, "%s: not sent yet: %v; queued as %s (mfilter send --flush, or the next send, delivers it)\n", prog, err, name)
-		if cfg.queue == send.QueueAccept {
-			return sysexits.OK
-		}
-		return sysexits.TempFail
-	}
-	if send.IsTemporary(err) {
-		fmt.Fprintf(env.stderr, "%s: not sent, try again later: %v\n", prog, err)
-	} else {
-		fmt.Fprintf(env.stderr, "%s: not sent: %v\n", prog, err)
-	}
-	return send.ExitCode(err)
+	return sender
 }
 
-func listQueue(env *environ, q *send.Queue) int {
+// notSent reports err, the failure to send msg, and queues msg if it is
+// worth another try and the settings say so.
+func (r *sendRun) notSent(envl send.Envelope, msg []byte, err error) error {
+	temporary := send.IsTemporary(err)
+	if temporary && (r.cfg.queue == send.QueueOn || r.cfg.queue == send.QueueAccept) {
+		name, qerr := r.q.Put(envl, msg)
+		if qerr != nil {
+			return failf(sysexits.TempFail, "not sent: %v; and it could not be queued: %v", err, qerr)
+		}
+		queued := fmt.Errorf("not sent yet: %v; queued as %s (mfilter send --flush, or the next send, delivers it)", err, name)
+		if r.cfg.queue == send.QueueAccept {
+			r.warn(queued.Error())
+			return nil
+		}
+		return fail(sysexits.TempFail, queued)
+	}
+	if temporary {
+		return failf(send.ExitCode(err), "not sent, try again later: %v", err)
+	}
+	return failf(send.ExitCode(err), "not sent: %v", err)
+}
+
+// listQueue is --list: what waits in the queue.
+func listQueue(env *environ, q *send.Queue) error {
 	names, err := q.List()
 	if err != nil {
-		fmt.Fprintf(env.stderr, "mfilter send: %v\n", err)
-		return sysexits.TempFail
+		return fail(sysexits.TempFail, err)
 	}
 	for _, n := range names {
 		e, queued, size, err := q.Peek(n)
@@ -254,7 +316,7 @@ func listQueue(env *environ, q *send.Queue) int {
 		fmt.Fprintf(env.stdout, "; %d refused for good in %s", len(failed), filepath.Join(q.Dir, "failed"))
 	}
 	fmt.Fprintln(env.stdout)
-	return sysexits.OK
+	return nil
 }
 
 func defaultSender(env *environ, cfg *sendConfig) string {
