@@ -549,7 +549,15 @@ func TestFetchSurvivesCuts(t *testing.T) {
 	if code, out := e.run(e.args(proxy.ln.Addr().String(), "--compress", "none")...); code != 0 {
 		t.Fatalf("probe run: %d %s", code, out)
 	}
+	// The proxy counts a connection's bytes when both of its sides
+	// have closed, which may come just after mfilter exits.
 	full := proxy.wire.Load()
+	for deadline := time.Now().Add(10 * time.Second); full == 0 && time.Now().Before(deadline); full = proxy.wire.Load() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if full == 0 {
+		t.Fatal("the probe run sent nothing through the proxy")
+	}
 	fails := 0
 	for i := 0; i < 20; i++ {
 		m := spoolMessages(t, 400, fmt.Sprintf("cut%d", i))
