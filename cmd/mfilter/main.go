@@ -44,7 +44,7 @@ func init() {
 		{"fetch-and-file", "claim the spool on the mail server over SSH and file it", runFetch},
 		{"send", "send a message through the SSH link, like sendmail (-t, -i, -f)", runSend},
 		{"tunnel", "forward a local SMTP port to the relay through the SSH link", runTunnel},
-		{"refile", "file the messages of maildirs, MH folders or mboxes again by the rules", runRefile},
+		{"refile", "file maildirs, MH folders or mboxes again by the rules", runRefile},
 		{"check", "check the rules file and report every problem", runCheck},
 		{"test", "show what the rules do with messages, writing nothing", runTest},
 		{"version", "print the version", runVersion},
