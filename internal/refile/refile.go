@@ -124,6 +124,9 @@ type run struct {
 	stash   map[*byte]decision  // routed in Next, for Route
 	pending map[int64]*movedMsg // moved, not yet recorded
 	locate  map[string]string   // maildir: unique -> name now (nil: not listed)
+	finCh   chan int64          // batches durable up to an offset, to finish
+	finDone chan struct{}
+	finErr  error
 	outMu   sync.Mutex
 }
 
@@ -237,8 +240,9 @@ func (r *run) finishState() error {
 func (r *run) fileRest(ctx context.Context, src filer.OffsetSource) error {
 	f := *r.o.Filer
 	f.Router = r
+	r.startFinisher()
 	_, err := f.FileStream(ctx, src, &journal{Journal: r.j, r: r})
-	return err
+	return errors.Join(err, r.waitFinisher())
 }
 
 // decision is where one message goes.
@@ -421,11 +425,54 @@ func (j *journal) Committing(start, end int64) error {
 	return j.Journal.Committing(start, end)
 }
 
+// Committed hands the messages before end, now durably filed, to the
+// finisher: giving their copies their flags and removing them from the
+// source goes on beside the filing of the next batches.
 func (j *journal) Committed(end int64) error {
 	if err := j.Journal.Committed(end); err != nil {
 		return err
 	}
-	return j.r.finish(end)
+	r := j.r
+	r.mu.Lock()
+	err := r.finErr
+	r.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	r.finCh <- end
+	return nil
+}
+
+// startFinisher starts the goroutine that finishes the messages of the
+// batches as they become durable, in order; waitFinisher waits for it
+// to be done with every batch handed to it.
+func (r *run) startFinisher() {
+	r.finCh = make(chan int64, 16)
+	r.finDone = make(chan struct{})
+	go func() {
+		defer close(r.finDone)
+		for end := range r.finCh {
+			r.mu.Lock()
+			failed := r.finErr != nil
+			r.mu.Unlock()
+			if failed {
+				continue
+			}
+			if err := r.finish(end); err != nil {
+				r.mu.Lock()
+				r.finErr = err
+				r.mu.Unlock()
+			}
+		}
+	}()
+}
+
+func (r *run) waitFinisher() error {
+	close(r.finCh)
+	<-r.finDone
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.finErr
 }
 
 // finish completes the moved messages before end, whose copies are
