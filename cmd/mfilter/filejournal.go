@@ -75,35 +75,44 @@ func fileJournaled(ctx context.Context, env *environ, s *setup, path string, f *
 		fmt.Fprintf(env.stderr, "%s: %s: another run filed it while this one waited; nothing to do\n", prog, path)
 		return sysexits.OK
 	}
-	j, err := fetch.OpenJournal(jpath, s.filer.Writer, hostname())
+	j, err := openFileJournal(env, s, jpath, path, f, st.Size())
 	if err != nil {
 		fmt.Fprintf(env.stderr, "%s: %s: %v\n", prog, path, err)
 		return sysexits.TempFail
+	}
+	return fileFromJournal(ctx, env, s, path, f, ff, j)
+}
+
+// openFileJournal opens the journal at jpath for the mbox f (opened from
+// path, size bytes long): the journal of an unfinished run if it is about
+// this file, else a new one.
+func openFileJournal(env *environ, s *setup, jpath, path string, f *os.File, size int64) (*fetch.Journal, error) {
+	const prog = "mfilter file"
+	j, err := fetch.OpenJournal(jpath, s.filer.Writer, hostname())
+	if err != nil {
+		return nil, err
 	}
 	if j.Claim != "" {
 		sum, err := headSum(f, j.HeadLen)
 		if err != nil {
 			j.Close()
-			fmt.Fprintf(env.stderr, "%s: %s: %v\n", prog, path, err)
-			return sysexits.TempFail
+			return nil, err
 		}
 		if sum != j.HeadSum {
 			// Another file now: what the journal says is not about it.
 			fmt.Fprintf(env.stderr, "%s: warning: %s changed since an unfinished run (journal %s); filing it from the start\n", prog, path, jpath)
 			if err := j.Remove(); err != nil {
-				fmt.Fprintf(env.stderr, "%s: %s: %v\n", prog, path, err)
-				return sysexits.TempFail
+				return nil, err
 			}
 			if j, err = fetch.OpenJournal(jpath, s.filer.Writer, hostname()); err != nil {
-				fmt.Fprintf(env.stderr, "%s: %s: %v\n", prog, path, err)
-				return sysexits.TempFail
+				return nil, err
 			}
 		} else if j.Filed > 0 {
 			fmt.Fprintf(env.stderr, "%s: %s: resuming an unfinished run at byte %d\n", prog, path, j.Filed)
 		}
 	}
 	if j.Claim == "" {
-		n := min(st.Size(), fileHeadLen)
+		n := min(size, fileHeadLen)
 		sum, err := headSum(f, n)
 		if err == nil {
 			abs, _ := filepath.Abs(path)
@@ -111,10 +120,16 @@ func fileJournaled(ctx context.Context, env *environ, s *setup, path string, f *
 		}
 		if err != nil {
 			j.Close()
-			fmt.Fprintf(env.stderr, "%s: %s: %v\n", prog, path, err)
-			return sysexits.TempFail
+			return nil, err
 		}
 	}
+	return j, nil
+}
+
+// fileFromJournal files f from where the journal j says, and removes j
+// once every message is filed or rescued.
+func fileFromJournal(ctx context.Context, env *environ, s *setup, path string, f *os.File, ff *filingFlags, j *fetch.Journal) int {
+	const prog = "mfilter file"
 	base := j.Filed
 	if _, err := f.Seek(base, io.SeekStart); err != nil {
 		j.Close()

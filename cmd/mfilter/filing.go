@@ -90,59 +90,16 @@ func (e *setupError) Error() string { return e.err.Error() }
 // into a Filer; flags win over the rules' settings. prog prefixes the
 // messages.
 func newSetup(env *environ, prog string, ff *filingFlags) (*setup, *setupError) {
-	path, err := rulesPath(env, ff.rules)
-	if err != nil {
-		return nil, &setupError{code: sysexits.Config, err: err}
+	cfg, serr := setupRules(env, ff)
+	if serr != nil {
+		return nil, serr
 	}
-	if ff.noRules {
-		if ff.rules != "" {
-			return nil, &setupError{code: sysexits.Usage, err: errors.New("--rules and --no-rules contradict each other")}
-		}
-		path = ""
+	set := pickSettings(cfg, ff)
+	base, serr := mailBase(env, set.base)
+	if serr != nil {
+		return nil, serr
 	}
-	var cfg *rules.Config
-	if path != "" {
-		cfg, err = rules.Load(path)
-		if err != nil {
-			return nil, &setupError{code: rulesExitCode(err), err: err, rulesFile: path}
-		}
-	}
-	pick := func(flagValue string, setting *rules.Str, def string) string {
-		if flagValue != "" {
-			return flagValue
-		}
-		if setting != nil {
-			return setting.Value
-		}
-		return def
-	}
-	var base, defSpec, logSpec string
-	logFormat := maillog.Procmail
-	if cfg != nil {
-		base = pick(ff.base, cfg.Maildir, "")
-		defSpec = pick(ff.def, cfg.Default, "Maildir/")
-		logSpec = pick(ff.logFile, cfg.Log, "")
-		if cfg.LogFormat != nil && cfg.LogFormat.Value == "json" {
-			logFormat = maillog.JSON
-		}
-	} else {
-		base, defSpec, logSpec = ff.base, pick(ff.def, nil, "Maildir/"), ff.logFile
-	}
-	if base == "" {
-		base = env.getenv("HOME")
-		if base == "" {
-			return nil, &setupError{code: sysexits.Config, err: errors.New("no mail directory: give --maildir or set maildir: in the rules ($HOME is not set either)")}
-		}
-	}
-	base = expandHome(env, base)
-	if !filepath.IsAbs(base) {
-		abs, err := filepath.Abs(base)
-		if err != nil {
-			return nil, &setupError{code: sysexits.Config, err: err}
-		}
-		base = abs
-	}
-	defSpec = expandHome(env, defSpec)
+	defSpec := expandHome(env, set.def)
 	def, err := deliver.ParseFolder(base, defSpec)
 	if err != nil {
 		return nil, &setupError{code: sysexits.Config, err: fmt.Errorf("default folder: %w", err)}
@@ -155,64 +112,164 @@ func newSetup(env *environ, prog string, ff *filingFlags) (*setup, *setupError) 
 		Warn:     warn,
 	})
 	s := &setup{base: base, cfg: cfg, def: def}
-	var logw io.Writer
-	var lp string
-	if logSpec != "" {
-		lp = expandHome(env, logSpec)
-		if !filepath.IsAbs(lp) {
-			lp = filepath.Join(base, lp)
-		}
-		f, err := openLog(lp)
-		switch {
-		case err == nil:
-			s.logFile, logw = f, f
-		case ff.logOptional:
-			warn(fmt.Sprintf("log file: %v; delivering without it", err))
-		default:
-			return nil, &setupError{code: sysexits.TempFail, err: fmt.Errorf("log file: %w", err)}
-		}
+	logw, lp, serr := s.openLog(env, set.log, ff.logOptional, warn)
+	if serr != nil {
+		return nil, serr
 	}
-	rescue := ff.rescue
-	if rescue == "" {
-		rescue = filepath.Join(base, "mfilter-rescue.mbox")
-	} else {
-		rescue = expandHome(env, rescue)
-		if !filepath.IsAbs(rescue) {
-			rescue = filepath.Join(base, rescue)
-		}
-	}
+	rescue := rescuePath(env, base, ff.rescue)
 	var router filer.Router = filer.DefaultRouter{Folder: def}
 	if cfg != nil {
-		eng, _, _, err := newEngine(env, cfg, &filingFlags{base: base, def: defSpec, berkeley: ff.berkeley, logFile: lp, rescue: rescue})
-		if err != nil {
+		resolved := &filingFlags{base: base, def: defSpec, berkeley: ff.berkeley, logFile: lp, rescue: rescue}
+		envelope := rules.Envelope{Sender: ff.sender, Recipient: ff.recipient}
+		if serr := s.routeByRules(env, resolved, envelope); serr != nil {
 			s.close()
-			return nil, &setupError{code: sysexits.Config, err: err}
+			return nil, serr
 		}
-		// Folders built from message data are opened below the mail
-		// root through an os.Root, which needs the root to exist.
-		if err := os.MkdirAll(base, 0o700); err != nil {
-			s.close()
-			return nil, &setupError{code: sysexits.TempFail, err: fmt.Errorf("mail directory: %w", err)}
-		}
-		root, err := os.OpenRoot(base)
-		if err != nil {
-			s.close()
-			return nil, &setupError{code: sysexits.TempFail, err: fmt.Errorf("mail directory: %w", err)}
-		}
-		s.root = root
-		s.router = &filer.RulesRouter{Engine: eng, Base: base, Root: root, Guard: eng.Guard(), Envelope: rules.Envelope{Sender: ff.sender, Recipient: ff.recipient}}
 		router = s.router
 	}
 	s.filer = &filer.Filer{
 		Writer:   w,
 		Router:   router,
-		Log:      maillog.NewFormat(logw, logFormat),
+		Log:      maillog.NewFormat(logw, set.logFormat),
 		Rescue:   rescue,
 		Berkeley: ff.berkeley,
 		Warn:     warn,
 		Hold:     env.hold,
 	}
 	return s, nil
+}
+
+// setupRules loads the rules file that the flags or the environment
+// name, or returns nil without one.
+func setupRules(env *environ, ff *filingFlags) (*rules.Config, *setupError) {
+	path, err := rulesPath(env, ff.rules)
+	if err != nil {
+		return nil, &setupError{code: sysexits.Config, err: err}
+	}
+	if ff.noRules {
+		if ff.rules != "" {
+			return nil, &setupError{code: sysexits.Usage, err: errors.New("--rules and --no-rules contradict each other")}
+		}
+		return nil, nil
+	}
+	if path == "" {
+		return nil, nil
+	}
+	cfg, err := rules.Load(path)
+	if err != nil {
+		return nil, &setupError{code: rulesExitCode(err), err: err, rulesFile: path}
+	}
+	return cfg, nil
+}
+
+// settings are the places a setup files to and logs in, as written.
+type settings struct {
+	base, def, log string
+	logFormat      maillog.Format
+}
+
+// pickSettings takes each setting from its flag, else from the rules
+// (cfg may be nil), else its default.
+func pickSettings(cfg *rules.Config, ff *filingFlags) settings {
+	pick := func(flagValue string, setting *rules.Str, def string) string {
+		if flagValue != "" {
+			return flagValue
+		}
+		if setting != nil {
+			return setting.Value
+		}
+		return def
+	}
+	if cfg == nil {
+		return settings{base: ff.base, def: pick(ff.def, nil, "Maildir/"), log: ff.logFile, logFormat: maillog.Procmail}
+	}
+	set := settings{
+		base:      pick(ff.base, cfg.Maildir, ""),
+		def:       pick(ff.def, cfg.Default, "Maildir/"),
+		log:       pick(ff.logFile, cfg.Log, ""),
+		logFormat: maillog.Procmail,
+	}
+	if cfg.LogFormat != nil && cfg.LogFormat.Value == "json" {
+		set.logFormat = maillog.JSON
+	}
+	return set
+}
+
+// mailBase is the mail directory, absolute: base as set, else $HOME.
+func mailBase(env *environ, base string) (string, *setupError) {
+	if base == "" {
+		base = env.getenv("HOME")
+		if base == "" {
+			return "", &setupError{code: sysexits.Config, err: errors.New("no mail directory: give --maildir or set maildir: in the rules ($HOME is not set either)")}
+		}
+	}
+	base = expandHome(env, base)
+	if !filepath.IsAbs(base) {
+		abs, err := filepath.Abs(base)
+		if err != nil {
+			return "", &setupError{code: sysexits.Config, err: err}
+		}
+		base = abs
+	}
+	return base, nil
+}
+
+// openLog opens the log file spec names, if any, relative to the mail
+// directory; it returns the writer (nil without a log) and the path.
+// With optional, a log that cannot be opened is only warned about.
+func (s *setup) openLog(env *environ, spec string, optional bool, warn func(string)) (io.Writer, string, *setupError) {
+	if spec == "" {
+		return nil, "", nil
+	}
+	lp := expandHome(env, spec)
+	if !filepath.IsAbs(lp) {
+		lp = filepath.Join(s.base, lp)
+	}
+	f, err := openLog(lp)
+	switch {
+	case err == nil:
+		s.logFile = f
+		return f, lp, nil
+	case optional:
+		warn(fmt.Sprintf("log file: %v; delivering without it", err))
+		return nil, lp, nil
+	default:
+		return nil, lp, &setupError{code: sysexits.TempFail, err: fmt.Errorf("log file: %w", err)}
+	}
+}
+
+// rescuePath is the rescue mbox: the flag's, relative to the mail
+// directory base, else mfilter-rescue.mbox there.
+func rescuePath(env *environ, base, flagValue string) string {
+	if flagValue == "" {
+		return filepath.Join(base, "mfilter-rescue.mbox")
+	}
+	rescue := expandHome(env, flagValue)
+	if !filepath.IsAbs(rescue) {
+		rescue = filepath.Join(base, rescue)
+	}
+	return rescue
+}
+
+// routeByRules makes s.router from the rules, with the settings resolved
+// in ff.
+func (s *setup) routeByRules(env *environ, ff *filingFlags, envelope rules.Envelope) *setupError {
+	eng, _, _, err := newEngine(env, s.cfg, ff)
+	if err != nil {
+		return &setupError{code: sysexits.Config, err: err}
+	}
+	// Folders built from message data are opened below the mail root
+	// through an os.Root, which needs the root to exist.
+	if err := os.MkdirAll(s.base, 0o700); err != nil {
+		return &setupError{code: sysexits.TempFail, err: fmt.Errorf("mail directory: %w", err)}
+	}
+	root, err := os.OpenRoot(s.base)
+	if err != nil {
+		return &setupError{code: sysexits.TempFail, err: fmt.Errorf("mail directory: %w", err)}
+	}
+	s.root = root
+	s.router = &filer.RulesRouter{Engine: eng, Base: s.base, Root: root, Guard: eng.Guard(), Envelope: envelope}
+	return nil
 }
 
 // openLog opens the log file at path for appending, making its directory.
