@@ -340,6 +340,13 @@ type (
 		Pos
 		Text *Template
 	}
+	// FlagsAction sets flags (seen, answered, flagged, deleted, draft)
+	// and keywords on the deliveries that follow it.
+	FlagsAction struct {
+		Pos
+		Flags    []string
+		Keywords []string
+	}
 )
 
 func (a *FolderAction) pos() Pos  { return a.Pos }
@@ -351,6 +358,7 @@ func (a *HeaderAction) pos() Pos  { return a.Pos }
 func (a *FilterAction) pos() Pos  { return a.Pos }
 func (a *SetAction) pos() Pos     { return a.Pos }
 func (a *LogAction) pos() Pos     { return a.Pos }
+func (a *FlagsAction) pos() Pos   { return a.Pos }
 
 // delivers reports whether an action ends processing when it succeeds.
 func delivers(a Action) bool {

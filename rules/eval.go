@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -127,6 +128,9 @@ type Step struct {
 	// Rule names the rule that made the step ("" for the default).
 	Rule    string
 	Default bool
+	// Flags (seen, answered, flagged, deleted, draft) and Keywords are
+	// set on the message where the folder can hold them.
+	Flags, Keywords []string
 }
 
 // Decision is the outcome of evaluating one message.
@@ -210,7 +214,7 @@ func (e *Engine) Evaluate(ctx context.Context, msg []byte, o EvalOptions) (*Deci
 		return nil, err
 	}
 	if !s.done {
-		s.dec.Steps = append(s.dec.Steps, Step{Kind: StepFolder, Folder: e.opts.Default, Msg: s.msg, Default: true})
+		s.dec.Steps = append(s.dec.Steps, Step{Kind: StepFolder, Folder: e.opts.Default, Msg: s.msg, Default: true, Flags: s.flags, Keywords: s.keywords})
 		s.tracef(0, "=> no rule delivered: default folder %s", e.opts.Default)
 	}
 	return s.dec, nil
@@ -284,6 +288,9 @@ type state struct {
 	dec   *Decision
 	vars  varTable
 	done  bool // a final delivery or stop happened
+	// flags and keywords go on the folder deliveries that follow the
+	// flags actions that set them.
+	flags, keywords []string
 
 	msg  []byte
 	view *msgview.Message // page, once a message is set
@@ -1028,7 +1035,7 @@ func (s *state) action(r *Rule, a Action, depth int) error {
 				return &TargetError{fmt.Sprintf("folder %q expands to an empty name", t.Source)}
 			}
 			f = s.homeFolder(t, f)
-			s.dec.Steps = append(s.dec.Steps, Step{Kind: StepFolder, Folder: f, Confined: tainted, Copy: a.Copy, Msg: s.msg, Rule: label})
+			s.dec.Steps = append(s.dec.Steps, Step{Kind: StepFolder, Folder: f, Confined: tainted, Copy: a.Copy, Msg: s.msg, Rule: label, Flags: s.flags, Keywords: s.keywords})
 			verb := "folder"
 			if a.Copy {
 				verb = "copy to"
@@ -1076,7 +1083,7 @@ func (s *state) action(r *Rule, a Action, depth int) error {
 	case *StopAction:
 		s.tracef(depth, "stop")
 		if !s.delivered() {
-			s.dec.Steps = append(s.dec.Steps, Step{Kind: StepFolder, Folder: s.e.opts.Default, Msg: s.msg, Rule: label, Default: true})
+			s.dec.Steps = append(s.dec.Steps, Step{Kind: StepFolder, Folder: s.e.opts.Default, Msg: s.msg, Rule: label, Default: true, Flags: s.flags, Keywords: s.keywords})
 			s.tracef(depth, "=> default folder %s", s.e.opts.Default)
 		}
 		s.done = true
@@ -1106,10 +1113,25 @@ func (s *state) action(r *Rule, a Action, depth int) error {
 		text, _ := a.Text.Expand(s.lookup, cleanHeaderValue)
 		s.dec.Logs = append(s.dec.Logs, text)
 		s.tracef(depth, "log %q", text)
+	case *FlagsAction:
+		// Copies, so that a step made earlier keeps its own.
+		s.flags = appendNew(slices.Clip(s.flags), a.Flags)
+		s.keywords = appendNew(slices.Clip(s.keywords), a.Keywords)
+		s.tracef(depth, "flags %s", strings.Join(append(append([]string(nil), s.flags...), s.keywords...), " "))
 	default:
 		return fmt.Errorf("unknown action %T", a)
 	}
 	return nil
+}
+
+// appendNew appends to list the words of add it does not hold yet.
+func appendNew(list, add []string) []string {
+	for _, w := range add {
+		if !slices.Contains(list, w) {
+			list = append(list, w)
+		}
+	}
+	return list
 }
 
 // headerActionName is the rules' keyword for a header edit's Op.

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -10,7 +11,7 @@ import (
 var actionKeys = []string{
 	"folder", "copy", "pipe", "forward", "discard", "stop",
 	"add-header", "add-header-if-missing", "set-header", "supersede-header", "remove-header", "rename-header",
-	"filter", "set", "log",
+	"filter", "set", "log", "flags",
 }
 
 // modifiers each action takes besides its own key.
@@ -138,6 +139,7 @@ var actionReaders = map[string]actionReader{
 	"filter":                (*loader).filterAction,
 	"set":                   (*loader).setAction,
 	"log":                   (*loader).logAction,
+	"flags":                 (*loader).flagsAction,
 }
 
 func (l *loader) folderAction(p Pos, key, val *yaml.Node, _ map[string]*yaml.Node) Action {
@@ -363,4 +365,43 @@ func badFieldBreak(field string) string {
 		}
 	}
 	return ""
+}
+
+// systemFlags are the flags every folder type can hold (IMAP's system
+// flags, but \Recent).
+var systemFlags = []string{"seen", "answered", "flagged", "deleted", "draft"}
+
+// flagsAction reads flags: a flag or a list: the system flags, or
+// keywords (a word of letters, digits and $-_.).
+func (l *loader) flagsAction(p Pos, key, val *yaml.Node, _ map[string]*yaml.Node) Action {
+	words := l.strList(val, "flags")
+	if len(words) == 0 {
+		l.errorf(val, "flags takes a flag or a list: %s, or keywords", strings.Join(systemFlags, ", "))
+		return nil
+	}
+	a := &FlagsAction{Pos: p}
+	for _, w := range words {
+		switch {
+		case slices.Contains(systemFlags, strings.ToLower(w.Value)):
+			a.Flags = append(a.Flags, strings.ToLower(w.Value))
+		case validKeyword(w.Value):
+			a.Keywords = append(a.Keywords, w.Value)
+		default:
+			l.errs = append(l.errs, &Error{w.Pos, fmt.Sprintf("flag %q is neither %s nor a keyword (letters, digits, $, -, _, ., at most 64)", w.Value, strings.Join(systemFlags, ", "))})
+			return nil
+		}
+	}
+	return a
+}
+
+func validKeyword(k string) bool {
+	if k == "" || len(k) > 64 {
+		return false
+	}
+	for _, c := range k {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("$-_.", c)) {
+			return false
+		}
+	}
+	return true
 }

@@ -277,7 +277,7 @@ func TestExampleUsesEveryKind(t *testing.T) {
 		"*rules.DKIMCond", "*rules.AuthResultsCond",
 		"address:address", "address:domain",
 		"*rules.FolderAction", "folder copy=true", "folder copy=false", "*rules.PipeAction", "*rules.ForwardAction",
-		"*rules.DiscardAction", "*rules.StopAction", "*rules.HeaderAction", "*rules.FilterAction", "*rules.SetAction", "*rules.LogAction",
+		"*rules.DiscardAction", "*rules.StopAction", "*rules.HeaderAction", "*rules.FilterAction", "*rules.SetAction", "*rules.LogAction", "*rules.FlagsAction",
 		"header:add", "header:add-if-missing", "header:set", "header:supersede", "header:remove", "header:rename",
 	} {
 		if !seen[want] {

@@ -56,6 +56,8 @@ type Step struct {
 	IgnoreExit bool
 	// Msg is the message for this step; nil means the message as read.
 	Msg []byte
+	// Flags are set on the message where the folder can hold them.
+	Flags deliver.Flags
 }
 
 // steps lists everything the plan does, Folders first.
@@ -266,6 +268,7 @@ func (d *stepRun) step(i int, st Step) error {
 		}
 		opts = d.j.Options(d.off, i)
 	}
+	opts.Flags = st.Flags
 	if st.Kind == StepFolder {
 		dl, err := d.txn.DeliverWith(st.Folder, st.Msg, opts)
 		if err != nil {

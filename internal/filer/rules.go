@@ -72,7 +72,7 @@ func (r *RulesRouter) Route(ctx context.Context, msg []byte) (Plan, error) {
 		OnFailed:    dec.Abort,
 	}
 	for _, s := range dec.Steps {
-		st := Step{Msg: s.Msg, Argv: s.Argv, Timeout: s.Timeout, IgnoreExit: s.IgnoreExit}
+		st := Step{Msg: s.Msg, Argv: s.Argv, Timeout: s.Timeout, IgnoreExit: s.IgnoreExit, Flags: stepFlags(s)}
 		switch s.Kind {
 		case rules.StepFolder:
 			var f deliver.Folder
@@ -136,4 +136,24 @@ func Permanent(err error) bool {
 	var pe *PermanentError
 	var te *rules.TargetError
 	return errors.As(err, &pe) || errors.As(err, &te) || errors.Is(err, syscall.ENAMETOOLONG)
+}
+
+// stepFlags turns the flags a rules step carries into the writer's.
+func stepFlags(s rules.Step) deliver.Flags {
+	f := deliver.Flags{Keywords: s.Keywords}
+	for _, name := range s.Flags {
+		switch name {
+		case "seen":
+			f.Seen = true
+		case "answered":
+			f.Answered = true
+		case "flagged":
+			f.Flagged = true
+		case "deleted":
+			f.Deleted = true
+		case "draft":
+			f.Draft = true
+		}
+	}
+	return f
 }
