@@ -6,6 +6,9 @@
 #                            into one maildir (the default scenario)
 #   bench/run.sh rules       formail -s procmail vs fdm vs mfilter: 2,000
 #                            messages, 15 rules, 14 maildirs and 2 mboxes
+#   bench/run.sh refile      mfilter refile vs mfilter < mbox vs fdm: the
+#                            rules scenario's 2,000 messages in one maildir,
+#                            refiled by the same 15 rules
 #   bench/run.sh mda         procmail -m vs mfilter deliver, a process per
 #                            message: 300 messages, the same 15 rules
 #   bench/run.sh file -h     the options (-n, -runs, -all, -keep, -v, ...)
@@ -29,7 +32,7 @@ if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then scenario=$1; shift; fi
 for t in formail procmail; do
   command -v "$t" >/dev/null || { echo "bench/run.sh: $t is not installed (apt-get install procmail)" >&2; exit 1; }
 done
-if [ "$scenario" = rules ]; then
+if [ "$scenario" = rules ] || [ "$scenario" = refile ]; then
   command -v fdm >/dev/null || { echo "bench/run.sh: fdm is not installed (apt-get install fdm)" >&2; exit 1; }
 fi
 

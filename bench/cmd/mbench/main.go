@@ -44,6 +44,7 @@ var scenarios = []scenario{
 	{"file", "split a 2,000-message mbox into one maildir: formail -s procmail vs mfilter", runFile},
 	{"fetch", "fetch a spool over loopback SSH: ssh mv + scp -C (+ formail -s procmail) vs mfilter", runFetch},
 	{"rules", "file a 2,000-message mbox with 15 rules: formail -s procmail vs fdm vs mfilter", runRules},
+	{"refile", "refile a 2,000-message maildir with 15 rules: mfilter refile vs mfilter < mbox vs fdm (maildir account)", runRefile},
 	{"mda", "deliver 300 messages with 15 rules, a process per message: procmail -m vs mfilter deliver", runMDA},
 }
 
