@@ -300,7 +300,7 @@ func runRefile(args []string) error {
 	if med > c.target {
 		verdict = "MISSED"
 	}
-	fmt.Printf("ratio refile / (mfilter < mbox): %.2fx median, %.2fx best (target at most %gx: %s)\n", med, best, c.target, verdict)
+	fmt.Printf("ratio refile / (mfilter < mbox): %.3fx median, %.3fx best (target at most %gx: %s)\n", med, best, c.target, verdict)
 	fmt.Printf("ratio fdm / refile: %.1fx median, %.1fx best\n",
 		float64(rows[iFdm].median)/float64(rows[iRefile].median), float64(rows[iFdm].best)/float64(rows[iRefile].best))
 	if fdmAgrees {
