@@ -259,3 +259,35 @@ func TestMboxFromLineSanitised(t *testing.T) {
 		}
 	}
 }
+
+// FuzzMboxParts: the pieces an mbox append writes are MboxBytes's bytes,
+// whatever the message, and the message body is not copied where only a
+// From_ line is put in front of it.
+func FuzzMboxParts(f *testing.F) {
+	for _, s := range corpusSeeds(f) {
+		f.Add(s, false, false)
+		f.Add(s, true, false)
+	}
+	for _, s := range []string{"Subject: s\n\nbody\n", "From -\nX: 1\n\nb\nFrom x\n", "\nX: 1\n\n", "Content-Length: 3\nX: y\n\nabc\nFrom z\n",
+		"From 123@xxx\r\nX: 1\r\n\r\nb\r\n", "X: 1\n\n", "X", "From -\n>From a\nY: 2\n\n", "From -\nFrom b c\n\n", "X: 1\nContent-Length: 99\n\nshort\n\nFrom a\n"} {
+		f.Add([]byte(s), false, false)
+	}
+	f.Fuzz(func(t *testing.T, msg []byte, berkeley, mboxrd bool) {
+		now := func() []byte { return mboxFromLine(msg, fixedNow) }
+		want := MboxBytes(msg, now, berkeley, mboxrd)
+		parts := mboxParts(msg, now, berkeley, mboxrd)
+		if got := bytes.Join(parts, nil); !bytes.Equal(got, want) {
+			t.Fatalf("mboxParts(%q) = %q, MboxBytes %q", msg, got, want)
+		}
+	})
+}
+
+// TestMboxPartsNoCopy: a large message without a From_ line goes into an
+// mbox as the generated line, the message itself and a newline.
+func TestMboxPartsNoCopy(t *testing.T) {
+	msg := []byte("Subject: big\n\n" + strings.Repeat("a line of the body\n", 100000))
+	parts := mboxParts(msg, func() []byte { return mboxFromLine(msg, fixedNow) }, false, false)
+	if len(parts) != 3 || &parts[1][0] != &msg[0] || string(parts[2]) != "\n" {
+		t.Fatalf("%d parts; the body is a copy or the closing blank line is missing", len(parts))
+	}
+}

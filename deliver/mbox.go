@@ -36,21 +36,10 @@ func idOf(st os.FileInfo) (fileID, bool) {
 // blank line added.
 func MboxBytes(msg []byte, now func() []byte, berkeley, mboxrd bool) []byte {
 	owned := false // msg is a copy made here
-	if !HasFromLine(msg) {
-		gen := now()
+	if gen, rest := fromLineToGenerate(msg, now); gen != nil {
 		// One byte more, for the blank line forceBlank may add.
-		m := make([]byte, 0, len(gen)+len(msg)+1)
-		msg, owned = append(append(m, gen...), msg...), true
-	} else if first, _ := cutLine(msg); fieldNameLen(first) == len("From ") && !ReadablePostmark(first) {
-		// "From -", "From 1844347792267117879@xxx": Dovecot refuses an
-		// mbox that starts with such a line, and neither it nor mutt
-		// splits at one later on.
-		gen := now()
-		if bytes.HasSuffix(first, []byte("\r\n")) {
-			gen = append(gen[:len(gen)-1:len(gen)-1], '\r', '\n') // the line end it replaces
-		}
-		m := make([]byte, 0, len(gen)+len(msg)-len(first)+1)
-		msg, owned = append(append(m, gen...), msg[len(first):]...), true
+		m := make([]byte, 0, len(gen)+len(rest)+1)
+		msg, owned = append(append(m, gen...), rest...), true
 	}
 	// A view: each edit below copies before it changes anything, so
 	// msg's bytes are copied only when they must change.
@@ -67,19 +56,24 @@ func MboxBytes(msg []byte, now func() []byte, berkeley, mboxrd bool) []byte {
 			data = append(data, '\n')
 		}
 	} else {
-		if l.restbody >= l.body && (l.restbody-l.body != bodyCount(data, l) || !plainHeader(data[:l.body])) {
-			// procmail leaves Content-Length body bytes unescaped even
-			// where readers cannot use the length: when it is wrong (the
-			// number did not fit the field, which procmail fills with 9s,
-			// or the field is empty), or when the header holds a line
-			// that is no field, where formail and the Splitter end the
-			// header and so count the body from elsewhere. A "From "
-			// line there would split the message; mfilter escapes it.
-			l.restbody = max(l.body-1, 0)
-		}
-		data = escapeFrom(data, l)
+		data = escapeFrom(data, unescapedContentLength(data, l))
 	}
 	return forceBlank(data)
+}
+
+// unescapedContentLength returns l, with the Content-Length body that
+// escapeFrom leaves unescaped taken back where readers cannot use the
+// length. procmail leaves those bytes unescaped even then: when the
+// length is wrong (the number did not fit the field, which procmail fills
+// with 9s, or the field is empty), or when the header holds a line that
+// is no field, where formail and the Splitter end the header and so count
+// the body from elsewhere. A "From " line there would split the message;
+// mfilter escapes it.
+func unescapedContentLength(data []byte, l layout) layout {
+	if l.restbody >= l.body && (l.restbody-l.body != bodyCount(data, l) || !plainHeader(data[:l.body])) {
+		l.restbody = max(l.body-1, 0)
+	}
+	return l
 }
 
 // plainHeader reports whether header (up to and including its blank
@@ -160,8 +154,61 @@ func (t *Txn) writeMbox(d *Delivery, msg []byte) error {
 	if !d.opts.Flags.IsZero() {
 		msg = withMboxFlags(msg, d.opts.Flags)
 	}
-	data := MboxBytes(msg, func() []byte { return mboxFromLine(msg, w.opts.Now()) }, w.opts.Berkeley, w.opts.Mboxrd)
+	data := mboxParts(msg, func() []byte { return mboxFromLine(msg, w.opts.Now()) }, w.opts.Berkeley, w.opts.Mboxrd)
 	return t.appendLocked(d, data)
+}
+
+// mboxParts is MboxBytes in pieces, so that a large message that gets a
+// From_ line is not copied to put it in front: the generated line, the
+// message (a view of msg where nothing in it changes), and the closing
+// blank line. Where the generated line could change how the rest is read
+// (msg then starts with an empty line, a '>' line or another From_
+// line), and in mboxrd, it is MboxBytes whole.
+func mboxParts(msg []byte, now func() []byte, berkeley, mboxrd bool) Bytes {
+	gen, rest := fromLineToGenerate(msg, now)
+	if gen == nil || mboxrd || len(rest) == 0 || rest[0] == '\n' || rest[0] == '>' || HasFromLine(rest) {
+		return Bytes{MboxBytes(msg, now, berkeley, mboxrd)}
+	}
+	data, l := prepareView(rest, berkeley)
+	data = escapeFrom(data, unescapedContentLength(data, l))
+	var tail []byte
+	if n := len(data); n < 2 || data[n-1] != '\n' || data[n-2] != '\n' {
+		tail = []byte{'\n'}
+	}
+	return Bytes{gen, data, tail}
+}
+
+// fromLineToGenerate returns the From_ line MboxBytes puts in front of
+// msg and the rest of msg after it, or nil when msg keeps its own: a
+// message without a From_ line gets one, and so does one whose From_
+// line has no date mbox readers accept ("From -", Gmail Takeout's "From
+// 1844347792267117879@xxx": Dovecot refuses an mbox that starts with such
+// a line, and neither it nor mutt splits at one later on).
+func fromLineToGenerate(msg []byte, now func() []byte) (gen, rest []byte) {
+	if !HasFromLine(msg) {
+		return now(), msg
+	}
+	first, _ := cutLine(msg)
+	if fieldNameLen(first) != len("From ") || ReadablePostmark(first) {
+		return nil, msg
+	}
+	gen = now()
+	if bytes.HasSuffix(first, []byte("\r\n")) {
+		gen = append(gen[:len(gen)-1:len(gen)-1], '\r', '\n') // the line end it replaces
+	}
+	return gen, msg[len(first):]
+}
+
+// Bytes is what a delivery writes, in pieces written one after another.
+type Bytes [][]byte
+
+// Len is the number of bytes in b.
+func (b Bytes) Len() int {
+	n := 0
+	for _, p := range b {
+		n += len(p)
+	}
+	return n
 }
 
 // mboxFromLine is the From_ line written for a message that has none:
@@ -190,7 +237,7 @@ func mboxFromLine(msg []byte, now time.Time) []byte {
 func (t *Txn) AppendRaw(path string, data []byte) (*Delivery, error) {
 	f := Folder{Name: path, Path: path, Kind: Mbox}
 	d := &Delivery{Folder: f, fsys: t.w.fsFor(f)}
-	if err := t.appendLocked(d, data); err != nil {
+	if err := t.appendLocked(d, Bytes{data}); err != nil {
 		return nil, fmt.Errorf("append to %s: %w", path, err)
 	}
 	t.add(d)
@@ -206,7 +253,7 @@ type mboxAppend struct {
 	// before taking them back: the batch holds its messages until the
 	// commit anyway, and a comparison then costs less than a hash of
 	// every append.
-	data []byte
+	data Bytes
 }
 
 // lockMbox takes the dotlock FOLDER.lock, the pair of procmail's, mutt's
@@ -268,7 +315,7 @@ func openMboxFile(fsys fileSystem, path string) (file, bool, error) {
 // mbox's locks once; if they are busy it lets go of its own before it
 // waits, so that two mfilters filing into the same mboxes cannot wait
 // for each other.
-func (t *Txn) appendLocked(d *Delivery, data []byte) error {
+func (t *Txn) appendLocked(d *Delivery, data Bytes) error {
 	w := t.w
 	path := d.Folder.Path
 	h, err := t.holdMbox(d.fsys, path)
@@ -286,7 +333,7 @@ func (t *Txn) appendLocked(d *Delivery, data []byte) error {
 			return err
 		}
 	}
-	if err := writeAll(f, data); err != nil {
+	if err := writeParts(f, data); err != nil {
 		// Undo the partial message so the mbox stays well formed, and
 		// make the undo durable.
 		err = fmt.Errorf("write %s: %w", path, err)
@@ -301,11 +348,12 @@ func (t *Txn) appendLocked(d *Delivery, data []byte) error {
 	// With O_APPEND the offset is now the end of our bytes, wherever a
 	// writer that ignores locks may have put its own.
 	end, err := f.Seek(0, io.SeekCurrent)
+	size := data.Len()
 	if err != nil {
-		end = old + int64(len(data))
+		end = old + int64(size)
 	}
-	d.Path, d.Size = path, len(data)
-	d.mbox = &mboxAppend{id: h.id, start: end - int64(len(data)), end: end, data: data}
+	d.Path, d.Size = path, size
+	d.mbox = &mboxAppend{id: h.id, start: end - int64(size), end: end, data: data}
 	if m, seen := t.mbox[h.id]; seen {
 		m.created = m.created || h.created
 	} else {
@@ -439,7 +487,7 @@ func (w *Writer) unappend(ctx context.Context, d *Delivery) error {
 	if st.Size() != a.end {
 		return fail(fmt.Errorf("it is no longer at the end (size %d, expected %d)", st.Size(), a.end))
 	}
-	if same, err := holds(f, a.start, a.data); err != nil {
+	if same, err := holdsParts(f, a.start, a.data); err != nil {
 		return fail(err)
 	} else if !same {
 		return fail(errors.New("the bytes at its place changed"))
@@ -452,6 +500,28 @@ func (w *Writer) unappend(ctx context.Context, d *Delivery) error {
 		return fail(fmt.Errorf("fsync after truncating: %w", err))
 	}
 	return nil
+}
+
+// writeParts writes every piece of data.
+func writeParts(f file, data Bytes) error {
+	for _, p := range data {
+		if err := writeAll(f, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// holdsParts reports whether f holds the pieces of want one after
+// another from offset off.
+func holdsParts(f io.ReaderAt, off int64, want Bytes) (bool, error) {
+	for _, p := range want {
+		if same, err := holds(f, off, p); !same || err != nil {
+			return same, err
+		}
+		off += int64(len(p))
+	}
+	return true, nil
 }
 
 // holds reports whether f holds want at offset off, reading it in

@@ -33,7 +33,7 @@ func (w *Writer) writeNumbered(d *Delivery, msg []byte) error {
 		return err
 	}
 	if d.opts.BeforeWrite != nil {
-		if err := d.opts.BeforeWrite(d.Folder, 0, data); err != nil {
+		if err := d.opts.BeforeWrite(d.Folder, 0, Bytes{data}); err != nil {
 			return fail(err)
 		}
 	}

@@ -198,7 +198,7 @@ func SumKey(data []byte) string {
 func (t *Txn) AppendRawWith(path string, data []byte, o DeliverOptions) (*Delivery, error) {
 	f := Folder{Name: path, Path: path, Kind: Mbox}
 	d := &Delivery{Folder: f, fsys: t.w.fsFor(f), opts: o}
-	if err := t.appendLocked(d, data); err != nil {
+	if err := t.appendLocked(d, Bytes{data}); err != nil {
 		return nil, fmt.Errorf("append to %s: %w", path, err)
 	}
 	t.add(d)

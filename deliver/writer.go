@@ -183,7 +183,7 @@ type DeliverOptions struct {
 	// BeforeWrite runs just before the bytes go into an mbox (under both
 	// locks; at is where they will start), an MH or a directory folder
 	// (at is 0). An error cancels the delivery.
-	BeforeWrite func(f Folder, at int64, data []byte) error
+	BeforeWrite func(f Folder, at int64, data Bytes) error
 	// Flags are set on the message: a maildir message goes into cur/
 	// with them in its name's info, an mbox message gets Status,
 	// X-Status and X-Keywords fields; MH and directory folders have no

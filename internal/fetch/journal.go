@@ -449,14 +449,18 @@ func (c *mboxCursor) find(ctx context.Context, w *deliver.Writer, f deliver.Fold
 func (j *Journal) Options(off int64, i int) deliver.DeliverOptions {
 	return deliver.DeliverOptions{
 		MaildirName: j.maildirName(off, i),
-		BeforeWrite: func(f deliver.Folder, at int64, data []byte) error {
-			sum := sha256.Sum256(data)
+		BeforeWrite: func(f deliver.Folder, at int64, data deliver.Bytes) error {
+			h := sha256.New()
+			for _, p := range data {
+				h.Write(p)
+			}
+			sum := h.Sum(nil)
 			// Not synced: an fsync for each append would cost more
 			// than the rest of filing into an mbox. The record goes to
 			// disk with the batch's committing record, before the
 			// batch is made durable; if a crash loses it, the next run
 			// finds the bytes by looking for them (Done).
-			return j.write(record{Op: "write", Off: off, I: i, Path: f.Path, At: at, Len: int64(len(data)), Sum: hex.EncodeToString(sum[:])}, false)
+			return j.write(record{Op: "write", Off: off, I: i, Path: f.Path, At: at, Len: int64(data.Len()), Sum: hex.EncodeToString(sum)}, false)
 		},
 	}
 }
