@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -227,5 +228,80 @@ func TestLargeMessagesFromFileBounded(t *testing.T) {
 	t.Logf("peak RSS %d MB", peak>>20)
 	if peak > 80<<20 {
 		t.Errorf("peak RSS %d MB filing %d MB of 2 MB messages", peak>>20, n*2)
+	}
+}
+
+// TestOneLargeMessageFromFile: one 200 MB message read from a file is
+// filed holding at most its size plus 64 MB, into a maildir and into an
+// mbox, by mfilter file, mfilter < file and mfilter deliver < file (it
+// peaked at 0.4 to 0.7 GB: the splitter, the read and the mbox From_
+// line each copied it).
+func TestOneLargeMessageFromFile(t *testing.T) {
+	base := t.TempDir()
+	const size = 200 << 20
+	line := strings.Repeat("y", 99) + "\n"
+	write := func(name, first string) string {
+		p := filepath.Join(base, name)
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := bufio.NewWriterSize(f, 1<<20)
+		w.WriteString(first + "Subject: large\n\n")
+		for n := 0; n < size; n += len(line) {
+			w.WriteString(line)
+		}
+		w.WriteString("\n")
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		return p
+	}
+	mbox := write("in.mbox", "From a@b  Tue Jan  2 03:04:05 2024\n")
+	eml := write("in.eml", "")
+	for _, c := range []struct {
+		name, in string
+		args     []string
+	}{
+		{"file-maildir", "", []string{"file", "--maildir", base, "--default", "md/", mbox}},
+		{"file-mbox", "", []string{"file", "--maildir", base, "--default", "box", mbox}},
+		{"stdin-maildir", mbox, []string{"--maildir", base, "--default", "md2/"}},
+		{"deliver-maildir", eml, []string{"deliver", "--maildir", base, "--default", "md3/"}},
+		{"deliver-mbox", eml, []string{"deliver", "--maildir", base, "--default", "box2"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			usage := filepath.Join(base, "usage-"+c.name)
+			cmd := exec.Command("/usr/bin/time", append([]string{"-f", "%M", "-o", usage, mfilterBin}, c.args...)...)
+			if c.in != "" {
+				in, err := os.Open(c.in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer in.Close()
+				cmd.Stdin = in
+			}
+			cmd.Env = append(os.Environ(), "HOME="+base)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("mfilter %v: %v: %s", c.args, err, out)
+			}
+			b, err := os.ReadFile(usage)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kb, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			if err != nil {
+				t.Fatalf("GNU time wrote %q: %v", b, err)
+			}
+			// What it filed goes: five copies of 200 MB are a lot of disk.
+			for _, folder := range []string{"md", "md2", "md3", "box", "box2"} {
+				os.RemoveAll(filepath.Join(base, folder))
+			}
+			peak := kb << 10
+			t.Logf("peak RSS %d MB for a %d MB message", peak>>20, size>>20)
+			if peak > size+64<<20 {
+				t.Errorf("peak RSS %d MB, more than the message (%d MB) plus 64 MB", peak>>20, size>>20)
+			}
+		})
 	}
 }
