@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/mfilter/mfilter/bench"
-	"github.com/mfilter/mfilter/deliver"
 )
 
 // runRefile is the refile scenario: the rules scenario's messages,
@@ -506,30 +504,13 @@ func readRefileFolders(dir string) (*refileFolders, error) {
 		r.folders[f] = hashes
 	}
 	for _, f := range bench.RulesMboxes {
-		data, err := os.ReadFile(filepath.Join(dir, f))
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
+		hashes, err := mboxHashes(filepath.Join(dir, f))
 		if err != nil {
 			return nil, err
 		}
-		s := deliver.NewSplitter(bytes.NewReader(data), deliver.SplitOptions{})
-		var hashes []string
-		for {
-			m, err := s.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", f, err)
-			}
-			if i := bytes.IndexByte(m, '\n'); i >= 0 {
-				m = m[i+1:]
-			}
-			hashes = append(hashes, messageHash(m))
+		if hashes != nil {
+			r.folders[f] = hashes
 		}
-		sort.Strings(hashes)
-		r.folders[f] = hashes
 	}
 	return r, nil
 }

@@ -306,30 +306,13 @@ func readRuleFolders(dir string) (*ruleFolders, error) {
 		r.folders[f] = hashes
 	}
 	for _, f := range bench.RulesMboxes {
-		data, err := os.ReadFile(filepath.Join(dir, f))
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
+		hashes, err := mboxHashes(filepath.Join(dir, f))
 		if err != nil {
 			return nil, err
 		}
-		s := deliver.NewSplitter(bytes.NewReader(data), deliver.SplitOptions{})
-		var hashes []string
-		for {
-			m, err := s.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", f, err)
-			}
-			if i := bytes.IndexByte(m, '\n'); i >= 0 {
-				m = m[i+1:]
-			}
-			hashes = append(hashes, messageHash(m))
+		if hashes != nil {
+			r.folders[f] = hashes
 		}
-		sort.Strings(hashes)
-		r.folders[f] = hashes
 	}
 	return r, nil
 }
@@ -490,4 +473,33 @@ func copyFile(src, dst string, mode os.FileMode) error {
 		return err
 	}
 	return os.WriteFile(dst, data, mode)
+}
+
+// mboxHashes returns the sorted hashes of the messages in the mbox at
+// path, without their From_ lines, or nil when there is no such file.
+func mboxHashes(path string) ([]string, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	s := deliver.NewSplitter(bytes.NewReader(data), deliver.SplitOptions{})
+	hashes := []string{}
+	for {
+		m, err := s.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Base(path), err)
+		}
+		if i := bytes.IndexByte(m, '\n'); i >= 0 {
+			m = m[i+1:]
+		}
+		hashes = append(hashes, messageHash(m))
+	}
+	sort.Strings(hashes)
+	return hashes, nil
 }
