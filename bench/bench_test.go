@@ -13,6 +13,7 @@ import (
 
 	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/filer"
+	"github.com/mfilter/mfilter/internal/mailfmt"
 	"github.com/mfilter/mfilter/internal/maillog"
 	"github.com/mfilter/mfilter/rules"
 )
@@ -69,7 +70,7 @@ func BenchmarkSplit(b *testing.B) {
 	b.SetBytes(int64(len(mbox)))
 	b.ReportAllocs()
 	for b.Loop() {
-		s := deliver.NewSplitter(bytes.NewReader(mbox), deliver.SplitOptions{})
+		s := mailfmt.NewSplitter(bytes.NewReader(mbox), mailfmt.SplitOptions{})
 		n := 0
 		for {
 			_, err := s.Next()
@@ -117,7 +118,7 @@ func BenchmarkFileMaildir(b *testing.B) {
 			Log:    maillog.New(nil),
 			Rescue: filepath.Join(dir, "rescue.mbox"),
 		}
-		sum, err := f.FileAll(context.Background(), deliver.NewSplitter(bytes.NewReader(mbox), deliver.SplitOptions{}))
+		sum, err := f.FileAll(context.Background(), mailfmt.NewSplitter(bytes.NewReader(mbox), mailfmt.SplitOptions{}))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -214,7 +215,7 @@ func BenchmarkFileRules(b *testing.B) {
 			Log:    maillog.New(nil),
 			Rescue: filepath.Join(dir, "rescue.mbox"),
 		}
-		sum, err := f.FileAll(context.Background(), deliver.NewSplitter(bytes.NewReader(mbox), deliver.SplitOptions{}))
+		sum, err := f.FileAll(context.Background(), mailfmt.NewSplitter(bytes.NewReader(mbox), mailfmt.SplitOptions{}))
 		root.Close()
 		if err != nil {
 			b.Fatal(err)

@@ -18,7 +18,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/mailfmt"
 )
 
 // DefaultMessages is how many messages the benchmark mbox holds.
@@ -121,7 +121,7 @@ var refEntry = Entry([]byte("From: ref@example.org\nSubject: ref\n\nref\n"))
 
 // Select keeps the messages that formail and mfilter's splitter both
 // split identically: each message is put between two plain messages, and
-// it is kept when formail -s and deliver.Splitter both find three
+// it is kept when formail -s and mailfmt.Splitter both find three
 // messages and hand on the same bytes for it. formail glues a message
 // whose first header name it does not know (Recieved:, for one) to the
 // message before it; such messages would make the two tools file
@@ -220,7 +220,7 @@ func FormailSplit(formail, dir string, mbox []byte) ([][]byte, error) {
 
 // Split returns the messages of mbox as mfilter's splitter hands them on.
 func Split(mbox []byte) ([][]byte, error) {
-	s := deliver.NewSplitter(bytes.NewReader(mbox), deliver.SplitOptions{})
+	s := mailfmt.NewSplitter(bytes.NewReader(mbox), mailfmt.SplitOptions{})
 	var msgs [][]byte
 	for {
 		m, err := s.Next()

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/mfilter/mfilter/internal/mailfmt"
 )
 
 // Flags are the state a mail reader keeps for a message (IMAP's system
@@ -176,7 +178,7 @@ var mboxStatusFields = []string{"Status", "X-Status", "X-Keywords"}
 // A (answered), F (flagged), T (draft), D (deleted), X-Keywords the
 // keywords. They go at the end of the header, where mutt puts them.
 func withMboxFlags(msg []byte, f Flags) []byte {
-	fields := HeaderFields(msg)
+	fields := mailfmt.HeaderFields(msg)
 	end := 0
 	if len(fields) > 0 {
 		end = fields[len(fields)-1].End

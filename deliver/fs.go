@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mfilter/mfilter/internal/maillock"
 	"golang.org/x/sys/unix"
 )
 
@@ -550,3 +551,19 @@ func (w *Writer) pendingDone(ref dirRef, gen uint64) {
 	}
 	w.mu.Unlock()
 }
+
+// lockFS lets the dotlock work in a writer's file system, so that tests
+// inject faults into it as into the rest.
+type lockFS struct{ fsys fileSystem }
+
+func (l lockFS) OpenFile(name string, flag int, perm os.FileMode) (maillock.File, error) {
+	f, err := l.fsys.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func (l lockFS) Link(oldname, newname string) error     { return l.fsys.Link(oldname, newname) }
+func (l lockFS) Remove(name string) error               { return l.fsys.Remove(name) }
+func (l lockFS) Lstat(name string) (os.FileInfo, error) { return l.fsys.Lstat(name) }

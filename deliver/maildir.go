@@ -1,14 +1,19 @@
 package deliver
 
 import (
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/mfilter/mfilter/internal/mailfmt"
 )
 
 // MaildirName returns a fresh maildir base name for a message of size
@@ -163,8 +168,7 @@ func maildirKey(fsys fileSystem, dir string) string {
 // escaped and nothing is appended.
 func (w *Writer) writeMaildir(d *Delivery, msg []byte) error {
 	dir := d.Folder.Path
-	data, _ := prepareView(msg, w.opts.Berkeley)
-	data = skipFromLine(data)
+	data := mailfmt.MaildirBytes(msg, w.opts.Berkeley)
 	name := w.MaildirName(len(data))
 	if d.opts.MaildirName != "" {
 		name = d.opts.MaildirName + ",S=" + strconv.Itoa(len(data))
@@ -285,4 +289,17 @@ func linkNoReplace(fsys fileSystem, oldname, newname string) error {
 		}
 	}
 	return err
+}
+
+// appendRandomHex appends n random bytes in hex to dst. math/rand/v2's
+// generator (ChaCha8, seeded by the system) is unpredictable enough for
+// names that must not collide and, unlike crypto/rand, costs no system
+// call: a maildir name is made for every message.
+func appendRandomHex(dst []byte, n int) []byte {
+	for ; n > 0; n -= 8 {
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], rand.Uint64())
+		dst = hex.AppendEncode(dst, b[:min(n, 8)])
+	}
+	return dst
 }

@@ -10,8 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
-	"time"
 
+	"github.com/mfilter/mfilter/internal/mailfmt"
+	"github.com/mfilter/mfilter/internal/maillock"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,178 +26,14 @@ func idOf(st os.FileInfo) (fileID, bool) {
 	return fileID{uint64(sys.Dev), sys.Ino}, true
 }
 
-// MboxBytes returns what is appended to an mbox for msg: a From_ line
-// (kept, or generated as formail does when msg has none, or has one
-// without a date that mbox readers accept: see ReadablePostmark), the
-// message with procmail's Content-Length rewrite and ">From " escaping,
-// and the trailing newline rule. With mboxrd, every line (after the first) that
-// matches ^>*From gets one more '>', and a message without a final
-// newline gets one before the blank line, so that reading it back
-// (SplitOptions.Mboxrd) gives the message with only that newline and the
-// blank line added.
-func MboxBytes(msg []byte, now func() []byte, berkeley, mboxrd bool) []byte {
-	owned := false // msg is a copy made here
-	if gen, rest := fromLineToGenerate(msg, now); gen != nil {
-		// One byte more, for the blank line forceBlank may add.
-		m := make([]byte, 0, len(gen)+len(rest)+1)
-		msg, owned = append(append(m, gen...), rest...), true
-	}
-	// A view: each edit below copies before it changes anything, so
-	// msg's bytes are copied only when they must change.
-	data, l := prepareView(msg, berkeley)
-	if owned && len(data) == len(msg) && len(data) > 0 && &data[0] == &msg[0] {
-		data = msg // the copy above: its spare byte takes the closing blank line
-	}
-	if mboxrd {
-		data = escapeMboxrd(data)
-		// mboxrd is mfilter's own format, not procmail's: every message
-		// ends in a newline and a blank line, so that the next From_
-		// line always follows a blank line and a reader can split at it.
-		if len(data) > 0 && data[len(data)-1] != '\n' {
-			data = append(data, '\n')
-		}
-	} else {
-		data = escapeFrom(data, unescapedContentLength(data, l))
-	}
-	return forceBlank(data)
-}
-
-// unescapedContentLength returns l, with the Content-Length body that
-// escapeFrom leaves unescaped taken back where readers cannot use the
-// length. procmail leaves those bytes unescaped even then: when the
-// length is wrong (the number did not fit the field, which procmail fills
-// with 9s, or the field is empty), or when the header holds a line that
-// is no field, where formail and the Splitter end the header and so count
-// the body from elsewhere. A "From " line there would split the message;
-// mfilter escapes it.
-func unescapedContentLength(data []byte, l layout) layout {
-	if l.restbody >= l.body && (l.restbody-l.body != bodyCount(data, l) || !plainHeader(data[:l.body])) {
-		l.restbody = max(l.body-1, 0)
-	}
-	return l
-}
-
-// plainHeader reports whether header (up to and including its blank
-// line) is what a reader takes for a header: after the From_ line and its
-// '>' lines, only fields and their continuation lines.
-func plainHeader(header []byte) bool {
-	lines := bytes.SplitAfter(header, []byte("\n"))
-	i := 0
-	if len(lines) > 0 && HasFromLine(lines[0]) {
-		for i = 1; i < len(lines) && bytes.HasPrefix(lines[i], []byte(">")); i++ {
-		}
-	}
-	for ; i < len(lines); i++ {
-		line := lines[i]
-		if len(line) == 0 || line[0] == '\n' {
-			return i >= len(lines)-2 // the blank line ends the header
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			if i == 0 {
-				return false
-			}
-			continue
-		}
-		if n := fieldNameLen(line); n <= 0 || n == len("From ") && bytes.HasPrefix(line, []byte("From ")) {
-			return false
-		}
-	}
-	return true
-}
-
-// bodyCount is the body length that procmail writes into Content-Length:
-// the final newline of a message that ends in a blank line is the
-// separator and does not count.
-func bodyCount(data []byte, l layout) int {
-	n := len(data)
-	c := n - l.body
-	if n > 1 && data[n-2] == '\n' {
-		c--
-	}
-	return max(c, 0)
-}
-
-// escapeMboxrd adds '>' to every line after the first that matches
-// ^>*From , so that readers can strip exactly one '>' back off.
-func escapeMboxrd(data []byte) []byte {
-	var out []byte
-	last := 0
-	for i := 0; ; {
-		j := bytes.IndexByte(data[i:], '\n')
-		if j < 0 {
-			break
-		}
-		p := i + j + 1
-		i = p
-		q := p
-		for q < len(data) && data[q] == '>' {
-			q++
-		}
-		if !bytes.HasPrefix(data[q:], []byte("From ")) {
-			continue
-		}
-		if out == nil {
-			out = make([]byte, 0, len(data)+64)
-		}
-		out = append(out, data[last:p]...)
-		out = append(out, '>')
-		last = p
-	}
-	if out == nil {
-		return data
-	}
-	return append(out, data[last:]...)
-}
-
 // writeMbox appends msg to an mbox folder in procmail's format.
 func (t *Txn) writeMbox(d *Delivery, msg []byte) error {
 	w := t.w
 	if !d.opts.Flags.IsZero() {
 		msg = withMboxFlags(msg, d.opts.Flags)
 	}
-	data := mboxParts(msg, func() []byte { return mboxFromLine(msg, w.opts.Now()) }, w.opts.Berkeley, w.opts.Mboxrd)
+	data := Bytes(mailfmt.MboxParts(msg, func() []byte { return mailfmt.MboxFromLine(msg, w.opts.Now()) }, w.opts.Berkeley, w.opts.Mboxrd))
 	return t.appendLocked(d, data)
-}
-
-// mboxParts is MboxBytes in pieces, so that a large message that gets a
-// From_ line is not copied to put it in front: the generated line, the
-// message (a view of msg where nothing in it changes), and the closing
-// blank line. Where the generated line could change how the rest is read
-// (msg then starts with an empty line, a '>' line or another From_
-// line), and in mboxrd, it is MboxBytes whole.
-func mboxParts(msg []byte, now func() []byte, berkeley, mboxrd bool) Bytes {
-	gen, rest := fromLineToGenerate(msg, now)
-	if gen == nil || mboxrd || len(rest) == 0 || rest[0] == '\n' || rest[0] == '>' || HasFromLine(rest) {
-		return Bytes{MboxBytes(msg, now, berkeley, mboxrd)}
-	}
-	data, l := prepareView(rest, berkeley)
-	data = escapeFrom(data, unescapedContentLength(data, l))
-	var tail []byte
-	if n := len(data); n < 2 || data[n-1] != '\n' || data[n-2] != '\n' {
-		tail = []byte{'\n'}
-	}
-	return Bytes{gen, data, tail}
-}
-
-// fromLineToGenerate returns the From_ line MboxBytes puts in front of
-// msg and the rest of msg after it, or nil when msg keeps its own: a
-// message without a From_ line gets one, and so does one whose From_
-// line has no date mbox readers accept ("From -", Gmail Takeout's "From
-// 1844347792267117879@xxx": Dovecot refuses an mbox that starts with such
-// a line, and neither it nor mutt splits at one later on).
-func fromLineToGenerate(msg []byte, now func() []byte) (gen, rest []byte) {
-	if !HasFromLine(msg) {
-		return now(), msg
-	}
-	first, _ := cutLine(msg)
-	if fieldNameLen(first) != len("From ") || ReadablePostmark(first) {
-		return nil, msg
-	}
-	gen = now()
-	if bytes.HasSuffix(first, []byte("\r\n")) {
-		gen = append(gen[:len(gen)-1:len(gen)-1], '\r', '\n') // the line end it replaces
-	}
-	return gen, msg[len(first):]
 }
 
 // Bytes is what a delivery writes, in pieces written one after another.
@@ -209,26 +46,6 @@ func (b Bytes) Len() int {
 		n += len(p)
 	}
 	return n
-}
-
-// mboxFromLine is the From_ line written for a message that has none:
-// GeneratedFromLine, unless the sender it finds would not read back as a
-// From_ line: empty, with blanks or control characters in it, or one that
-// makes the line look like a header field ("From :  Tue Jan ..." from a
-// "From: :" field; formail and the Splitter take blanks before a colon as
-// part of a field name). Then the sender is UnknownSender, as formail
-// writes when it finds none.
-func mboxFromLine(msg []byte, now time.Time) []byte {
-	addr := EnvelopeSender(msg)
-	line := FromLine(addr, now)
-	ok := addr != "" && fieldNameLen(line) == len("From ")
-	for i := 0; ok && i < len(addr); i++ {
-		ok = addr[i] > ' ' && addr[i] != 0x7f
-	}
-	if !ok {
-		line = FromLine(UnknownSender, now)
-	}
-	return line
 }
 
 // AppendRaw appends data unchanged to the mbox at path, under the same
@@ -260,8 +77,8 @@ type mboxAppend struct {
 // and the MTAs'. Where the directory does not let us create it (a spool
 // directory without write access), procmail and mutt carry on with the
 // kernel lock alone, and so do we: the returned lock is then nil.
-func (w *Writer) lockMbox(ctx context.Context, fsys fileSystem, path string) (*Dotlock, error) {
-	lock, err := acquireDotlock(ctx, fsys, path+".lock", w.opts.Lock)
+func (w *Writer) lockMbox(ctx context.Context, fsys fileSystem, path string) (*maillock.Dotlock, error) {
+	lock, err := maillock.AcquireDotlockIn(ctx, lockFS{fsys}, path+".lock", w.opts.Lock)
 	if err != nil {
 		if !errors.Is(err, fs.ErrPermission) && !errors.Is(err, syscall.EROFS) {
 			return nil, err
@@ -271,7 +88,7 @@ func (w *Writer) lockMbox(ctx context.Context, fsys fileSystem, path string) (*D
 	return lock, nil
 }
 
-func (w *Writer) unlockMbox(lock *Dotlock) {
+func (w *Writer) unlockMbox(lock *maillock.Dotlock) {
 	if err := lock.Release(); err != nil {
 		w.warn("%v", err)
 	}
@@ -367,7 +184,7 @@ func (t *Txn) appendLocked(d *Delivery, data Bytes) error {
 // heldMbox is an mbox whose locks a Txn holds, open for appending.
 type heldMbox struct {
 	fsys    fileSystem
-	lock    *Dotlock
+	lock    *maillock.Dotlock
 	f       file
 	id      fileID
 	created bool // by this hold, not yet recorded in Txn.mbox
@@ -388,11 +205,11 @@ func (t *Txn) holdMbox(fsys fileSystem, path string) (*heldMbox, error) {
 	}
 	if len(t.held) > 0 {
 		// A context already done: the locks are tried once, and busy
-		// ones fail with ErrLockTimeout.
+		// ones fail with maillock.ErrLockTimeout.
 		once, cancel := context.WithCancel(t.ctx)
 		cancel()
 		h, err := t.lockMbox(once, fsys, path)
-		if err == nil || !errors.Is(err, ErrLockTimeout) {
+		if err == nil || !errors.Is(err, maillock.ErrLockTimeout) {
 			return h, err
 		}
 		t.ReleaseLocks() // busy: wait holding nothing
@@ -417,7 +234,7 @@ func (t *Txn) lockMbox(ctx context.Context, fsys fileSystem, path string) (*held
 		w.unlockMbox(lock)
 		return nil, err
 	}
-	if err := lockFile(ctx, f, w.opts.Lock); err != nil {
+	if err := maillock.LockFile(ctx, f, w.opts.Lock); err != nil {
 		return fail(err)
 	}
 	st, err := f.Stat()
@@ -445,7 +262,7 @@ func (t *Txn) lockMbox(ctx context.Context, fsys fileSystem, path string) (*held
 // meanwhile; Commit, RollbackTo and Abort call it themselves.
 func (t *Txn) ReleaseLocks() {
 	for path, h := range t.held {
-		if err := unlockFile(h.f); err != nil {
+		if err := maillock.UnlockFile(h.f); err != nil {
 			t.w.warn("fcntl unlock %s: %v", path, err)
 		}
 		if !h.synced {
@@ -473,10 +290,10 @@ func (w *Writer) unappend(ctx context.Context, d *Delivery) error {
 		return fail(err)
 	}
 	defer f.Close()
-	if err := lockFile(ctx, f, w.opts.Lock); err != nil {
+	if err := maillock.LockFile(ctx, f, w.opts.Lock); err != nil {
 		return fail(err)
 	}
-	defer unlockFile(f)
+	defer maillock.UnlockFile(f)
 	st, err := f.Stat()
 	if err != nil {
 		return fail(err)

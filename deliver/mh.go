@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/mfilter/mfilter/internal/mailfmt"
 )
 
 // writeNumbered writes an MH or plain-directory message into a temporary
@@ -20,8 +22,7 @@ func (w *Writer) writeNumbered(d *Delivery, msg []byte) error {
 	if err := w.mkdirAllLater(d.fsys, dir, dir); err != nil {
 		return err
 	}
-	data, _ := prepareView(msg, w.opts.Berkeley)
-	data = forceBlank(data)
+	data := mailfmt.FileBytes(msg, w.opts.Berkeley)
 	// A dot name, where a named temporary file is needed: MH tools and
 	// mail readers ignore it if a crash leaves it.
 	if err := w.createTemp(d, dir, ".mfilter-tmp."+w.maildirUnique()); err != nil {

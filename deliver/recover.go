@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mfilter/mfilter/internal/mailfmt"
+	"github.com/mfilter/mfilter/internal/maillock"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,10 +43,10 @@ func (w *Writer) RecoverMboxAppend(ctx context.Context, f Folder, at, size int64
 		return false, fmt.Errorf("recover %s: %w", f.Path, err)
 	}
 	defer fh.Close()
-	if err := lockFile(ctx, fh, w.opts.Lock); err != nil {
+	if err := maillock.LockFile(ctx, fh, w.opts.Lock); err != nil {
 		return false, err
 	}
-	defer unlockFile(fh)
+	defer maillock.UnlockFile(fh)
 	st, err := fh.Stat()
 	if err != nil {
 		return false, err
@@ -113,10 +115,9 @@ func (w *Writer) FolderHolds(f Folder, size int64, sum [sha256.Size]byte) (bool,
 func (w *Writer) DeliveryBytes(f Folder, msg []byte) []byte {
 	switch f.Kind {
 	case Mbox:
-		return MboxBytes(msg, func() []byte { return mboxFromLine(msg, w.opts.Now()) }, w.opts.Berkeley, w.opts.Mboxrd)
+		return mailfmt.MboxBytes(msg, func() []byte { return mailfmt.MboxFromLine(msg, w.opts.Now()) }, w.opts.Berkeley, w.opts.Mboxrd)
 	case MH, Dir:
-		data, _ := prepareView(msg, w.opts.Berkeley)
-		return forceBlank(data)
+		return mailfmt.FileBytes(msg, w.opts.Berkeley)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mfilter/mfilter/internal/maillock"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,8 +33,8 @@ type Options struct {
 	// that a reader can undo the escaping exactly. procmail writes plain
 	// mboxo, which is the default.
 	Mboxrd bool
-	// Lock tunes lock waits; zero fields take DefaultLockOptions.
-	Lock LockOptions
+	// Lock tunes lock waits; zero fields take maillock.DefaultLockOptions.
+	Lock maillock.LockOptions
 	// Warn receives non-fatal problems (a dotlock that could not be
 	// made, for example); nil discards them.
 	Warn func(string)

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mfilter/mfilter/internal/maillock"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,7 +29,7 @@ func testOptions() Options {
 	return Options{
 		Hostname: "host.example",
 		Now:      func() time.Time { return fixedNow },
-		Lock:     LockOptions{Timeout: 5 * time.Second, MaxSleep: 20 * time.Millisecond},
+		Lock:     maillock.LockOptions{Timeout: 5 * time.Second, MaxSleep: 20 * time.Millisecond},
 	}
 }
 
@@ -123,27 +124,24 @@ func listDir(t *testing.T, dir string) []string {
 
 // goldenCases are the messages whose written bytes are pinned by golden
 // files under testdata/writer; they cover procmail-behaviour.md §1-2.
-var goldenCases = []struct{ name, msg string }{
-	{"plain", "From alice@example.com  Tue Jan  2 03:04:05 2024\nFrom: Alice <alice@example.com>\nSubject: s1\n\nhello\nFrom the body\n>From quoted\n>>From twice\nFromage\n"},
-	{"no-final-newline", "From a@example.com  Tue Jan  2 03:04:05 2024\nX: 1\n\nno-final-newline"},
-	{"blank-end", "From a@example.com  Tue Jan  2 03:04:05 2024\nX: 1\n\nblank\n\n"},
-	{"triple-newline", "From a@example.com  Tue Jan  2 03:04:05 2024\nX: 1\n\nbody\n\n\n"},
-	{"header-only-no-newline", "From a@example.com  Tue Jan  2 03:04:05 2024\nX: 1"},
-	{"header-only", "From a@example.com  Tue Jan  2 03:04:05 2024\nX: 1\n"},
-	{"from-in-header", "From a@example.com  Tue Jan  2 03:04:05 2024\nX: 1\nFrom inheader\n\nbody\n"},
-	{"from-continuation", "From a@example.com  Tue Jan  2 03:04:05 2024\n>From b@example.com  Mon Jan  1 00:00:00 2024\nX: 1\n\nbody\n"},
-	{"cl-exact", "From a@example.com  Tue Jan  2 03:04:05 2024\nContent-Length: 999\n\nFrom a\nb\n"},
-	{"cl-short", "From a@example.com  Tue Jan  2 03:04:05 2024\nContent-Length: 3\n\n0123456789abcde\n"},
-	{"cl-overflow", "From a@example.com  Tue Jan  2 03:04:05 2024\nContent-Length: 1\n\n" + strings.Repeat("x", 40) + "\nFrom early\n" + strings.Repeat("y", 100) + "\nFrom late\n"},
-	{"cl-empty", "From a@example.com  Tue Jan  2 03:04:05 2024\nContent-Length:\n\nFrom first\nbody\n"},
-	{"cl-lower", "From a@example.com  Tue Jan  2 03:04:05 2024\ncontent-length: 5\n\nFrom x\n\n"},
-	{"no-from-line", "From: Bob <bob@example.org>\nSubject: generated From_\n\nbody\n"},
-	{"no-header", "just a line\nand another\n"},
-	{"empty", ""},
-	{"leading-blank-lines", "\n\nFrom a@example.com  Tue Jan  2 03:04:05 2024\nX: 1\n\nbody\n"},
-	{"nul-bytes", "From a@example.com  Tue Jan  2 03:04:05 2024\nX: a\x00b\n\nbo\x00dy\nFrom \x00 body\n"},
-	{"8bit-header", "From a@example.com  Tue Jan  2 03:04:05 2024\nSubject: caf\xe9 \xff\xfe\nFrom: J\xc3\xbcrgen <j@example.de>\n\nK\xe4se\n"},
-	{"crlf", "From a@example.com  Tue Jan  2 03:04:05 2024\r\nX: 1\r\n\r\nbody\r\nFrom crlf\r\n"},
+// They are files (../testdata/golden-cases/NAME.eml) that the mailfmt
+// fuzz tests take as seeds too.
+var goldenCases = readGoldenCases()
+
+func readGoldenCases() []struct{ name, msg string } {
+	paths, err := filepath.Glob(filepath.Join("..", "testdata", "golden-cases", "*.eml"))
+	if err != nil || len(paths) == 0 {
+		panic(fmt.Sprintf("golden cases: %v (%d files)", err, len(paths)))
+	}
+	var cases []struct{ name, msg string }
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			panic(err)
+		}
+		cases = append(cases, struct{ name, msg string }{strings.TrimSuffix(filepath.Base(p), ".eml"), string(b)})
+	}
+	return cases
 }
 
 // goldenKinds are the ways each golden case is written.
@@ -685,7 +683,7 @@ func TestMboxLocksHeld(t *testing.T) {
 			t.Fatalf("after append %d the dotlock is gone: %v", i, err)
 		}
 	}
-	if _, err := AcquireDotlock(context.Background(), mb.Path+".lock", LockOptions{Timeout: 50 * time.Millisecond}); !errors.Is(err, ErrLockTimeout) {
+	if _, err := maillock.AcquireDotlock(context.Background(), mb.Path+".lock", maillock.LockOptions{Timeout: 50 * time.Millisecond}); !errors.Is(err, maillock.ErrLockTimeout) {
 		t.Errorf("another locker got the held dotlock: %v", err)
 	}
 	f, err := os.OpenFile(mb.Path, os.O_RDWR, 0)

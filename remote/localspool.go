@@ -10,14 +10,14 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/maillock"
 )
 
 // LocalSpool is a spool on this machine: the same claim, read and remove
 // steps as over SSH, without the connection (--local-spool).
 type LocalSpool struct {
 	SpoolPath string
-	Lock      deliver.LockOptions
+	Lock      maillock.LockOptions
 }
 
 // Describe implements Spool.
@@ -58,7 +58,7 @@ func (s *LocalSpool) Claim(ctx context.Context, claimName string) (*ClaimedFile,
 	} else if err != nil {
 		return nil, err
 	}
-	lock, err := deliver.AcquireDotlock(ctx, s.SpoolPath+".lock", s.Lock)
+	lock, err := maillock.AcquireDotlock(ctx, s.SpoolPath+".lock", s.Lock)
 	if err != nil {
 		return nil, fmt.Errorf("claim %s: %w", s.SpoolPath, err)
 	}

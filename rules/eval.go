@@ -14,8 +14,9 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/confine"
+	"github.com/mfilter/mfilter/internal/dupcache"
+	"github.com/mfilter/mfilter/internal/mailfmt"
 	"github.com/mfilter/mfilter/internal/msgview"
 	"github.com/mfilter/mfilter/internal/runprog"
 )
@@ -31,8 +32,9 @@ type Options struct {
 	Runner runprog.Runner
 	// LookupTXT answers DNS TXT queries for DKIM (default net.LookupTXT).
 	LookupTXT func(string) ([]string, error)
-	// Dup remembers message keys for duplicate conditions.
-	Dup *DupStore
+	// Dup is where duplicate conditions look keys up; the filer records
+	// a decision's Dups in it once the message is delivered.
+	Dup *dupcache.Store
 	// Berkeley ignores Content-Length when preparing program input.
 	Berkeley bool
 	// MfilterSend is the command of forward via: mfilter; the recipients
@@ -74,7 +76,7 @@ func NewEngine(cfg *Config, opts Options) *Engine {
 		opts.Runner = runprog.Exec{}
 	}
 	if opts.Dup == nil {
-		opts.Dup = NewDupStore()
+		opts.Dup = dupcache.New()
 	}
 	e := &Engine{cfg: cfg, opts: opts, sendmail: DefaultSendmail}
 	for _, s := range cfg.TrustedAuthServIDs {
@@ -144,37 +146,23 @@ type Decision struct {
 	// Trace explains the evaluation, when asked for.
 	Trace []string
 
-	dups   []dupRecord
+	// Dups are the keys that duplicate conditions found new: to be
+	// recorded in DupStore once the message is delivered
+	// (dupcache.Store.RecordAll), or let go if it is not (Abort).
+	Dups []dupcache.Entry
+
 	engine *Engine
 }
 
-type dupRecord struct {
-	path string
-	key  string
-	size int64
-}
-
-// Commit records what must be remembered once the message is delivered:
-// the keys of duplicate conditions.
-func (d *Decision) Commit(ctx context.Context) error {
-	var errs []error
-	for _, r := range d.dups {
-		if err := d.engine.opts.Dup.Record(ctx, r.path, r.key, r.size); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	d.dups = nil
-	return errors.Join(errs...)
-}
-
-// Abort forgets what Commit would have recorded: the message was not
-// delivered.
+// Abort lets go of the keys the evaluation holds (Dups): the message
+// will not be delivered.
 func (d *Decision) Abort() {
-	for _, r := range d.dups {
-		d.engine.opts.Dup.Forget(r.path, r.key)
-	}
-	d.dups = nil
+	d.engine.opts.Dup.ForgetAll(d.Dups)
+	d.Dups = nil
 }
+
+// DupStore is the store the engine's duplicate conditions look in.
+func (e *Engine) DupStore() *dupcache.Store { return e.opts.Dup }
 
 // EvalOptions are per-call options.
 type EvalOptions struct {
@@ -922,7 +910,7 @@ func (p *Pattern) emptyMatch(n int) bool {
 
 func (s *state) programCond(c *ProgramCond) (bool, string, error) {
 	argv := s.argv(c.Argv)
-	res, err := s.e.opts.Runner.Run(s.ctx, argv, deliver.PipeBytes(s.msg, s.e.opts.Berkeley), runprog.Options{Timeout: c.Timeout})
+	res, err := s.e.opts.Runner.Run(s.ctx, argv, mailfmt.PipeBytes(s.msg, s.e.opts.Berkeley), runprog.Options{Timeout: c.Timeout})
 	if err != nil {
 		return false, "", fmt.Errorf("program condition: %w", err)
 	}
@@ -943,7 +931,7 @@ func (s *state) dupCond(c *DuplicateCond) (bool, string, error) {
 		return false, "", err
 	}
 	if !dup {
-		s.dec.dups = append(s.dec.dups, dupRecord{path, key, c.Size})
+		s.dec.Dups = append(s.dec.Dups, dupcache.Entry{Path: path, Key: key, Size: c.Size})
 	}
 	return dup, fmt.Sprintf("key %s in %s: duplicate=%v", key, path, dup), nil
 }
@@ -1157,9 +1145,9 @@ func (s *state) delivered() bool {
 // on-failure: retry, stops filing so that the message is tried again.
 func (s *state) filter(a *FilterAction, depth int) error {
 	argv := s.argv(a.Argv)
-	prepared := deliver.ContentLengthFixed(s.msg, s.e.opts.Berkeley)
+	prepared := mailfmt.ContentLengthFixed(s.msg, s.e.opts.Berkeley)
 	v := msgview.New(prepared)
-	input := deliver.PipeBytes(prepared, true)
+	input := mailfmt.PipeBytes(prepared, true)
 	if a.HeaderOnly {
 		input = v.Header()
 	}

@@ -289,7 +289,7 @@ func TestDuplicate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := d.Commit(ctx); err != nil {
+		if err := e.DupStore().RecordAll(ctx, d.Dups); err != nil {
 			t.Fatal(err)
 		}
 		got = append(got, summary(d))
@@ -326,23 +326,6 @@ func TestDuplicateWithinBatch(t *testing.T) {
 	d2, _ := e.Evaluate(ctx, m, EvalOptions{}) // before d1 commits
 	if summary(d1) != "default:inbox/" || summary(d2) != "discard" {
 		t.Fatalf("got %s, %s", summary(d1), summary(d2))
-	}
-}
-
-func TestScanCacheWraps(t *testing.T) {
-	// formail writes at the end marker and wraps to 0 past the size.
-	data := []byte("<a>\x00<b>\x00\x00<old>\x00")
-	at, dup := scanCache(data, "<old>", 64)
-	if !dup {
-		t.Error("keys after the end marker still count")
-	}
-	at, dup = scanCache(data, "<new>", 64)
-	if dup || at != 8 {
-		t.Errorf("insert at %d (want 8), dup %v", at, dup)
-	}
-	at, _ = scanCache(data, "<new>", 8)
-	if at != 0 {
-		t.Errorf("past the size the cache wraps to 0, got %d", at)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rogpeppe/go-internal/txtar"
 
+	"github.com/mfilter/mfilter/internal/dupcache"
 	"github.com/mfilter/mfilter/internal/runprog"
 )
 
@@ -198,7 +199,7 @@ func FuzzEvaluate(f *testing.F) {
 			Vars:      map[string]string{"HOME": dir, "MAILDIR": dir},
 			Runner:    fuzzRunner{},
 			LookupTXT: resolver(keys),
-			Dup:       NewDupStore(),
+			Dup:       dupcache.New(),
 		})
 		d, err := e.Evaluate(context.Background(), msg, EvalOptions{Envelope: Envelope{Recipient: "me@example.org"}, Trace: true})
 		if d != nil {

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"strings"
 
-	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/mailfmt"
 )
 
 // editHeader applies one header edit to a raw message the way formail's
@@ -27,7 +27,7 @@ import (
 // Unlike formail, a CRLF message gets CRLF lines and keeps its own blank
 // line "\r\n" instead of getting a bare "\n" added.
 func editHeader(msg []byte, op, name, field, to string) []byte {
-	fields := deliver.HeaderFields(msg)
+	fields := mailfmt.HeaderFields(msg)
 	eol := "\n"
 	if i := bytes.IndexByte(msg, '\n'); i > 0 && msg[i-1] == '\r' {
 		eol = "\r\n"
@@ -39,7 +39,7 @@ func editHeader(msg []byte, op, name, field, to string) []byte {
 		}
 		return strings.EqualFold(n, name)
 	}
-	fieldName := func(f deliver.HeaderField) string {
+	fieldName := func(f mailfmt.HeaderField) string {
 		if bytes.HasPrefix(f.Name, []byte("From ")) && len(f.Name) == 5 {
 			return "" // the From_ line is not a field
 		}

@@ -15,8 +15,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/filer"
+	"github.com/mfilter/mfilter/internal/mailfmt"
 	"github.com/mfilter/mfilter/internal/sysexits"
 	"github.com/mfilter/mfilter/rules"
 )
@@ -81,7 +81,7 @@ func (d *mda) run(ctx context.Context, args []string) int {
 	// As procmail -d does, blank lines before the message are dropped.
 	msg = bytes.TrimLeft(msg, "\n")
 	if d.ff.sender != "" {
-		msg = deliver.SetEnvelopeSender(msg, d.ff.sender, time.Now())
+		msg = mailfmt.SetEnvelopeSender(msg, d.ff.sender, time.Now())
 	}
 	s, serr := newSetup(d.env, mdaProg, &d.ff)
 	if serr != nil {

@@ -20,7 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/mailfmt"
 	"github.com/mfilter/mfilter/internal/sysexits"
 )
 
@@ -203,7 +203,7 @@ func e2eListDirMaybe(t *testing.T, dir string) []string {
 
 func e2eSplit(t *testing.T, data []byte) [][]byte {
 	t.Helper()
-	sp := deliver.NewSplitter(bytes.NewReader(data), deliver.SplitOptions{})
+	sp := mailfmt.NewSplitter(bytes.NewReader(data), mailfmt.SplitOptions{})
 	var out [][]byte
 	for {
 		m, err := sp.Next()
@@ -557,8 +557,9 @@ func TestOddInput(t *testing.T) {
 // TestTruncatedSenderField: a message without a From_ line whose sender
 // field is a truncated "<address," must be filed into an mbox (which
 // needs a generated From_ line) in both modes. This failed with a crash
-// (exit 2: the MTA bounces the mail) from deliver/sender.go skipWords;
-// the filer now turns that crash into exit 75, which still is no delivery.
+// (exit 2: the MTA bounces the mail) from the envelope sender parser
+// (skipWords in internal/mailfmt/sender.go); the filer now turns that
+// crash into exit 75, which still is no delivery.
 func TestTruncatedSenderField(t *testing.T) {
 	msg := []byte("From: Someone <someone@example.com,\nSubject: truncated\n\nbody\n")
 	for _, args := range [][]string{{"deliver", "--default", "box"}, {"--default", "box"}} {

@@ -20,7 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/mailfmt"
+	"github.com/mfilter/mfilter/internal/maillock"
 	"github.com/mfilter/mfilter/internal/sshtest"
 )
 
@@ -84,7 +85,7 @@ func (e *fetchEnv) run(args ...string) (int, string) {
 // appendSpool adds messages to the spool under its dotlock, as an MTA
 // would.
 func (e *fetchEnv) appendSpool(msgs [][]byte) {
-	lock, err := deliver.AcquireDotlock(e.t.Context(), e.spool+".lock", deliver.LockOptions{Timeout: 30 * time.Second})
+	lock, err := maillock.AcquireDotlock(e.t.Context(), e.spool+".lock", maillock.LockOptions{Timeout: 30 * time.Second})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -152,7 +153,7 @@ func filedIDs(t *testing.T, mail string) []string {
 			out = append(out, idOf(data))
 			return nil
 		}
-		s := deliver.NewSplitter(bytes.NewReader(data), deliver.SplitOptions{})
+		s := mailfmt.NewSplitter(bytes.NewReader(data), mailfmt.SplitOptions{})
 		for {
 			m, err := s.Next()
 			if err != nil {
@@ -173,7 +174,7 @@ func idOf(m []byte) string {
 	}
 	// procmail's Content-Length rewrite applies on the way in; it is
 	// idempotent, so both sides go through it.
-	body := deliver.ContentLengthFixed(m, false)
+	body := mailfmt.ContentLengthFixed(m, false)
 	if bytes.HasPrefix(body, []byte("From ")) {
 		body = body[bytes.IndexByte(body, '\n')+1:]
 	}
@@ -186,7 +187,7 @@ func idOf(m []byte) string {
 func wantIDs(msgs [][]byte) []string {
 	var out []string
 	for _, m := range msgs {
-		s := deliver.NewSplitter(bytes.NewReader(m), deliver.SplitOptions{})
+		s := mailfmt.NewSplitter(bytes.NewReader(m), mailfmt.SplitOptions{})
 		split, err := s.Next()
 		if err != nil {
 			split = m

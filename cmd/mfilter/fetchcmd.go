@@ -12,8 +12,8 @@ import (
 
 	"golang.org/x/term"
 
-	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/fetch"
+	"github.com/mfilter/mfilter/internal/maillock"
 	"github.com/mfilter/mfilter/internal/statelock"
 	"github.com/mfilter/mfilter/internal/sysexits"
 	"github.com/mfilter/mfilter/remote"
@@ -299,8 +299,8 @@ func (p *progressLine) show(pr fetch.Progress) {
 	fmt.Fprintf(p.env.stderr, "\r%s: %s of %s, %d messages (%s/s, %s over the link)   ", fetchProg, size(pr.Bytes), size(pr.Size), pr.Messages, size(int64(rate)), size(pr.Wire))
 }
 
-func lockOpts(s fetch.Settings) deliver.LockOptions {
-	return deliver.LockOptions{Timeout: s.LockTimeout}
+func lockOpts(s fetch.Settings) maillock.LockOptions {
+	return maillock.LockOptions{Timeout: s.LockTimeout}
 }
 
 func expandAllHome(env *environ, ps []string) []string {

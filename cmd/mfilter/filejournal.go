@@ -13,9 +13,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/fetch"
 	"github.com/mfilter/mfilter/internal/filer"
+	"github.com/mfilter/mfilter/internal/mailfmt"
 	"github.com/mfilter/mfilter/internal/statelock"
 	"github.com/mfilter/mfilter/internal/sysexits"
 )
@@ -136,8 +136,8 @@ func fileFromJournal(ctx context.Context, env *environ, s *setup, path string, f
 		fmt.Fprintf(env.stderr, "%s: %s: %v\n", prog, path, err)
 		return sysexits.TempFail
 	}
-	opts := deliver.SplitOptions{Berkeley: ff.berkeley, Mboxrd: ff.readMboxrd, Now: j.ClaimTime}
-	sp := deliver.NewFileSplitter(f, opts)
+	opts := mailfmt.SplitOptions{Berkeley: ff.berkeley, Mboxrd: ff.readMboxrd, Now: j.ClaimTime}
+	sp := mailfmt.NewFileSplitter(f, opts)
 	if sp.Mapped() && env.mapped != nil {
 		env.mapped()
 	}
@@ -176,7 +176,7 @@ func hostname() string {
 
 // fileSource is a Splitter that started at offset base of its file.
 type fileSource struct {
-	s    *deliver.Splitter
+	s    *mailfmt.Splitter
 	base int64
 }
 

@@ -13,6 +13,8 @@ import (
 
 	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/filer"
+	"github.com/mfilter/mfilter/internal/mailfmt"
+	"github.com/mfilter/mfilter/internal/maillock"
 	"github.com/mfilter/mfilter/internal/maillog"
 	"github.com/mfilter/mfilter/internal/sysexits"
 	"github.com/mfilter/mfilter/rules"
@@ -46,7 +48,7 @@ func (ff *filingFlags) register(fs *flag.FlagSet, batch bool) {
 	fs.BoolVar(&ff.berkeley, "berkeley", false, "ignore Content-Length fields")
 	fs.BoolVar(&ff.berkeley, "Y", false, "same as --berkeley")
 	fs.BoolVar(&ff.mboxrd, "mboxrd", false, "write mbox folders as mboxrd")
-	fs.DurationVar(&ff.lockTimeout, "lock-timeout", deliver.DefaultLockOptions.Timeout, "how long to wait for a folder lock")
+	fs.DurationVar(&ff.lockTimeout, "lock-timeout", maillock.DefaultLockOptions.Timeout, "how long to wait for a folder lock")
 	if batch {
 		fs.StringVar(&ff.rescue, "rescue", "", "mbox for messages that could not be filed")
 		fs.BoolVar(&ff.readMboxrd, "read-mboxrd", false, "the input is mboxrd: strip one > from >From lines")
@@ -108,7 +110,7 @@ func newSetup(env *environ, prog string, ff *filingFlags) (*setup, *setupError) 
 	w := deliver.NewWriter(deliver.Options{
 		Berkeley: ff.berkeley,
 		Mboxrd:   ff.mboxrd,
-		Lock:     deliver.LockOptions{Timeout: ff.lockTimeout},
+		Lock:     maillock.LockOptions{Timeout: ff.lockTimeout},
 		Warn:     warn,
 	})
 	s := &setup{base: base, cfg: cfg, def: def}
@@ -387,12 +389,12 @@ func worse(a, b int) int {
 }
 
 func fileMbox(ctx context.Context, env *environ, s *setup, name string, r io.Reader, ff *filingFlags) int {
-	opts := deliver.SplitOptions{Berkeley: ff.berkeley, Mboxrd: ff.readMboxrd}
-	var src *deliver.Splitter
+	opts := mailfmt.SplitOptions{Berkeley: ff.berkeley, Mboxrd: ff.readMboxrd}
+	var src *mailfmt.Splitter
 	if f, ok := r.(*os.File); ok {
-		src = deliver.NewFileSplitter(f, opts) // mapped, when a regular file
+		src = mailfmt.NewFileSplitter(f, opts) // mapped, when a regular file
 	} else {
-		src = deliver.NewSplitter(r, opts)
+		src = mailfmt.NewSplitter(r, opts)
 	}
 	if src.Mapped() && env.mapped != nil {
 		env.mapped()

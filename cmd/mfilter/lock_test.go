@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/mailfmt"
 )
 
 // lockTestMessage is message n of writer w: a unique id, a body whose
@@ -79,7 +79,7 @@ func TestLockInterop(t *testing.T) {
 	for _, l := range loops {
 		for n := range each {
 			msg := lockTestMessage(l.name, n)
-			want[fmt.Sprintf("%s-%d", l.name, n)] = deliver.MboxBytes(msg, nil, false, false)
+			want[fmt.Sprintf("%s-%d", l.name, n)] = mailfmt.MboxBytes(msg, nil, false, false)
 		}
 	}
 
@@ -144,7 +144,7 @@ func TestLockInterop(t *testing.T) {
 	}
 
 	var split [][]byte
-	sp := deliver.NewSplitter(bytes.NewReader(data), deliver.SplitOptions{})
+	sp := mailfmt.NewSplitter(bytes.NewReader(data), mailfmt.SplitOptions{})
 	for {
 		m, err := sp.Next()
 		if err != nil {
@@ -152,7 +152,7 @@ func TestLockInterop(t *testing.T) {
 		}
 		split = append(split, m)
 	}
-	check("deliver.Splitter", split)
+	check("mailfmt.Splitter", split)
 
 	// formail hands each message to the program; a separator line that
 	// no message contains marks where each one ended.

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/mailfmt"
 	"github.com/mfilter/mfilter/internal/mtatest"
 )
 
@@ -64,7 +64,7 @@ func pipelineCorpus(t *testing.T, extra bool) []pipelineMsg {
 		t.Fatal(err)
 	}
 	var msgs []pipelineMsg
-	sp := deliver.NewSplitter(bytes.NewReader(data), deliver.SplitOptions{})
+	sp := mailfmt.NewSplitter(bytes.NewReader(data), mailfmt.SplitOptions{})
 	for i := 0; ; i++ {
 		m, err := sp.Next()
 		if err != nil {
@@ -255,7 +255,7 @@ func filedMessages(t *testing.T, root string) (map[string][]string, map[string][
 		case sub == "tmp":
 			t.Errorf("%s is left in a maildir's tmp/", rel)
 		case strings.HasSuffix(rel, ".mbox"):
-			sp := deliver.NewSplitter(bytes.NewReader(data), deliver.SplitOptions{})
+			sp := mailfmt.NewSplitter(bytes.NewReader(data), mailfmt.SplitOptions{})
 			for {
 				m, err := sp.Next()
 				if err != nil {

@@ -8,7 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/maillock"
 	"github.com/mfilter/mfilter/internal/refile"
 	"github.com/mfilter/mfilter/internal/statelock"
 	"github.com/mfilter/mfilter/internal/sysexits"
@@ -58,7 +58,7 @@ func runRefile(ctx context.Context, env *environ, args []string) int {
 		Programs:      *programs,
 		Out:           env.stdout,
 		Warn:          func(msg string) { fmt.Fprintf(env.stderr, "%s: %s\n", prog, msg) },
-		Lock:          deliver.LockOptions{Timeout: ff.lockTimeout},
+		Lock:          maillock.LockOptions{Timeout: ff.lockTimeout},
 		StateLockWait: *stateLockTimeout,
 		Berkeley:      ff.berkeley,
 		ReadMboxrd:    *readMboxrd,

@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/mailfmt"
 )
 
 // refileRules send [dev] mail to a maildir, [ops] to an mbox, [mh] to an
@@ -151,7 +151,7 @@ func refileCensus(t testing.TB, root string) map[string][]refileFound {
 		parts := strings.Split(rel, string(filepath.Separator))
 		switch {
 		case len(parts) == 1: // an mbox
-			sp := deliver.NewSplitter(bytes.NewReader(data), deliver.SplitOptions{})
+			sp := mailfmt.NewSplitter(bytes.NewReader(data), mailfmt.SplitOptions{})
 			for {
 				msg, err := sp.Next()
 				if err == io.EOF {

@@ -16,6 +16,7 @@ import (
 	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/confine"
 	"github.com/mfilter/mfilter/internal/fetch"
+	"github.com/mfilter/mfilter/internal/mailfmt"
 	"github.com/mfilter/mfilter/internal/send"
 	"github.com/mfilter/mfilter/internal/sysexits"
 	"github.com/mfilter/mfilter/rules"
@@ -208,7 +209,7 @@ func runTest(ctx context.Context, env *environ, args []string) int {
 		msg = bytes.TrimLeft(msg, "\n")
 		if *sender != "" {
 			// As mfilter deliver -f does: the rules see the From_ line.
-			msg = deliver.SetEnvelopeSender(msg, *sender, time.Now())
+			msg = mailfmt.SetEnvelopeSender(msg, *sender, time.Now())
 		}
 		if printed {
 			fmt.Fprintln(env.stdout)

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/mailfmt"
 )
 
 // Names of the deviations, as counted in the test logs.
@@ -59,7 +60,7 @@ func splitterNow() time.Time { return time.Date(2001, 9, 9, 1, 46, 40, 0, time.U
 
 func splitterSplit(t testing.TB, input []byte, berkeley bool) []splitMsg {
 	t.Helper()
-	s := deliver.NewSplitter(bytes.NewReader(input), deliver.SplitOptions{Now: splitterNow, Berkeley: berkeley})
+	s := mailfmt.NewSplitter(bytes.NewReader(input), mailfmt.SplitOptions{Now: splitterNow, Berkeley: berkeley})
 	var out []splitMsg
 	for {
 		m, err := s.Next()
@@ -644,12 +645,12 @@ func splitDifferential(t *testing.T, mboxes []corpusFile, k folderKind) {
 
 // undatedFromReplaced reports whether mf, what mfilter wrote to an mbox,
 // is pm, what procmail wrote, with the documented deviation: pm's From_
-// line has no date that mbox readers accept (deliver.ReadablePostmark),
+// line has no date that mbox readers accept (mailfmt.ReadablePostmark),
 // and mfilter wrote a generated From_ line in its place.
 func undatedFromReplaced(pm, mf []byte) bool {
 	pf, mfl := firstLine(pm), firstLine(mf)
-	return isFromLine(pm) && !deliver.ReadablePostmark(pf) &&
-		generatedFrom.Match(mf) && deliver.ReadablePostmark(mfl) &&
+	return isFromLine(pm) && !mailfmt.ReadablePostmark(pf) &&
+		generatedFrom.Match(mf) && mailfmt.ReadablePostmark(mfl) &&
 		bytes.Equal(pm[len(pf):], mf[len(mfl):])
 }
 

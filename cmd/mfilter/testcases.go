@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/mailfmt"
 	"github.com/mfilter/mfilter/internal/sysexits"
 	"github.com/mfilter/mfilter/rules"
 )
@@ -151,7 +152,7 @@ func (ce *caseEngine) check(ctx context.Context, c testCase) ([]string, []string
 		return nil, nil, err
 	}
 	if c.Sender != "" {
-		msg = deliver.SetEnvelopeSender(msg, c.Sender, time.Now())
+		msg = mailfmt.SetEnvelopeSender(msg, c.Sender, time.Now())
 	}
 	env := rules.Envelope{Sender: c.Sender, Recipient: c.Recipient}
 	dec, err := ce.eng.Evaluate(ctx, msg, rules.EvalOptions{Envelope: env, Trace: true})
@@ -282,7 +283,7 @@ func readCaseMessage(dir, name string) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	sp := deliver.NewSplitter(f, deliver.SplitOptions{})
+	sp := mailfmt.NewSplitter(f, mailfmt.SplitOptions{})
 	for i := 1; ; i++ {
 		msg, err := sp.Next()
 		if err == io.EOF {
@@ -462,7 +463,7 @@ func (fm *foundMessages) mbox(p, rel string) error {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	sp := deliver.NewSplitter(f, deliver.SplitOptions{})
+	sp := mailfmt.NewSplitter(f, mailfmt.SplitOptions{})
 	for i := 1; ; i++ {
 		msg, err := sp.Next()
 		if err == io.EOF {

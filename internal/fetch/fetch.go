@@ -15,6 +15,7 @@ import (
 
 	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/filer"
+	"github.com/mfilter/mfilter/internal/mailfmt"
 	"github.com/mfilter/mfilter/internal/statelock"
 	"github.com/mfilter/mfilter/remote"
 )
@@ -282,7 +283,7 @@ func (f *Fetcher) file(ctx context.Context, j *Journal, c remote.ClaimedFile, si
 	rep.Codec = st.Codec
 	r := &verifyReader{r: st, want: size - base, f: f, j: j, st: st, c: c, size: size}
 	src := &offsetSplitter{
-		s:         deliver.NewSplitter(r, deliver.SplitOptions{Now: j.claimTime, Berkeley: f.Berkeley}),
+		s:         mailfmt.NewSplitter(r, mailfmt.SplitOptions{Now: j.claimTime, Berkeley: f.Berkeley}),
 		base:      base,
 		onMessage: func() { r.msgs++ },
 	}
@@ -307,7 +308,7 @@ func (f *Fetcher) file(ctx context.Context, j *Journal, c remote.ClaimedFile, si
 
 // offsetSplitter gives the Splitter's offsets in the claimed file.
 type offsetSplitter struct {
-	s         *deliver.Splitter
+	s         *mailfmt.Splitter
 	base      int64
 	onMessage func()
 }

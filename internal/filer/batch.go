@@ -10,7 +10,7 @@ import (
 	"github.com/mfilter/mfilter/internal/fdtable"
 )
 
-// Source yields messages one at a time; deliver.Splitter is one.
+// Source yields messages one at a time; mailfmt.Splitter is one.
 type Source interface {
 	Next() ([]byte, error)
 }
@@ -18,7 +18,7 @@ type Source interface {
 // A Releaser is a Source that holds memory for the messages it returned
 // until it hears that they are done with: a batch run calls Release with
 // the last message of each batch once the batch is finished (filed or
-// rescued, and logged). deliver.Splitter reading a mapped file is one.
+// rescued, and logged). mailfmt.Splitter reading a mapped file is one.
 type Releaser interface {
 	Release(msg []byte)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/confine"
+	"github.com/mfilter/mfilter/internal/dupcache"
 	"github.com/mfilter/mfilter/rules"
 )
 
@@ -41,7 +42,7 @@ rules:
 	}
 	guard := confine.New(base, filepath.Join(base, "mail.log"))
 	r := &RulesRouter{
-		Engine: rules.NewEngine(cfg, rules.Options{Default: "inbox/", Vars: map[string]string{"MAILDIR": base, "HOME": base}, Guard: guard, Dup: &rules.DupStore{ReadOnly: true}}),
+		Engine: rules.NewEngine(cfg, rules.Options{Default: "inbox/", Vars: map[string]string{"MAILDIR": base, "HOME": base}, Guard: guard, Dup: &dupcache.Store{ReadOnly: true}}),
 		Base:   base,
 		Root:   root,
 		Guard:  guard,

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/mailfmt"
 	"github.com/mfilter/mfilter/internal/maillog"
 	"github.com/mfilter/mfilter/internal/runprog"
 )
@@ -314,10 +315,10 @@ func (f *Filer) runProgram(ctx context.Context, st Step, msg []byte) (programRun
 	var input []byte
 	what := "pipe"
 	if st.Kind == StepForward {
-		input = deliver.ForwardBytes(msg, f.Berkeley)
+		input = mailfmt.ForwardBytes(msg, f.Berkeley)
 		what = "forward"
 	} else {
-		input = deliver.PipeBytes(msg, f.Berkeley)
+		input = mailfmt.PipeBytes(msg, f.Berkeley)
 	}
 	runner := f.Runner
 	if runner == nil {

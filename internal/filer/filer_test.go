@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/mailfmt"
+	"github.com/mfilter/mfilter/internal/maillock"
 	"github.com/mfilter/mfilter/internal/maillog"
 	"github.com/mfilter/mfilter/internal/runprog"
 	"golang.org/x/sys/unix"
@@ -51,7 +53,7 @@ func newFiler(t *testing.T, base string, r Router) (*Filer, *bytes.Buffer) {
 	t.Helper()
 	var log bytes.Buffer
 	return &Filer{
-		Writer: deliver.NewWriter(deliver.Options{Hostname: "h", Lock: deliver.LockOptions{Timeout: 5 * time.Second}}),
+		Writer: deliver.NewWriter(deliver.Options{Hostname: "h", Lock: maillock.LockOptions{Timeout: 5 * time.Second}}),
 		Router: r,
 		Log:    maillog.New(&log),
 		Rescue: filepath.Join(base, "rescue.mbox"),
@@ -212,7 +214,7 @@ func TestFileAllRescue(t *testing.T) {
 	fl2.Rescue = filepath.Join(base, "rescue2.mbox")
 	rf, _ := os.Open(fl.Rescue)
 	defer rf.Close()
-	sum, err = fl2.FileAll(context.Background(), deliver.NewSplitter(rf, deliver.SplitOptions{}))
+	sum, err = fl2.FileAll(context.Background(), mailfmt.NewSplitter(rf, mailfmt.SplitOptions{}))
 	if err != nil || sum.Delivered != len(failed) {
 		t.Fatalf("refiling the rescue mbox: %+v, %v", sum, err)
 	}
@@ -397,7 +399,7 @@ func TestRescueIsTheInput(t *testing.T) {
 	var sum Summary
 	go func() {
 		defer close(done)
-		sum, err = fl.FileAll(context.Background(), deliver.NewSplitter(in, deliver.SplitOptions{}))
+		sum, err = fl.FileAll(context.Background(), mailfmt.NewSplitter(in, mailfmt.SplitOptions{}))
 	}()
 	select {
 	case <-done:
@@ -437,7 +439,7 @@ func TestFolderIsTheInput(t *testing.T) {
 	var sum Summary
 	go func() {
 		defer close(done)
-		sum, err = fl.FileAll(context.Background(), deliver.NewSplitter(in, deliver.SplitOptions{}))
+		sum, err = fl.FileAll(context.Background(), mailfmt.NewSplitter(in, mailfmt.SplitOptions{}))
 	}()
 	select {
 	case <-done:
@@ -659,7 +661,7 @@ func TestFileStreamBatchBytes(t *testing.T) {
 		mbox = append(append(mbox, msg...), '\n')
 	}
 	var j journalRanges
-	sum, err := fl.FileStream(context.Background(), deliver.NewSplitter(bytes.NewReader(mbox), deliver.SplitOptions{}), &j)
+	sum, err := fl.FileStream(context.Background(), mailfmt.NewSplitter(bytes.NewReader(mbox), mailfmt.SplitOptions{}), &j)
 	if w := (Summary{Messages: src.n, Delivered: src.n}); sum != w || err != nil {
 		t.Fatalf("FileStream = %+v, %v; want %+v", sum, err, w)
 	}

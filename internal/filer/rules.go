@@ -68,7 +68,7 @@ func (r *RulesRouter) Route(ctx context.Context, msg []byte) (Plan, error) {
 	plan := Plan{
 		Logs:        dec.Logs,
 		Warnings:    dec.Warnings,
-		OnDelivered: dec.Commit,
+		OnDelivered: func(ctx context.Context) error { return r.Engine.DupStore().RecordAll(ctx, dec.Dups) },
 		OnFailed:    dec.Abort,
 	}
 	for _, s := range dec.Steps {

@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/mailfmt"
 )
 
 // dryRun routes every message of the source and counts where it would
@@ -23,7 +23,7 @@ func (r *run) dryRun(ctx context.Context) error {
 			return err
 		}
 		defer f.Close()
-		sp := deliver.NewFileSplitter(f, deliver.SplitOptions{Berkeley: r.o.Berkeley, Mboxrd: r.o.ReadMboxrd})
+		sp := mailfmt.NewFileSplitter(f, mailfmt.SplitOptions{Berkeley: r.o.Berkeley, Mboxrd: r.o.ReadMboxrd})
 		defer sp.Close()
 		for {
 			msg, err := sp.Next()
@@ -54,8 +54,8 @@ func (r *run) dryRun(ctx context.Context) error {
 			return err
 		}
 		msg := data
-		if !deliver.HasFromLine(data) {
-			msg = append(deliver.GeneratedFromLine(data, r.claimed), data...)
+		if !mailfmt.HasFromLine(data) {
+			msg = append(mailfmt.GeneratedFromLine(data, r.claimed), data...)
 		}
 		r.dryOne(ctx, msg, filepath.Join(r.name, rel))
 	}

@@ -12,8 +12,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/fetch"
+	"github.com/mfilter/mfilter/internal/mailfmt"
 )
 
 // listFolder lists the messages of a maildir (as "cur/NAME" and
@@ -217,8 +217,8 @@ func (s *folderSource) Next() ([]byte, error) {
 			return nil, err
 		}
 		msg := data
-		if !deliver.HasFromLine(data) {
-			msg = append(deliver.GeneratedFromLine(data, r.claimed), data...)
+		if !mailfmt.HasFromLine(data) {
+			msg = append(mailfmt.GeneratedFromLine(data, r.claimed), data...)
 		}
 		d := r.classify(r.ctx, msg)
 		r.decided(d, filepath.Join(r.name, rel))

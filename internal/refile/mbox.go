@@ -16,8 +16,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/fetch"
+	"github.com/mfilter/mfilter/internal/mailfmt"
+	"github.com/mfilter/mfilter/internal/maillock"
 )
 
 // mbox refiles an mbox file. It holds the mbox's locks (dotlock and
@@ -25,7 +26,7 @@ import (
 // messages that leave it, and once every one of them is durable writes
 // what stays to a temporary file beside it that then replaces it.
 func (r *run) mbox(ctx context.Context, jpath string) error {
-	dl, err := deliver.AcquireDotlock(ctx, r.abs+".lock", r.o.Lock)
+	dl, err := maillock.AcquireDotlock(ctx, r.abs+".lock", r.o.Lock)
 	if err != nil {
 		r.plan.close()
 		return fmt.Errorf("lock %s: %w", r.abs, err)
@@ -138,17 +139,17 @@ func (r *run) fileMbox(ctx context.Context, f *os.File, size int64) error {
 	if base >= r.plan.Size {
 		return nil
 	}
-	opts := deliver.SplitOptions{Berkeley: r.o.Berkeley, Mboxrd: r.o.ReadMboxrd, Now: r.j.ClaimTime}
-	var sp *deliver.Splitter
+	opts := mailfmt.SplitOptions{Berkeley: r.o.Berkeley, Mboxrd: r.o.ReadMboxrd, Now: r.j.ClaimTime}
+	var sp *mailfmt.Splitter
 	if size == r.plan.Size {
 		if _, err := f.Seek(base, io.SeekStart); err != nil {
 			return err
 		}
-		sp = deliver.NewFileSplitter(f, opts)
+		sp = mailfmt.NewFileSplitter(f, opts)
 	} else {
 		// Mail was appended while no run held the locks: it is not
 		// this run's.
-		sp = deliver.NewSplitter(io.NewSectionReader(f, base, r.plan.Size-base), opts)
+		sp = mailfmt.NewSplitter(io.NewSectionReader(f, base, r.plan.Size-base), opts)
 	}
 	src := &mboxSource{r: r, sp: sp, base: base}
 	err := r.fileRest(ctx, src)
@@ -162,7 +163,7 @@ func (r *run) fileMbox(ctx context.Context, f *os.File, size int64) error {
 // that leave it or are copied.
 type mboxSource struct {
 	r          *run
-	sp         *deliver.Splitter
+	sp         *mailfmt.Splitter
 	base       int64
 	start, end int64
 }
@@ -198,7 +199,7 @@ func (s *mboxSource) Release(msg []byte)      { s.sp.Release(msg) }
 // deleted).
 func mboxInfo(msg []byte) string {
 	var status, xstatus []byte
-	for _, h := range deliver.HeaderFields(msg) {
+	for _, h := range mailfmt.HeaderFields(msg) {
 		name := bytes.TrimRight(bytes.TrimSuffix(h.Name, []byte(":")), " \t")
 		switch {
 		case bytes.EqualFold(name, []byte("Status")):
@@ -334,10 +335,10 @@ func (r *run) replace(f *os.File, tmp string, end int64) error {
 // fcntlLock takes a write lock on the whole of f, as deliveries to an
 // mbox take it (an open file description lock where the kernel has
 // them), waiting up to opts.Timeout.
-func fcntlLock(ctx context.Context, f *os.File, opts deliver.LockOptions) error {
+func fcntlLock(ctx context.Context, f *os.File, opts maillock.LockOptions) error {
 	timeout := opts.Timeout
 	if timeout <= 0 {
-		timeout = deliver.DefaultLockOptions.Timeout
+		timeout = maillock.DefaultLockOptions.Timeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -357,7 +358,7 @@ func fcntlLock(ctx context.Context, f *os.File, opts deliver.LockOptions) error 
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("fcntl lock %s: %w", f.Name(), deliver.ErrLockTimeout)
+			return fmt.Errorf("fcntl lock %s: %w", f.Name(), maillock.ErrLockTimeout)
 		case <-timeAfterMs(sleep):
 		}
 		if sleep < 1000 {

@@ -33,6 +33,7 @@ import (
 	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/fetch"
 	"github.com/mfilter/mfilter/internal/filer"
+	"github.com/mfilter/mfilter/internal/maillock"
 	"github.com/mfilter/mfilter/internal/statelock"
 )
 
@@ -55,7 +56,7 @@ type Options struct {
 	Out  io.Writer
 	Warn func(string)
 	// Lock is how long to wait for an mbox source's locks.
-	Lock deliver.LockOptions
+	Lock maillock.LockOptions
 	// StateLockWait is how long to wait for another run on the same
 	// source.
 	StateLockWait time.Duration

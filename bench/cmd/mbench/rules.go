@@ -20,7 +20,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/mfilter/mfilter/bench"
-	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/mailfmt"
 )
 
 // runRules is the rules scenario: the mbox, tagged so that each of the 15
@@ -485,7 +485,7 @@ func mboxHashes(path string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := deliver.NewSplitter(bytes.NewReader(data), deliver.SplitOptions{})
+	s := mailfmt.NewSplitter(bytes.NewReader(data), mailfmt.SplitOptions{})
 	hashes := []string{}
 	for {
 		m, err := s.Next()

@@ -1,4 +1,4 @@
-package deliver
+package mailfmt
 
 import (
 	"bytes"
@@ -220,4 +220,21 @@ func SetEnvelopeSender(msg []byte, sender string, t time.Time) []byte {
 	line := FromLine(sender, t)
 	out := make([]byte, 0, len(line)+len(msg))
 	return append(append(out, line...), msg...)
+}
+
+// MaildirBytes is what procmail writes into a maildir file for msg: the
+// From_ line and its '>' continuation lines are dropped, nothing is
+// escaped and nothing is appended. It is msg itself where nothing
+// changes.
+func MaildirBytes(msg []byte, berkeley bool) []byte {
+	data, _ := prepareView(msg, berkeley)
+	return skipFromLine(data)
+}
+
+// FileBytes is what procmail writes into an MH or directory folder's
+// file for msg: the From_ line is kept, nothing is escaped, and the
+// message ends with a blank line.
+func FileBytes(msg []byte, berkeley bool) []byte {
+	data, _ := prepareView(msg, berkeley)
+	return forceBlank(data)
 }

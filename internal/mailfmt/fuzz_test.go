@@ -1,4 +1,4 @@
-package deliver
+package mailfmt
 
 import (
 	"bytes"
@@ -11,14 +11,25 @@ import (
 	"time"
 )
 
-// corpusSeeds returns the small corpus messages (testdata/corpus) and the
-// golden cases as fuzz seeds.
+// fixedNow is the time of generated From_ lines.
+var fixedNow = time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// corpusSeeds returns the small corpus messages (testdata/corpus) and
+// deliver's golden cases (testdata/golden-cases) as fuzz seeds.
 func corpusSeeds(t testing.TB) [][]byte {
 	var seeds [][]byte
-	for _, c := range goldenCases {
-		seeds = append(seeds, []byte(c.msg))
+	golden, _ := filepath.Glob(filepath.Join("..", "..", "testdata", "golden-cases", "*.eml"))
+	for _, p := range golden {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seeds = append(seeds, b)
 	}
-	root := filepath.Join("..", "testdata", "corpus", "messages")
+	if len(golden) == 0 {
+		t.Fatal("no golden cases in testdata/golden-cases")
+	}
+	root := filepath.Join("..", "..", "testdata", "corpus", "messages")
 	err := filepath.WalkDir(root, func(p string, e fs.DirEntry, err error) error {
 		if err != nil || e.IsDir() {
 			return err
@@ -82,7 +93,7 @@ func FuzzMboxBytes(f *testing.F) {
 	f.Add([]byte("From: <a@b,\n\nbody\n"), false, false)
 	f.Fuzz(func(t *testing.T, msg []byte, berkeley, mboxrd bool) {
 		orig := bytes.Clone(msg)
-		out := MboxBytes(msg, func() []byte { return mboxFromLine(msg, fixedNow) }, berkeley, mboxrd)
+		out := MboxBytes(msg, func() []byte { return MboxFromLine(msg, fixedNow) }, berkeley, mboxrd)
 		if !bytes.Equal(msg, orig) {
 			t.Fatalf("MboxBytes changed its input")
 		}
@@ -211,7 +222,7 @@ func FuzzMboxrdRoundTrip(f *testing.F) {
 				continue
 			}
 			msg := fuzzMessage(raw)
-			gen := mboxFromLine(msg, fixedNow)
+			gen := MboxFromLine(msg, fixedNow)
 			mbox = append(mbox, MboxBytes(msg, func() []byte { return gen }, berkeley, true)...)
 			full := msg
 			if first, rest := cutLine(msg); !HasFromLine(msg) {
@@ -254,8 +265,8 @@ func TestMboxFromLineSanitised(t *testing.T) {
 		{"From:\v\n\n", "From foo@bar  Tue Jan  2 03:04:05 2024\n"},
 		{"From: Alice <alice@example.com>\n\n", "From alice@example.com  Tue Jan  2 03:04:05 2024\n"},
 	} {
-		if got := string(mboxFromLine([]byte(c.msg), fixedNow)); got != c.want {
-			t.Errorf("mboxFromLine(%q) = %q, want %q", c.msg, got, c.want)
+		if got := string(MboxFromLine([]byte(c.msg), fixedNow)); got != c.want {
+			t.Errorf("MboxFromLine(%q) = %q, want %q", c.msg, got, c.want)
 		}
 	}
 }
@@ -273,11 +284,11 @@ func FuzzMboxParts(f *testing.F) {
 		f.Add([]byte(s), false, false)
 	}
 	f.Fuzz(func(t *testing.T, msg []byte, berkeley, mboxrd bool) {
-		now := func() []byte { return mboxFromLine(msg, fixedNow) }
+		now := func() []byte { return MboxFromLine(msg, fixedNow) }
 		want := MboxBytes(msg, now, berkeley, mboxrd)
-		parts := mboxParts(msg, now, berkeley, mboxrd)
+		parts := MboxParts(msg, now, berkeley, mboxrd)
 		if got := bytes.Join(parts, nil); !bytes.Equal(got, want) {
-			t.Fatalf("mboxParts(%q) = %q, MboxBytes %q", msg, got, want)
+			t.Fatalf("MboxParts(%q) = %q, MboxBytes %q", msg, got, want)
 		}
 	})
 }
@@ -286,7 +297,7 @@ func FuzzMboxParts(f *testing.F) {
 // mbox as the generated line, the message itself and a newline.
 func TestMboxPartsNoCopy(t *testing.T) {
 	msg := []byte("Subject: big\n\n" + strings.Repeat("a line of the body\n", 100000))
-	parts := mboxParts(msg, func() []byte { return mboxFromLine(msg, fixedNow) }, false, false)
+	parts := MboxParts(msg, func() []byte { return MboxFromLine(msg, fixedNow) }, false, false)
 	if len(parts) != 3 || &parts[1][0] != &msg[0] || string(parts[2]) != "\n" {
 		t.Fatalf("%d parts; the body is a copy or the closing blank line is missing", len(parts))
 	}

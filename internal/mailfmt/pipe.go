@@ -1,4 +1,4 @@
-package deliver
+package mailfmt
 
 // PipeBytes is what procmail writes to a program (a pipe, a filter, a
 // condition program): the message with the Content-Length rewrite and the

@@ -1,4 +1,4 @@
-package rules
+package dupcache
 
 import (
 	"context"
@@ -20,7 +20,7 @@ func TestDupCacheNotRegular(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, ro := range []bool{false, true} {
-		s := NewDupStore()
+		s := New()
 		s.ReadOnly = ro
 		done := make(chan error, 1)
 		go func() {
@@ -36,7 +36,7 @@ func TestDupCacheNotRegular(t *testing.T) {
 			t.Fatalf("read-only %v: Seen hangs on a FIFO", ro)
 		}
 	}
-	if err := NewDupStore().Record(context.Background(), path, "<a@b>", 8192); err == nil {
+	if err := New().Record(context.Background(), path, "<a@b>", 8192); err == nil {
 		t.Error("Record into a FIFO was accepted")
 	}
 	if _, err := os.Stat(path + ".lock"); err == nil {

@@ -1,4 +1,4 @@
-package deliver
+package mailfmt
 
 // Generated from the old deliver/split.go; see refSplitter.
 

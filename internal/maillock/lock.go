@@ -1,12 +1,14 @@
-package deliver
+// Package maillock takes the locks mail programs agree on: procmail's
+// dotlock (FOLDER.lock, made with a hard link) and whole-file fcntl locks.
+package maillock
 
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -17,6 +19,40 @@ import (
 
 	"golang.org/x/sys/unix"
 )
+
+// File is the part of an open file that the locks use.
+type File interface {
+	io.Writer
+	io.ReaderAt
+	io.Closer
+	Name() string
+	Stat() (os.FileInfo, error)
+	Fd() uintptr
+}
+
+// FS is the part of a file system that a dotlock uses: the writers pass
+// their own, which tests replace to inject faults.
+type FS interface {
+	OpenFile(name string, flag int, perm os.FileMode) (File, error)
+	Link(oldname, newname string) error
+	Remove(name string) error
+	Lstat(name string) (os.FileInfo, error)
+}
+
+// OS is the operating system's name space.
+type OS struct{}
+
+func (OS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
+	f, err := os.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err // not a typed nil inside the interface
+	}
+	return f, nil
+}
+
+func (OS) Link(oldname, newname string) error     { return os.Link(oldname, newname) }
+func (OS) Remove(name string) error               { return os.Remove(name) }
+func (OS) Lstat(name string) (os.FileInfo, error) { return os.Lstat(name) }
 
 // LockOptions tune how long mfilter waits for locks held by others.
 type LockOptions struct {
@@ -75,14 +111,13 @@ var ErrLockTimeout = errors.New("timed out waiting for lock")
 // minutes, during which every MTA delivery to that mbox would wait too).
 // Lock files of other programs are only ever forced by age.
 type Dotlock struct {
-	fsys fileSystem
+	fsys FS
 	path string
-	held file // the lock file, fcntl-locked while the dotlock is ours
+	held File // the lock file, fcntl-locked while the dotlock is ours
 	// The lock file we made, so that we never remove another's: inode
 	// numbers are reused at once, so its mtime is compared too (a lock
 	// is only taken over after it looked stale for LockOptions.Stale).
-	id    fileID
-	mtime time.Time
+	made os.FileInfo
 }
 
 // maxLockSize is procmail's MAX_locksize: a bigger "lock" is someone's
@@ -93,10 +128,11 @@ const maxLockSize = 16
 // while another process holds it and removing it when it is older than
 // opts.Stale. It fails with ErrLockTimeout after opts.Timeout.
 func AcquireDotlock(ctx context.Context, path string, opts LockOptions) (*Dotlock, error) {
-	return acquireDotlock(ctx, osFS{}, path, opts)
+	return AcquireDotlockIn(ctx, OS{}, path, opts)
 }
 
-func acquireDotlock(ctx context.Context, fsys fileSystem, path string, opts LockOptions) (*Dotlock, error) {
+// AcquireDotlockIn is AcquireDotlock in the file system fsys.
+func AcquireDotlockIn(ctx context.Context, fsys FS, path string, opts LockOptions) (*Dotlock, error) {
 	opts = opts.withDefaults()
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
@@ -104,8 +140,7 @@ func acquireDotlock(ctx context.Context, fsys fileSystem, path string, opts Lock
 	for {
 		st, held, err := tryDotlock(fsys, path)
 		if err == nil {
-			id, _ := idOf(st)
-			return &Dotlock{fsys: fsys, path: path, held: held, id: id, mtime: st.ModTime()}, nil
+			return &Dotlock{fsys: fsys, path: path, held: held, made: st}, nil
 		}
 		if !errors.Is(err, fs.ErrExist) {
 			return nil, fmt.Errorf("lock %s: %w", path, err)
@@ -135,7 +170,7 @@ func acquireDotlock(ctx context.Context, fsys fileSystem, path string, opts Lock
 
 // forceStale removes the lock at path if it is older than stale by the
 // file system clock now, and reports whether it did.
-func forceStale(fsys fileSystem, path string, now time.Time, stale time.Duration) bool {
+func forceStale(fsys FS, path string, now time.Time, stale time.Duration) bool {
 	if now.IsZero() {
 		return false
 	}
@@ -161,7 +196,7 @@ func lockContent() []byte { return []byte("mfilter " + strconv.Itoa(os.Getpid())
 // abandoned removes the lock at path if an mfilter made it and no process
 // holds its fcntl lock any more (the holder died), and reports whether it
 // did.
-func abandoned(fsys fileSystem, path string) bool {
+func abandoned(fsys FS, path string) bool {
 	st, err := fsys.Lstat(path)
 	if err != nil || !st.Mode().IsRegular() || st.Size() > maxLockSize {
 		return false
@@ -194,7 +229,7 @@ func abandoned(fsys fileSystem, path string) bool {
 // It returns the status of the temporary file it made (on success that
 // is the lock's, and its mtime is the file system's idea of now) and, on
 // success, the lock file kept open with an fcntl lock on it.
-func tryDotlock(fsys fileSystem, path string) (os.FileInfo, file, error) {
+func tryDotlock(fsys FS, path string) (os.FileInfo, File, error) {
 	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+"."+randomHex(6)+"."+strconv.Itoa(os.Getpid()))
 	f, err := fsys.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o444)
 	if err != nil {
@@ -242,7 +277,7 @@ func (l *Dotlock) Release() error {
 		return nil
 	}
 	if st, err := l.fsys.Lstat(l.path); err == nil {
-		if id, _ := idOf(st); id != l.id || !st.ModTime().Equal(l.mtime) {
+		if !os.SameFile(st, l.made) || !st.ModTime().Equal(l.made.ModTime()) {
 			if l.held != nil {
 				l.held.Close()
 			}
@@ -261,7 +296,13 @@ func (l *Dotlock) Release() error {
 	return nil
 }
 
-// lockFile takes a whole-file fcntl write lock on f, as procmail, mutt and
+// Fder is an open file: its descriptor, and its name for errors.
+type Fder interface {
+	Fd() uintptr
+	Name() string
+}
+
+// LockFile takes a whole-file fcntl write lock on f, as procmail, mutt and
 // dovecot do, polling so that the wait honours ctx and opts.Timeout.
 //
 // It is an open file description lock where the kernel has them: they
@@ -269,7 +310,7 @@ func (l *Dotlock) Release() error {
 // but belong to f alone, whereas a classic lock belongs to the process
 // and goes when it closes any descriptor of the file, as a batch being
 // committed does while the next one appends to the same mbox.
-func lockFile(ctx context.Context, f file, opts LockOptions) error {
+func LockFile(ctx context.Context, f Fder, opts LockOptions) error {
 	opts = opts.withDefaults()
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
@@ -291,12 +332,13 @@ func lockFile(ctx context.Context, f file, opts LockOptions) error {
 	}
 }
 
-func unlockFile(f file) error { return fcntlLock(f, unix.F_UNLCK) }
+// UnlockFile releases the lock LockFile took.
+func UnlockFile(f Fder) error { return fcntlLock(f, unix.F_UNLCK) }
 
 // fcntlLock sets a whole-file lock of type typ on f without waiting: an
 // open file description lock, or a classic one where the kernel has no
 // such locks (EINVAL, before Linux 3.15).
-func fcntlLock(f file, typ int16) error {
+func fcntlLock(f Fder, typ int16) error {
 	lk := unix.Flock_t{Type: typ, Whence: 0, Start: 0, Len: 0}
 	err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk)
 	if errors.Is(err, unix.EINVAL) {
@@ -322,20 +364,12 @@ func jitter(d time.Duration) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// randomHex returns n random bytes in hex, for names that must not
-// collide. math/rand/v2's generator (ChaCha8, seeded by the system) is
-// unpredictable enough for that and, unlike crypto/rand here, costs no
-// system call: a maildir name is made for every message.
+// randomHex returns n random bytes in hex, for a temporary name that
+// must not collide with a competitor's.
 func randomHex(n int) string {
-	return string(appendRandomHex(nil, n))
-}
-
-// appendRandomHex appends n random bytes in hex to dst.
-func appendRandomHex(dst []byte, n int) []byte {
-	for ; n > 0; n -= 8 {
-		var b [8]byte
-		binary.LittleEndian.PutUint64(b[:], rand.Uint64())
-		dst = hex.AppendEncode(dst, b[:min(n, 8)])
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(rand.Uint32())
 	}
-	return dst
+	return hex.EncodeToString(b)
 }

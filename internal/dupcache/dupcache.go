@@ -1,10 +1,12 @@
-package rules
+// Package dupcache keeps formail -D duplicate caches: which message keys
+// were delivered, so that a second copy is recognised. The rules ask
+// (Seen); the filer records a key once its message is durable (Record)
+// or lets it go when the delivery failed (Forget).
+package dupcache
 
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -16,11 +18,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/mfilter/mfilter/deliver"
-	"github.com/mfilter/mfilter/internal/msgview"
+	"github.com/mfilter/mfilter/internal/maillock"
 )
 
-// DupStore remembers message keys in formail -D cache files, so that an
+// Store remembers message keys in formail -D cache files, so that an
 // existing ~/.msgid.cache keeps working after the switch. A key is written
 // only once the message it belongs to was delivered (formail writes it
 // first, so a message whose delivery fails is dropped as a duplicate when
@@ -34,12 +35,12 @@ import (
 // waits, then finds the key recorded (or, if the delivery failed, not:
 // it delivers the message itself). The lock goes with the process, so a
 // crash leaves neither the key nor a lock behind.
-type DupStore struct {
+type Store struct {
 	mu      sync.Mutex
 	pending map[string]map[string]bool // cache file -> keys awaiting Record
 	held    map[string]*heldCache      // cache file -> its lock, while keys are pending
 	seen    sync.Mutex                 // one Seen at a time: it may wait for a lock
-	Lock    deliver.LockOptions
+	Lock    maillock.LockOptions
 	// ReadOnly is for looking without delivering (mfilter test): Seen
 	// neither creates nor locks the cache file.
 	ReadOnly bool
@@ -50,37 +51,15 @@ type heldCache struct {
 	f *os.File // nil: the file could not be opened for writing; not locked
 }
 
-// NewDupStore returns an empty store.
-func NewDupStore() *DupStore {
-	return &DupStore{pending: make(map[string]map[string]bool), held: make(map[string]*heldCache)}
-}
-
-// dupKey is formail's key: the value of the (last) Message-ID field with
-// leading blanks removed, exactly as written. Without one, and when
-// bodyHash is on, it is a hash of the body with line ends normalised.
-func dupKey(m *msgview.Message, bodyHash bool) string {
-	var id []byte
-	for _, f := range deliver.HeaderFields(m.Raw()) {
-		if bytes.EqualFold(bytes.TrimRight(bytes.TrimSuffix(f.Name, []byte(":")), " \t"), []byte("message-id")) {
-			id = f.Value // the last one wins, as in formail
-		}
-	}
-	if v := bytes.TrimLeft(id, " "); len(v) > 0 {
-		return string(v) // a CRLF line keeps its CR, as in formail
-	}
-	if !bodyHash {
-		return ""
-	}
-	body := bytes.ReplaceAll(m.Body(), []byte("\r\n"), []byte("\n"))
-	body = bytes.TrimRight(body, "\n")
-	sum := sha256.Sum256(body)
-	return "<body-sha256-" + hex.EncodeToString(sum[:16]) + "@mfilter>"
+// New returns an empty store.
+func New() *Store {
+	return &Store{pending: make(map[string]map[string]bool), held: make(map[string]*heldCache)}
 }
 
 // Seen reports whether key is in the cache file or pending; if not, key
 // becomes pending until Record or Forget, and the cache file stays
 // locked until no key of it is pending.
-func (s *DupStore) Seen(path, key string, size int64) (bool, error) {
+func (s *Store) Seen(path, key string, size int64) (bool, error) {
 	s.seen.Lock()
 	defer s.seen.Unlock()
 	s.mu.Lock()
@@ -145,7 +124,7 @@ func (s *DupStore) Seen(path, key string, size int64) (bool, error) {
 // and takes its lock, waiting up to opts.Timeout. A cache that cannot be
 // opened for writing is read without a lock, as before: its Record fails
 // later, with a warning, and the message is delivered all the same.
-func lockCache(ctx context.Context, path string, opts deliver.LockOptions) (*heldCache, error) {
+func lockCache(ctx context.Context, path string, opts maillock.LockOptions) (*heldCache, error) {
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return &heldCache{}, nil
@@ -160,7 +139,7 @@ func lockCache(ctx context.Context, path string, opts deliver.LockOptions) (*hel
 	}
 	timeout := opts.Timeout
 	if timeout <= 0 {
-		timeout = deliver.DefaultLockOptions.Timeout
+		timeout = maillock.DefaultLockOptions.Timeout
 	}
 	deadline := time.Now().Add(timeout)
 	sleep := time.Millisecond
@@ -177,7 +156,7 @@ func lockCache(ctx context.Context, path string, opts deliver.LockOptions) (*hel
 		}
 		if time.Now().After(deadline) {
 			f.Close()
-			return nil, fmt.Errorf("duplicate cache %s: %w", path, deliver.ErrLockTimeout)
+			return nil, fmt.Errorf("duplicate cache %s: %w", path, maillock.ErrLockTimeout)
 		}
 		if err := ctx.Err(); err != nil {
 			f.Close()
@@ -195,13 +174,13 @@ func (h *heldCache) release() {
 }
 
 // Forget drops a pending key (its message was not delivered).
-func (s *DupStore) Forget(path, key string) {
+func (s *Store) Forget(path, key string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.forgetLocked(path, key)
 }
 
-func (s *DupStore) forgetLocked(path, key string) {
+func (s *Store) forgetLocked(path, key string) {
 	if !s.pending[path][key] {
 		return
 	}
@@ -218,7 +197,7 @@ func (s *DupStore) forgetLocked(path, key string) {
 // end marker (an empty key), followed by a new end marker, wrapping to the
 // start once the file reaches size bytes. The file is locked with a
 // dotlock and fcntl, like procmail's ":0 Wh: msgid.lock" recipe.
-func (s *DupStore) Record(ctx context.Context, path, key string, size int64) error {
+func (s *Store) Record(ctx context.Context, path, key string, size int64) error {
 	s.mu.Lock()
 	var h *heldCache
 	if s.pending[path][key] {
@@ -246,7 +225,7 @@ func (s *DupStore) Record(ctx context.Context, path, key string, size int64) err
 			h.f = f
 		}
 	}
-	lock, err := deliver.AcquireDotlock(ctx, path+".lock", s.Lock)
+	lock, err := maillock.AcquireDotlock(ctx, path+".lock", s.Lock)
 	if err != nil {
 		return fmt.Errorf("duplicate cache: %w", err)
 	}
@@ -301,13 +280,6 @@ func scanCache(data []byte, key string, size int64) (insertAt int64, dup bool) {
 	return insertAt, false
 }
 
-// ReadOnlyDuplicates makes the engine's duplicate conditions look
-// without touching the cache files: for mfilter test, which writes
-// nothing (a cache that does not exist is not created to be locked).
-func (e *Engine) ReadOnlyDuplicates() {
-	e.opts.Dup.ReadOnly = true
-}
-
 // errNotRegular is a duplicate cache that is not a regular file.
 var errNotRegular = errors.New("is not a regular file")
 
@@ -342,4 +314,31 @@ func readCache(path string, size int64) ([]byte, error) {
 	}
 	defer f.Close()
 	return io.ReadAll(io.LimitReader(f, size))
+}
+
+// Entry is a key a duplicate condition found new: what Record writes
+// once the message is delivered.
+type Entry struct {
+	Path string // the cache file
+	Key  string
+	Size int64 // the cache's size bound
+}
+
+// RecordAll records every entry (see Record), going on past failures.
+func (s *Store) RecordAll(ctx context.Context, es []Entry) error {
+	var errs []error
+	for _, e := range es {
+		if err := s.Record(ctx, e.Path, e.Key, e.Size); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ForgetAll forgets every entry (see Forget): their messages were not
+// delivered.
+func (s *Store) ForgetAll(es []Entry) {
+	for _, e := range es {
+		s.Forget(e.Path, e.Key)
+	}
 }

@@ -1,4 +1,4 @@
-package rules
+package dupcache
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/maillock"
 )
 
 // Two stores stand for two processes (their fcntl locks are open file
@@ -15,11 +15,11 @@ import (
 // has a key pending, the other's Seen of that cache waits; after the
 // first records the key the second finds it, and after the first forgets
 // it (a failed delivery) the second does not.
-func TestDupStoreCheckAndRecordAtomic(t *testing.T) {
+func TestStoreCheckAndRecordAtomic(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sub", "msgid.cache")
 	ctx := context.Background()
 	for _, record := range []bool{true, false} {
-		a, b := NewDupStore(), NewDupStore()
+		a, b := New(), New()
 		key := "<k" + map[bool]string{true: "r", false: "f"}[record] + "@x>"
 		if dup, err := a.Seen(path, key, 8192); err != nil || dup {
 			t.Fatalf("first Seen: %v %v", dup, err)
@@ -56,11 +56,11 @@ func TestDupStoreCheckAndRecordAtomic(t *testing.T) {
 
 // A Seen that waits longer than the lock timeout fails (the message is
 // retried later) instead of hanging.
-func TestDupStoreLockTimeout(t *testing.T) {
+func TestStoreLockTimeout(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "msgid.cache")
-	a := NewDupStore()
-	b := NewDupStore()
-	b.Lock = deliver.LockOptions{Timeout: 100 * time.Millisecond}
+	a := New()
+	b := New()
+	b.Lock = maillock.LockOptions{Timeout: 100 * time.Millisecond}
 	if _, err := a.Seen(path, "<a@x>", 8192); err != nil {
 		t.Fatal(err)
 	}
@@ -74,9 +74,9 @@ func TestDupStoreLockTimeout(t *testing.T) {
 }
 
 // A read-only store (mfilter test) creates no cache file.
-func TestDupStoreReadOnlyCreatesNothing(t *testing.T) {
+func TestStoreReadOnlyCreatesNothing(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "msgid.cache")
-	s := NewDupStore()
+	s := New()
 	s.ReadOnly = true
 	if dup, err := s.Seen(path, "<a@x>", 8192); err != nil || dup {
 		t.Fatal(dup, err)
