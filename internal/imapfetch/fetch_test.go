@@ -1,0 +1,230 @@
+package imapfetch
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/filer"
+	"github.com/mfilter/mfilter/internal/maillog"
+	"github.com/mfilter/mfilter/internal/mtatest"
+	"github.com/mfilter/mfilter/internal/runprog"
+)
+
+// world is a private Dovecot with user alice and a mail directory here.
+type world struct {
+	d        *mtatest.Dovecot
+	mail     string
+	state    string
+	set      Settings
+	warnings []string
+	seq      int
+}
+
+func newWorld(t *testing.T, d *mtatest.Dovecot) *world {
+	dir := t.TempDir()
+	w := &world{d: d, mail: filepath.Join(dir, "Mail"), state: filepath.Join(dir, "state")}
+	w.set = Settings{Host: d.IMAPAddr, Plain: true, ServerName: "127.0.0.3", Folder: "INBOX", User: "alice",
+		PasswordCommand: []string{"echo", mtatest.Password("alice")}, Timeout: 10 * time.Second}
+	return w
+}
+
+func (w *world) fetcher(t *testing.T) *Fetcher {
+	wr := deliver.NewWriter(deliver.Options{Hostname: "test"})
+	inbox, err := deliver.ParseFolder(w.mail, "inbox/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := w.set
+	return &Fetcher{
+		Settings: &s,
+		Filer:    &filer.Filer{Writer: wr, Router: filer.DefaultRouter{Folder: inbox}, Log: maillog.New(nil)},
+		Writer:   wr,
+		StateDir: w.state,
+		Host:     "test",
+		Runner:   runprog.Exec{},
+		Warn:     func(s string) { w.warnings = append(w.warnings, s) },
+	}
+}
+
+func (w *world) run(t *testing.T) Report {
+	t.Helper()
+	rep, err := w.fetcher(t).Run(context.Background())
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	return rep
+}
+
+// deliverN puts n new messages into alice's INBOX as maildir files,
+// which Dovecot numbers at its next look; it returns their test ids.
+func (w *world) deliverN(t *testing.T, n int) []string {
+	t.Helper()
+	md := w.d.Maildir("alice")
+	for _, sub := range []string{"", "cur", "new", "tmp"} {
+		os.MkdirAll(filepath.Join(md, sub), 0o700)
+		os.Chown(filepath.Join(md, sub), w.d.UID, w.d.GID)
+	}
+	var ids []string
+	for i := 0; i < n; i++ {
+		w.seq++
+		id := fmt.Sprintf("t%05d", w.seq)
+		ids = append(ids, id)
+		p := filepath.Join(md, "new", msgFile(w.seq))
+		if err := os.WriteFile(p, testMessage(id), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		os.Chown(p, w.d.UID, w.d.GID)
+	}
+	return ids
+}
+
+// msgFile is the maildir file name of the nth message delivered.
+func msgFile(n int) string { return fmt.Sprintf("1%09d.M%dP1.test", n, n) }
+
+func testMessage(id string) []byte {
+	body := strings.Repeat("a line of the body of message "+id+"\n", 1+len(id)%7)
+	return []byte("Return-Path: <sender@example.org>\nFrom: Sender <sender@example.org>\nTo: alice@example.org\n" +
+		"Subject: test " + id + "\nMessage-ID: <" + id + "@example.org>\nX-Test-ID: " + id + "\n\n" + body)
+}
+
+// filed counts the test ids in the inbox maildir's files, and checks
+// that each file is the message as delivered.
+func (w *world) filed(t *testing.T) map[string]int {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(w.mail, "inbox", "new", "*"))
+	got := make(map[string]int)
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := bytes.Index(data, []byte("X-Test-ID: "))
+		if i < 0 {
+			t.Fatalf("%s has no X-Test-ID: %q", f, data)
+		}
+		id := string(data[i+11 : i+17])
+		if want := testMessage(id); !bytes.Equal(data, want) {
+			t.Fatalf("%s:\n%q\nwant\n%q", f, data, want)
+		}
+		got[id]++
+	}
+	return got
+}
+
+func checkOnce(t *testing.T, got map[string]int, ids []string) {
+	t.Helper()
+	for _, id := range ids {
+		if got[id] != 1 {
+			t.Errorf("message %s filed %d times", id, got[id])
+		}
+	}
+	if len(got) != len(ids) {
+		t.Errorf("%d distinct messages filed, want %d", len(got), len(ids))
+	}
+}
+
+func TestFetch300(t *testing.T) {
+	d := mtatest.StartDovecot(t, mtatest.DovecotOptions{Users: []string{"alice"}})
+	w := newWorld(t, d)
+	ids := w.deliverN(t, 300)
+	rep := w.run(t)
+	if rep.Messages != 300 {
+		t.Errorf("filed %d, want 300", rep.Messages)
+	}
+	checkOnce(t, w.filed(t), ids)
+	if n := d.Count(t, "alice", "INBOX"); n != 0 {
+		t.Errorf("INBOX holds %d messages after the run, want 0", n)
+	}
+	if rep := w.run(t); rep.Messages != 0 {
+		t.Errorf("a second run filed %d", rep.Messages)
+	}
+	more := w.deliverN(t, 7)
+	if rep := w.run(t); rep.Messages != 7 {
+		t.Errorf("a third run filed %d, want 7", rep.Messages)
+	}
+	checkOnce(t, w.filed(t), append(ids, more...))
+	t.Logf("300 messages: %d bytes over the link", rep.Wire)
+}
+
+// seenFlags returns the flags of every message in alice's mailbox.
+func seenCount(t *testing.T, d *mtatest.Dovecot, mailbox string) int {
+	t.Helper()
+	out, err := d.Doveadm("search", "-u", "alice", "mailbox", mailbox, "SEEN")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(strings.Fields(string(out))) / 2
+}
+
+// TestKeepAndUIDValidityReset keeps the mail on the server, unread;
+// after the server renumbers the folder (a new UIDVALIDITY), only the
+// messages that arrived since are filed.
+func TestKeepAndUIDValidityReset(t *testing.T) {
+	d := mtatest.StartDovecot(t, mtatest.DovecotOptions{Users: []string{"alice"}})
+	w := newWorld(t, d)
+	w.set.After = AfterKeep
+	ids := w.deliverN(t, 20)
+	if rep := w.run(t); rep.Messages != 20 {
+		t.Fatalf("filed %d, want 20", rep.Messages)
+	}
+	if n, seen := d.Count(t, "alice", "INBOX"), seenCount(t, d, "INBOX"); n != 20 || seen != 0 {
+		t.Fatalf("keep: INBOX holds %d messages, %d of them seen; want 20, 0", n, seen)
+	}
+	ids = append(ids, w.deliverN(t, 3)...)
+	if rep := w.run(t); rep.Messages != 3 {
+		t.Fatalf("second run filed %d, want 3", rep.Messages)
+	}
+	// Renumber: Dovecot makes a new UIDVALIDITY when its uidlist and
+	// indexes are gone.
+	md := d.Maildir("alice")
+	old, _ := filepath.Glob(filepath.Join(md, "dovecot*"))
+	for _, p := range old {
+		os.Remove(p)
+	}
+	// New mail first in the maildir's order: the new numbering mixes
+	// old and new messages.
+	fresh := w.deliverN(t, 4)
+	for i, id := range fresh {
+		os.Rename(filepath.Join(md, "new", msgFile(w.seq-3+i)), filepath.Join(md, "new", "0000"+id))
+	}
+	ids = append(ids, fresh...)
+	if _, err := d.Doveadm("mailbox", "update", "-u", "alice", "--uid-validity", "7", "INBOX"); err != nil {
+		t.Fatal(err)
+	}
+	if rep := w.run(t); rep.Messages != 4 {
+		t.Fatalf("after the renumbering: filed %d, want 4 (warnings %q)", rep.Messages, w.warnings)
+	}
+	if len(w.warnings) == 0 || !strings.Contains(w.warnings[len(w.warnings)-1], "23 of its 27 messages were filed before") {
+		t.Errorf("no warning of the UIDVALIDITY change: %q", w.warnings)
+	}
+	if rep := w.run(t); rep.Messages != 0 {
+		t.Fatalf("a run after that filed %d", rep.Messages)
+	}
+	checkOnce(t, w.filed(t), ids)
+	if seen := seenCount(t, d, "INBOX"); seen != 0 {
+		t.Errorf("%d messages marked seen", seen)
+	}
+}
+
+// TestMove moves what it filed to another folder.
+func TestMove(t *testing.T) {
+	d := mtatest.StartDovecot(t, mtatest.DovecotOptions{Users: []string{"alice"}})
+	w := newWorld(t, d)
+	w.set.After, w.set.MoveTo = AfterMove, "Archive"
+	ids := w.deliverN(t, 15)
+	if _, err := d.Doveadm("mailbox", "create", "-u", "alice", "Archive"); err != nil {
+		t.Fatal(err)
+	}
+	w.run(t)
+	checkOnce(t, w.filed(t), ids)
+	if in, arch := d.Count(t, "alice", "INBOX"), d.Count(t, "alice", "Archive"); in != 0 || arch != 15 {
+		t.Errorf("INBOX %d, Archive %d; want 0, 15", in, arch)
+	}
+}
