@@ -85,10 +85,29 @@ type Config struct {
 	Sections map[string]*Section
 }
 
-// VarDef is an entry of the top-level vars mapping.
+// VarDef is an entry of the top-level vars mapping or of a set: action.
 type VarDef struct {
 	Name  Str
-	Value *Template
+	Value *Template // nil when Program sets it
+	// Program sets the variable from its output (procmail's VAR=|cmd
+	// and backticks).
+	Program *OutputOf
+}
+
+// OutputOf runs a program for a variable's value.
+type OutputOf struct {
+	Pos
+	Argv    []*Template
+	Input   string // message, header, body, none
+	Timeout time.Duration
+}
+
+// templates lists the templates of v.
+func (v VarDef) templates() []*Template {
+	if v.Program != nil {
+		return v.Program.Argv
+	}
+	return []*Template{v.Value}
 }
 
 // Rule is one rule: when If holds, Then runs, then the nested Rules.
@@ -134,10 +153,15 @@ type Pattern struct {
 	Raw           bool // match the raw text (no RFC 2047/MIME decoding)
 	CaseSensitive bool
 	expr          string // what the regexp is compiled from: Source with flags and macros
-	reOnce        sync.Once
-	re            *regexp.Regexp // set by compiled()
-	pre           *prefilter     // a literal every match contains, or nil
-	names         []string       // named capture groups
+	// tmpl is set when Source holds ${variables}: the regexp is then
+	// made for each message (Engine.patterns caches them), from tmpl
+	// expanded and opts.
+	tmpl   *Template
+	opts   patternOpts
+	reOnce sync.Once
+	re     *regexp.Regexp // set by compiled()
+	pre    *prefilter     // a literal every match contains, or nil
+	names  []string       // named capture groups
 	// Where an empty match is possible, as procmail's scoring sees it
 	// (see emptyMatches), set on first use by emptyMatch.
 	emptyOnce                             sync.Once
@@ -291,8 +315,9 @@ type (
 	// FolderAction delivers to folders; Copy carries on afterwards.
 	FolderAction struct {
 		Pos
-		Folders []*Template
-		Copy    bool
+		Folders  []*Template
+		Copy     bool
+		Fallback []Action // run when the delivery fails (procmail's e flag)
 	}
 	// PipeAction runs a program with the message on stdin and waits.
 	PipeAction struct {
@@ -301,6 +326,8 @@ type (
 		Timeout    time.Duration
 		Continue   bool
 		IgnoreExit bool
+		Input      string // message, header or body
+		Fallback   []Action
 	}
 	// ForwardAction resends the message through a sendmail program.
 	ForwardAction struct {
@@ -309,6 +336,7 @@ type (
 		Sendmail []string
 		Via      string // "mfilter": through mfilter send, the SSH relay
 		Continue bool
+		Fallback []Action
 	}
 	// DiscardAction drops the message; it counts as delivered.
 	DiscardAction struct{ Pos }
@@ -319,16 +347,22 @@ type (
 		Pos
 		Op    string    // add, add-if-missing, set, supersede, remove, rename
 		Field *Template // "Name: value" (add, add-if-missing, set, supersede)
-		Name  string    // remove, rename: the field name
+		Name  string    // the field name
 		To    string    // rename: the new name
+		// NameT and ToT are set instead of Name and To when the name is
+		// built from variables: checked when expanded. Field is then the
+		// colon and the value only.
+		NameT, ToT *Template
 	}
 	// FilterAction replaces the message with a program's output.
 	FilterAction struct {
 		Pos
-		Argv       []*Template
-		Timeout    time.Duration
-		HeaderOnly bool
-		OnFailure  string // "keep" (default) or "retry"
+		Argv    []*Template
+		Timeout time.Duration
+		// Input is what the program reads and its output replaces:
+		// message, header (header-only: true) or body.
+		Input     string
+		OnFailure string // "keep" (default) or "retry"
 	}
 	// SetAction assigns variables.
 	SetAction struct {
@@ -348,6 +382,22 @@ type (
 		Keywords []string
 	}
 )
+
+// ReplyAction sends an automatic reply (RFC 3834, Sieve vacation);
+// processing goes on.
+type ReplyAction struct {
+	Pos
+	Text      *Template // or File
+	File      *Str
+	Subject   *Template // nil: "Auto: " and the original subject
+	From      *Template // nil: the envelope recipient, else USER@HOST
+	Addresses []*Template
+	Days      int
+	State     string // the state directory, below the mail directory unless absolute
+	Via       string // sendmail or mfilter
+}
+
+func (a *ReplyAction) pos() Pos { return a.Pos }
 
 func (a *FolderAction) pos() Pos  { return a.Pos }
 func (a *PipeAction) pos() Pos    { return a.Pos }

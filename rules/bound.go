@@ -1,6 +1,9 @@
 package rules
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // MaxExpansion bounds what one template may expand to. check refuses
 // variables and templates that could grow past it (a chain of variables
@@ -47,8 +50,10 @@ func (vb varBounds) of(name string) sizeBound {
 	switch name {
 	case "HOME", "USER", "LOGNAME", "HOST", "MAILDIR", "DEFAULT":
 		return sizeBound{lit: envSize}
-	case "score", "size":
+	case "score", "size", varDate:
 		return sizeBound{lit: 32}
+	case varLastFolder: // a folder name, which may hold message data
+		return sizeBound{lit: envSize, data: 1}
 	}
 	// The sender, the recipient, a capture: message data.
 	return sizeBound{data: 1}
@@ -63,15 +68,32 @@ func (vb varBounds) template(t *Template) sizeBound {
 		}
 		v := vb.of(p.ref.name)
 		for _, f := range p.ref.filters {
-			if f[0] == "replace" && len(f[2]) > len(f[1]) {
-				// Each byte may become len(new) bytes.
-				grow := int64(len(f[2]))
-				v = sizeBound{satMul(v.lit, grow), satMul(v.data, grow)}
-			}
+			v = f.bound(v)
 		}
 		b = b.plus(v)
 	}
 	return b
+}
+
+// bound is how large f may make a value of bound v.
+func (f filter) bound(v sizeBound) sizeBound {
+	switch f.name {
+	case "replace":
+		if len(f.args[1]) > len(f.args[0]) {
+			// Each byte may become len(new) bytes.
+			grow := int64(len(f.args[1]))
+			return sizeBound{satMul(v.lit, grow), satMul(v.data, grow)}
+		}
+	case "sub":
+		// One match is replaced by the replacement's text and one copy
+		// of the value for each group it names.
+		copies := int64(strings.Count(f.repl, "$")) + 1
+		return sizeBound{satAdd(satMul(v.lit, copies), int64(len(f.repl))), satMul(v.data, copies)}
+	case "strftime":
+		// Each byte of the format makes at most the 20 of %s or %B.
+		return sizeBound{lit: 20 * int64(len(f.args[0]))}
+	}
+	return v
 }
 
 func satMul(a, b int64) int64 {
@@ -90,12 +112,24 @@ func (vb varBounds) checkTemplateSize(t *Template, errs *ErrorList) sizeBound {
 	return b
 }
 
+// checkVarSize checks the templates of v and returns the bound of its
+// value: a program's output is cut at MaxOutputOf.
+func (vb varBounds) checkVarSize(v VarDef, errs *ErrorList) sizeBound {
+	if v.Program == nil {
+		return vb.checkTemplateSize(v.Value, errs)
+	}
+	for _, t := range v.Program.Argv {
+		vb.checkTemplateSize(t, errs)
+	}
+	return sizeBound{lit: MaxOutputOf}
+}
+
 // checkSizes walks the vars and the rules in order and reports every
 // template that could expand past the bounds.
 func checkSizes(cfg *Config, errs *ErrorList) {
 	vb := varBounds{}
 	for _, v := range cfg.Vars {
-		vb[v.Name.Value] = vb.checkTemplateSize(v.Value, errs)
+		vb[v.Name.Value] = vb.checkVarSize(v, errs)
 	}
 	vb.checkRules(cfg.Rules, errs)
 }
@@ -106,7 +140,7 @@ func (vb varBounds) checkRules(rules []*Rule, errs *ErrorList) {
 			if s, ok := a.(*SetAction); ok {
 				for _, v := range s.Vars {
 					// A set: may or may not run: the larger bound holds.
-					b := vb.checkTemplateSize(v.Value, errs)
+					b := vb.checkVarSize(v, errs)
 					if old, ok := vb[v.Name.Value]; ok {
 						b = b.max(old)
 					}

@@ -2,6 +2,8 @@ package rules
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -12,6 +14,7 @@ import (
 var builtinVars = map[string]bool{
 	"HOME": true, "USER": true, "LOGNAME": true, "HOST": true, "MAILDIR": true, "DEFAULT": true,
 	"sender": true, "recipient": true, "score": true, "size": true,
+	varDate: true, varReplyAddress: true, varLastFolder: true,
 }
 
 // check finds what the loader cannot see in one node: variables used but
@@ -31,7 +34,9 @@ func check(cfg *Config, errs *ErrorList) {
 		checkTemplate(t, env, errs)
 	}
 	for _, v := range cfg.Vars {
-		checkTemplate(v.Value, known, errs)
+		for _, t := range v.templates() {
+			checkTemplate(t, known, errs)
+		}
 		known[v.Name.Value] = true
 	}
 	// set: may run in any rule, so its names are known everywhere.
@@ -95,8 +100,14 @@ func checkActions(acts []Action, scope map[string]bool, errs *ErrorList) Action 
 			*errs = append(*errs, &Error{a.pos(), fmt.Sprintf("this action never runs: the %s at line %d already delivered the message (use copy: to deliver and go on)", actionName(final), final.pos().Line)})
 			break
 		}
+		tscope := scope
+		if _, ok := a.(*ReplyAction); ok {
+			// A reply's templates may name the original's subject.
+			tscope = maps.Clone(scope)
+			tscope["subject"] = true
+		}
 		for _, t := range actionTemplates(a) {
-			checkTemplate(t, scope, errs)
+			checkTemplate(t, tscope, errs)
 		}
 		if f, ok := a.(*FolderAction); ok {
 			for _, t := range f.Folders {
@@ -126,33 +137,77 @@ func actionName(a Action) string {
 	return "action"
 }
 
+// actionTemplates lists the templates of a and of its fallbacks.
 func actionTemplates(a Action) []*Template {
 	switch a := a.(type) {
 	case *FolderAction:
-		return a.Folders
+		return withFallback(a.Folders, a.Fallback)
 	case *PipeAction:
-		return a.Argv
+		return withFallback(a.Argv, a.Fallback)
 	case *ForwardAction:
-		return a.To
+		return withFallback(a.To, a.Fallback)
 	case *HeaderAction:
-		if a.Field != nil {
-			return []*Template{a.Field}
+		var ts []*Template
+		for _, t := range []*Template{a.Field, a.NameT, a.ToT} {
+			if t != nil {
+				ts = append(ts, t)
+			}
 		}
+		return ts
 	case *FilterAction:
 		return a.Argv
 	case *SetAction:
 		var ts []*Template
 		for _, v := range a.Vars {
-			ts = append(ts, v.Value)
+			ts = append(ts, v.templates()...)
 		}
 		return ts
 	case *LogAction:
 		return []*Template{a.Text}
+	case *ReplyAction:
+		ts := slices.Clone(a.Addresses)
+		for _, t := range []*Template{a.Text, a.Subject, a.From} {
+			if t != nil {
+				ts = append(ts, t)
+			}
+		}
+		return ts
 	}
 	return nil
 }
 
+// ReplyStates lists the state directories of the reply actions, as
+// written (relative ones are below the mail directory).
+func (cfg *Config) ReplyStates() []string {
+	var out []string
+	var walk func([]*Rule)
+	walk = func(rs []*Rule) {
+		for _, r := range rs {
+			for _, a := range r.Then {
+				if ra, ok := a.(*ReplyAction); ok {
+					out = append(out, ra.State)
+				}
+			}
+			walk(r.Rules)
+		}
+	}
+	walk(cfg.Rules)
+	return out
+}
+
+func withFallback(ts []*Template, fb []Action) []*Template {
+	for _, a := range fb {
+		ts = append(slices.Clip(ts), actionTemplates(a)...)
+	}
+	return ts
+}
+
 func checkCond(c Cond, scope map[string]bool, errs *ErrorList) {
+	for _, p := range condPatterns(c) {
+		if p != nil && p.tmpl != nil {
+			checkTemplate(p.tmpl, scope, errs)
+		}
+	}
 	switch c := c.(type) {
 	case *AllCond:
 		for _, cc := range c.Conds {
@@ -207,6 +262,28 @@ func unknownVar(p Pos, name string, scope map[string]bool) *Error {
 		msg += " (define it under vars:, capture it with (?P<" + name + ">...) in this rule's if:, or use one of " + strings.Join(names, ", ") + ")"
 	}
 	return &Error{p, msg}
+}
+
+// condPatterns lists the patterns of c itself (not of the conditions
+// inside it).
+func condPatterns(c Cond) []*Pattern {
+	switch c := c.(type) {
+	case *HeaderCond:
+		return []*Pattern{c.Pattern}
+	case *ListIDCond:
+		return []*Pattern{c.Pattern}
+	case *HeadersCond:
+		return []*Pattern{c.Pattern}
+	case *BodyCond:
+		return []*Pattern{c.Pattern}
+	case *EnvelopeCond:
+		return []*Pattern{c.Pattern}
+	case *VarCond:
+		return []*Pattern{c.Pattern}
+	case *AddressCond:
+		return []*Pattern{c.Name}
+	}
+	return nil
 }
 
 // captures lists the named groups of the patterns in c.

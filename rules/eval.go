@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/mfilter/mfilter/internal/autoreply"
 	"github.com/mfilter/mfilter/internal/confine"
 	"github.com/mfilter/mfilter/internal/dupcache"
 	"github.com/mfilter/mfilter/internal/mailfmt"
@@ -43,6 +45,8 @@ type Options struct {
 	// Guard confines the paths built from message data that the engine
 	// uses itself (duplicate caches); nil refuses them all.
 	Guard *confine.Guard
+	// Now is the clock of ${date} (default time.Now).
+	Now func() time.Time
 }
 
 // DefaultMfilterSend forwards through mfilter send, the SSH relay of the
@@ -65,6 +69,8 @@ type Engine struct {
 	// their view of the message keep their memory from one message to
 	// the next.
 	states sync.Pool
+	// patterns are the regexps of patterns with variables.
+	patterns patternCache
 }
 
 // Guard is what confines the paths built from message data.
@@ -77,6 +83,9 @@ func NewEngine(cfg *Config, opts Options) *Engine {
 	}
 	if opts.Dup == nil {
 		opts.Dup = dupcache.New()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	e := &Engine{cfg: cfg, opts: opts, sendmail: DefaultSendmail}
 	for _, s := range cfg.TrustedAuthServIDs {
@@ -106,6 +115,8 @@ const (
 	StepPipe
 	StepForward
 	StepDiscard
+	// StepReply sends an automatic reply once the message is filed.
+	StepReply
 )
 
 // Step is one thing to do with the message.
@@ -133,6 +144,12 @@ type Step struct {
 	// Flags (seen, answered, flagged, deleted, draft) and Keywords are
 	// set on the message where the folder can hold them.
 	Flags, Keywords []string
+	// Input is what a pipe reads: "" or "message", "header", "body".
+	Input string
+	// Fallback are the steps to make instead when this one fails.
+	Fallback []Step
+	// Reply is the reply a StepReply sends.
+	Reply *autoreply.Job
 }
 
 // Decision is the outcome of evaluating one message.
@@ -180,7 +197,7 @@ func (e *Engine) Evaluate(ctx context.Context, msg []byte, o EvalOptions) (*Deci
 		s = &state{vars: newVarTable(len(e.opts.Vars) + len(e.cfg.Vars) + 8)}
 	}
 	defer e.putState(s)
-	s.e, s.ctx, s.env, s.trace = e, ctx, o.Envelope, o.Trace
+	s.e, s.ctx, s.env, s.trace, s.now = e, ctx, o.Envelope, o.Trace, e.opts.Now()
 	s.dec = &Decision{engine: e}
 	for k, v := range e.opts.Vars {
 		s.vars.set(k, variable{v, false})
@@ -194,8 +211,10 @@ func (e *Engine) Evaluate(ctx context.Context, msg []byte, o EvalOptions) (*Deci
 		s.vars.set("sender", variable{s.envelopeSender(), true})
 	}
 	for _, v := range e.cfg.Vars {
-		val, t := v.Value.Expand(s.lookup, nil)
-		s.vars.set(v.Name.Value, variable{val, t})
+		if err := s.setVar(v, 0); err != nil {
+			s.dec.Abort()
+			return nil, err
+		}
 	}
 	if err := s.rules(e.cfg.Rules, 0); err != nil {
 		s.dec.Abort()
@@ -273,6 +292,7 @@ type state struct {
 	ctx   context.Context
 	env   Envelope
 	trace bool
+	now   time.Time // what ${date} says
 	dec   *Decision
 	vars  varTable
 	done  bool // a final delivery or stop happened
@@ -310,9 +330,23 @@ func (s *state) setMsg(msg []byte) {
 	s.vars.set("size", variable{strconv.Itoa(len(msg)), false})
 }
 
+// expand expands t with the message's variables.
+func (s *state) expand(t *Template, clean func(string) string) (string, bool) {
+	return t.expandAt(s.lookup, clean, s.now)
+}
+
 func (s *state) lookup(name string) (string, bool) {
-	v := s.vars.get(name)
+	v := s.get(name)
 	return v.value, v.tainted
+}
+
+// get is a variable's value: a built-in made when first used, or one
+// in the table.
+func (s *state) get(name string) variable {
+	if v, ok := s.builtin(name); ok {
+		return v
+	}
+	return s.vars.get(name)
 }
 
 func (s *state) tracef(depth int, format string, args ...any) {
@@ -403,7 +437,7 @@ func (s *state) cond(c Cond) (bool, string, error) {
 	case *EnvelopeCond:
 		return s.envelopeCond(c)
 	case *VarCond:
-		v := s.vars.get(c.Var).value
+		v := s.get(c.Var).value
 		ok := s.match(c.Pattern, v)
 		return ok, s.matchWhy("${"+c.Var+"}", c.Pattern, v, ok), nil
 	case *ScoreCond:
@@ -583,8 +617,11 @@ func (s *state) match(p *Pattern, v string) bool {
 			return false
 		}
 	}
-	re := p.compiled()
-	if len(p.names) == 0 {
+	re := s.regexp(p)
+	if re == nil {
+		return false
+	}
+	if len(p.names) == 0 && p.tmpl == nil {
 		return re.MatchString(v)
 	}
 	m := re.FindStringSubmatchIndex(v)
@@ -613,8 +650,11 @@ func (s *state) matchBytes(p *Pattern, b []byte) bool {
 			return false
 		}
 	}
-	re := p.compiled()
-	if len(p.names) == 0 {
+	re := s.regexp(p)
+	if re == nil {
+		return false
+	}
+	if len(p.names) == 0 && p.tmpl == nil {
 		return re.Match(b)
 	}
 	m := re.FindSubmatchIndex(b)
@@ -876,20 +916,7 @@ func (s *state) count(c Cond, repeat bool) (int, error) {
 			}
 		}
 		if p != nil {
-			n := 0
-			if text != nil {
-				if p.emptyMatch(len(text)) {
-					return -1, nil
-				}
-				n = len(p.compiled().FindAllIndex(text, -1))
-			}
-			for _, t := range texts {
-				if p.emptyMatch(len(t)) {
-					return -1, nil
-				}
-				n += len(p.compiled().FindAllStringIndex(t, -1))
-			}
-			return n, nil
+			return s.countMatches(p, text, texts), nil
 		}
 	}
 	ok, _, err := s.cond(c)
@@ -897,6 +924,39 @@ func (s *state) count(c Cond, repeat bool) (int, error) {
 		return 0, err
 	}
 	return 1, nil
+}
+
+// countMatches counts the matches of p in text and texts, -1 for
+// infinitely many (see count).
+func (s *state) countMatches(p *Pattern, text []byte, texts []string) int {
+	re := s.regexp(p)
+	if re == nil {
+		return 0
+	}
+	n := 0
+	if text != nil {
+		if s.emptyMatch(p, re, len(text)) {
+			return -1
+		}
+		n = len(re.FindAllIndex(text, -1))
+	}
+	for _, t := range texts {
+		if s.emptyMatch(p, re, len(t)) {
+			return -1
+		}
+		n += len(re.FindAllStringIndex(t, -1))
+	}
+	return n
+}
+
+// emptyMatch is p.emptyMatch, worked out again for a pattern with
+// variables (re is this message's regexp).
+func (s *state) emptyMatch(p *Pattern, re *regexp.Regexp, n int) bool {
+	if p.tmpl == nil {
+		return p.emptyMatch(n)
+	}
+	start, inside, end := emptyMatches(re.String())
+	return start || end || n >= 2 && inside
 }
 
 // emptyMatch reports whether procmail's scoring loop finds an empty match
@@ -942,7 +1002,7 @@ func (s *state) dupCond(c *DuplicateCond) (bool, string, error) {
 func (s *state) dupPath(c *DuplicateCond) (string, error) {
 	path, tainted := ".msgid.cache", false
 	if c.Cache != nil {
-		path, tainted = c.Cache.Expand(s.lookup, cleanFolderPart)
+		path, tainted = s.expand(c.Cache, cleanFolderPart)
 	}
 	if strings.HasPrefix(path, "~/") && strings.HasPrefix(c.Cache.Source, "~/") {
 		path = s.vars.get("HOME").value + path[1:]
@@ -981,7 +1041,7 @@ func (s *state) homeFolder(t *Template, f string) string {
 func (s *state) argv(ts []*Template) []string {
 	out := make([]string, len(ts))
 	for i, t := range ts {
-		out[i], _ = t.Expand(s.lookup, func(v string) string { return strings.ReplaceAll(v, "\x00", "") })
+		out[i], _ = s.expand(t, func(v string) string { return strings.ReplaceAll(v, "\x00", "") })
 	}
 	return out
 }
@@ -1017,26 +1077,17 @@ func (s *state) action(r *Rule, a Action, depth int) error {
 	label := r.stepLabel()
 	switch a := a.(type) {
 	case *FolderAction:
-		for _, t := range a.Folders {
-			f, tainted := t.Expand(s.lookup, cleanFolderPart)
-			if f == "" {
-				return &TargetError{fmt.Sprintf("folder %q expands to an empty name", t.Source)}
-			}
-			f = s.homeFolder(t, f)
-			s.dec.Steps = append(s.dec.Steps, Step{Kind: StepFolder, Folder: f, Confined: tainted, Copy: a.Copy, Msg: s.msg, Rule: label, Flags: s.flags, Keywords: s.keywords})
-			verb := "folder"
-			if a.Copy {
-				verb = "copy to"
-			}
-			s.tracef(depth, "%s %s", verb, f)
-		}
-		if !a.Copy {
-			s.done = true
-		}
+		return s.folderAction(r, a, depth)
 	case *PipeAction:
 		argv := s.argv(a.Argv)
-		s.dec.Steps = append(s.dec.Steps, Step{Kind: StepPipe, Argv: argv, Timeout: a.Timeout, IgnoreExit: a.IgnoreExit, Copy: a.Continue, Msg: s.msg, Rule: label})
+		fb, err := s.fallbackSteps(r, a.Fallback, depth)
+		if err != nil {
+			return err
+		}
+		s.dec.Steps = append(s.dec.Steps, Step{Kind: StepPipe, Argv: argv, Timeout: a.Timeout, IgnoreExit: a.IgnoreExit, Copy: a.Continue, Msg: s.msg, Rule: label, Input: a.Input, Fallback: fb})
 		s.tracef(depth, "pipe %q", argv)
+		// As procmail's LASTFOLDER: the command after its |.
+		s.vars.set(varLastFolder, variable{" " + strings.Join(argv, " "), true})
 		if !a.Continue {
 			s.done = true
 		}
@@ -1052,14 +1103,18 @@ func (s *state) action(r *Rule, a Action, depth int) error {
 			}
 		}
 		for _, t := range a.To {
-			to, _ := t.Expand(s.lookup, cleanHeaderValue)
+			to, _ := s.expand(t, cleanHeaderValue)
 			to = strings.TrimSpace(to)
 			if to == "" || strings.HasPrefix(to, "-") {
 				return &TargetError{fmt.Sprintf("forward: bad recipient %q", to)}
 			}
 			argv = append(argv, to)
 		}
-		s.dec.Steps = append(s.dec.Steps, Step{Kind: StepForward, Argv: argv, Copy: a.Continue, Msg: s.msg, Rule: label})
+		fb, err := s.fallbackSteps(r, a.Fallback, depth)
+		if err != nil {
+			return err
+		}
+		s.dec.Steps = append(s.dec.Steps, Step{Kind: StepForward, Argv: argv, Copy: a.Continue, Msg: s.msg, Rule: label, Fallback: fb})
 		s.tracef(depth, "forward %q", argv)
 		if !a.Continue {
 			s.done = true
@@ -1076,29 +1131,19 @@ func (s *state) action(r *Rule, a Action, depth int) error {
 		}
 		s.done = true
 	case *HeaderAction:
-		field := ""
-		if a.Field != nil {
-			field, _ = a.Field.Expand(s.lookup, cleanHeaderValue)
-		}
-		s.setMsg(editHeader(s.msg, a.Op, a.Name, field, a.To))
-		switch a.Op {
-		case "remove":
-			s.tracef(depth, "remove-header %s", a.Name)
-		case "rename":
-			s.tracef(depth, "rename-header %s to %s", a.Name, a.To)
-		default:
-			s.tracef(depth, "%s %q", headerActionName(a.Op), field)
-		}
+		s.headerAction(a, depth)
 	case *FilterAction:
 		return s.filter(a, depth)
+	case *ReplyAction:
+		return s.reply(r, a, depth)
 	case *SetAction:
 		for _, v := range a.Vars {
-			val, t := v.Value.Expand(s.lookup, nil)
-			s.vars.set(v.Name.Value, variable{val, t})
-			s.tracef(depth, "set %s=%q", v.Name.Value, val)
+			if err := s.setVar(v, depth); err != nil {
+				return err
+			}
 		}
 	case *LogAction:
-		text, _ := a.Text.Expand(s.lookup, cleanHeaderValue)
+		text, _ := s.expand(a.Text, cleanHeaderValue)
 		s.dec.Logs = append(s.dec.Logs, text)
 		s.tracef(depth, "log %q", text)
 	case *FlagsAction:
@@ -1112,6 +1157,54 @@ func (s *state) action(r *Rule, a Action, depth int) error {
 	return nil
 }
 
+// folderAction makes the steps of a folder: or copy: action.
+func (s *state) folderAction(r *Rule, a *FolderAction, depth int) error {
+	label := r.stepLabel()
+	fb, err := s.fallbackSteps(r, a.Fallback, depth)
+	if err != nil {
+		return err
+	}
+	for _, t := range a.Folders {
+		f, tainted := s.expand(t, cleanFolderPart)
+		if f == "" {
+			return &TargetError{fmt.Sprintf("folder %q expands to an empty name", t.Source)}
+		}
+		f = s.homeFolder(t, f)
+		s.dec.Steps = append(s.dec.Steps, Step{Kind: StepFolder, Folder: f, Confined: tainted, Copy: a.Copy, Msg: s.msg, Rule: label, Flags: s.flags, Keywords: s.keywords, Fallback: fb})
+		verb := "folder"
+		if a.Copy {
+			verb = "copy to"
+		}
+		s.tracef(depth, "%s %s", verb, f)
+		s.vars.set(varLastFolder, variable{f, tainted})
+	}
+	if !a.Copy {
+		s.done = true
+	}
+	return nil
+}
+
+// fallbackSteps makes the steps of a delivery's fallback actions, as
+// they would be made in its place, without making them the message's.
+func (s *state) fallbackSteps(r *Rule, acts []Action, depth int) ([]Step, error) {
+	if len(acts) == 0 {
+		return nil, nil
+	}
+	steps, done, last := s.dec.Steps, s.done, s.vars.get(varLastFolder)
+	s.dec.Steps = nil
+	s.tracef(depth, "if it fails:")
+	var err error
+	for _, a := range acts {
+		if err = s.action(r, a, depth+1); err != nil {
+			break
+		}
+	}
+	fb := s.dec.Steps
+	s.dec.Steps, s.done = steps, done
+	s.vars.set(varLastFolder, last)
+	return fb, err
+}
+
 // appendNew appends to list the words of add it does not hold yet.
 func appendNew(list, add []string) []string {
 	for _, w := range add {
@@ -1120,6 +1213,52 @@ func appendNew(list, add []string) []string {
 		}
 	}
 	return list
+}
+
+// headerAction makes a header edit. A field name built from variables
+// that is not one (RFC 5322: 1 to 76 printable characters but the
+// colon) skips the edit, with a warning.
+func (s *state) headerAction(a *HeaderAction, depth int) {
+	name, ok := s.fieldName(a.Name, a.NameT)
+	to, ok2 := s.fieldName(a.To, a.ToT)
+	if !ok || !ok2 {
+		return
+	}
+	field := ""
+	if a.Field != nil {
+		field, _ = s.expand(a.Field, cleanHeaderValue)
+		if a.NameT != nil {
+			field = name + field
+		}
+	}
+	s.setMsg(editHeader(s.msg, a.Op, name, field, to))
+	switch a.Op {
+	case "remove":
+		s.tracef(depth, "remove-header %s", name)
+	case "rename":
+		s.tracef(depth, "rename-header %s to %s", name, to)
+	default:
+		s.tracef(depth, "%s %q", headerActionName(a.Op), field)
+	}
+}
+
+// maxFieldName is RFC 5322's bound on a field name (a line of 78
+// characters holds the name, a colon and a blank).
+const maxFieldName = 76
+
+// fieldName is name, or t expanded and checked when the name is built
+// from variables.
+func (s *state) fieldName(name string, t *Template) (string, bool) {
+	if t == nil {
+		return name, true
+	}
+	n, _ := s.expand(t, nil)
+	n = strings.TrimSuffix(strings.TrimRight(n, " \t"), ":")
+	if len(n) > maxFieldName || !validFieldName(n) {
+		s.warnf("%s: header field name %q from %q is not a field name: the edit is skipped", t.Pos, n, t.Source)
+		return "", false
+	}
+	return n, true
 }
 
 // headerActionName is the rules' keyword for a header edit's Op.
@@ -1148,8 +1287,11 @@ func (s *state) filter(a *FilterAction, depth int) error {
 	prepared := mailfmt.ContentLengthFixed(s.msg, s.e.opts.Berkeley)
 	v := msgview.New(prepared)
 	input := mailfmt.PipeBytes(prepared, true)
-	if a.HeaderOnly {
+	switch a.Input {
+	case "header":
 		input = v.Header()
+	case "body":
+		input = v.Body()
 	}
 	res, err := s.e.opts.Runner.Run(s.ctx, argv, input, runprog.Options{Timeout: a.Timeout, Stdout: true})
 	if err == nil && res.Exit != 0 {
@@ -1165,8 +1307,11 @@ func (s *state) filter(a *FilterAction, depth int) error {
 		return nil
 	}
 	out := res.Stdout
-	if a.HeaderOnly {
+	switch a.Input {
+	case "header":
 		out = append(append([]byte(nil), out...), v.Body()...)
+	case "body":
+		out = append(append([]byte(nil), v.Header()...), out...)
 	}
 	s.setMsg(out)
 	s.tracef(depth, "filter %q: message now %d bytes", argv, len(out))

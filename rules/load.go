@@ -83,6 +83,8 @@ type loader struct {
 	seen         map[string]bool // files being loaded, against include loops
 	skipSecurity bool
 	file         string
+	// fallbackDepth is how deep in fallback: actions the loader reads.
+	fallbackDepth int
 }
 
 func (l *loader) errorf(n *yaml.Node, format string, args ...any) {
@@ -578,11 +580,63 @@ func (l *loader) vars(n *yaml.Node) []VarDef {
 			l.errorf(k, "%s is a built-in variable and cannot be redefined", name.Value)
 			continue
 		}
+		if v.Kind == yaml.MappingNode {
+			if prog := l.outputOf(v); prog != nil {
+				out = append(out, VarDef{Name: *name, Program: prog})
+			}
+			continue
+		}
 		if t := l.template(v, "variable "+name.Value); t != nil {
-			out = append(out, VarDef{*name, t})
+			out = append(out, VarDef{Name: *name, Value: t})
 		}
 	}
 	return out
+}
+
+// programInputs are what input: may give a program: the message as
+// procmail pipes it, its header (with the From_ line and the blank line
+// after it), its body, or nothing.
+var programInputs = []string{"message", "header", "body", "none"}
+
+// outputOf reads {output-of: [argv], input: I, timeout: T}.
+func (l *loader) outputOf(n *yaml.Node) *OutputOf {
+	o := &OutputOf{Pos: l.pos(n), Input: "message", Timeout: defaultProgramTimeout}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if !l.known(k, []string{"output-of", "input", "timeout"}, "variable option") {
+			continue
+		}
+		switch k.Value {
+		case "output-of":
+			o.Argv = l.argv(v, "output-of")
+		case "input":
+			o.Input = l.oneOf(v, "input", programInputs)
+		case "timeout":
+			o.Timeout = l.duration(v, "timeout")
+		}
+	}
+	if len(o.Argv) == 0 {
+		if !hasAnyKey(n, []string{"output-of"}) {
+			l.errorf(n, "a variable's value is a string, or {output-of: [program, args...]}")
+		}
+		return nil
+	}
+	return o
+}
+
+// oneOf reads a string that must be one of allowed.
+func (l *loader) oneOf(n *yaml.Node, what string, allowed []string) string {
+	s := l.str(n, what)
+	if s == nil {
+		return allowed[0]
+	}
+	for _, a := range allowed {
+		if s.Value == a {
+			return a
+		}
+	}
+	l.errorf(n, "%s must be one of %s, not %q", what, strings.Join(allowed, ", "), s.Value)
+	return allowed[0]
 }
 
 var ruleKeys = []string{"name", "if", "then", "rules", "include"}

@@ -11,14 +11,16 @@ import (
 var actionKeys = []string{
 	"folder", "copy", "pipe", "forward", "discard", "stop",
 	"add-header", "add-header-if-missing", "set-header", "supersede-header", "remove-header", "rename-header",
-	"filter", "set", "log", "flags",
+	"filter", "set", "log", "flags", "reply",
 }
 
 // modifiers each action takes besides its own key.
 var actionModifiers = map[string][]string{
-	"pipe":    {"timeout", "continue", "ignore-exit"},
-	"forward": {"continue", "sendmail", "via"},
-	"filter":  {"timeout", "header-only", "on-failure"},
+	"folder":  {"fallback"},
+	"copy":    {"fallback"},
+	"pipe":    {"timeout", "continue", "ignore-exit", "input", "fallback"},
+	"forward": {"continue", "sendmail", "via", "fallback"},
+	"filter":  {"timeout", "header-only", "on-failure", "input"},
 }
 
 // actions reads a then: value: an action, or a list of them. An action is
@@ -122,27 +124,37 @@ func (l *loader) actionMods(n, key *yaml.Node) map[string]*yaml.Node {
 // modifiers; it returns nil after reporting an error.
 type actionReader func(l *loader, p Pos, key, val *yaml.Node, mods map[string]*yaml.Node) Action
 
-// actionReaders holds a reader for every key of actionKeys.
-var actionReaders = map[string]actionReader{
-	"folder":                (*loader).folderAction,
-	"copy":                  (*loader).folderAction,
-	"pipe":                  (*loader).pipeAction,
-	"forward":               (*loader).forwardAction,
-	"discard":               (*loader).flagAction,
-	"stop":                  (*loader).flagAction,
-	"add-header":            (*loader).addHeaderAction,
-	"add-header-if-missing": (*loader).addHeaderAction,
-	"set-header":            (*loader).addHeaderAction,
-	"supersede-header":      (*loader).addHeaderAction,
-	"remove-header":         (*loader).removeHeaderAction,
-	"rename-header":         (*loader).renameHeaderAction,
-	"filter":                (*loader).filterAction,
-	"set":                   (*loader).setAction,
-	"log":                   (*loader).logAction,
-	"flags":                 (*loader).flagsAction,
+// actionReaders holds a reader for every key of actionKeys. It is
+// filled in by init: fallbacks read actions themselves.
+var actionReaders map[string]actionReader
+
+func init() {
+	actionReaders = actionReaderTable()
 }
 
-func (l *loader) folderAction(p Pos, key, val *yaml.Node, _ map[string]*yaml.Node) Action {
+func actionReaderTable() map[string]actionReader {
+	return map[string]actionReader{
+		"folder":                (*loader).folderAction,
+		"copy":                  (*loader).folderAction,
+		"pipe":                  (*loader).pipeAction,
+		"forward":               (*loader).forwardAction,
+		"discard":               (*loader).flagAction,
+		"stop":                  (*loader).flagAction,
+		"add-header":            (*loader).addHeaderAction,
+		"add-header-if-missing": (*loader).addHeaderAction,
+		"set-header":            (*loader).addHeaderAction,
+		"supersede-header":      (*loader).addHeaderAction,
+		"remove-header":         (*loader).removeHeaderAction,
+		"rename-header":         (*loader).renameHeaderAction,
+		"filter":                (*loader).filterAction,
+		"set":                   (*loader).setAction,
+		"log":                   (*loader).logAction,
+		"flags":                 (*loader).flagsAction,
+		"reply":                 (*loader).replyAction,
+	}
+}
+
+func (l *loader) folderAction(p Pos, key, val *yaml.Node, mods map[string]*yaml.Node) Action {
 	fs := l.templates(val, key.Value)
 	if len(fs) == 0 {
 		return nil
@@ -153,11 +165,11 @@ func (l *loader) folderAction(p Pos, key, val *yaml.Node, _ map[string]*yaml.Nod
 			return nil
 		}
 	}
-	return &FolderAction{Pos: p, Folders: fs, Copy: key.Value == "copy"}
+	return &FolderAction{Pos: p, Folders: fs, Copy: key.Value == "copy", Fallback: l.fallback(mods)}
 }
 
 func (l *loader) pipeAction(p Pos, _, val *yaml.Node, mods map[string]*yaml.Node) Action {
-	a := &PipeAction{Pos: p, Argv: l.argv(val, "pipe"), Timeout: defaultProgramTimeout}
+	a := &PipeAction{Pos: p, Argv: l.argv(val, "pipe"), Timeout: defaultProgramTimeout, Input: "message"}
 	if m := mods["timeout"]; m != nil {
 		a.Timeout = l.duration(m, "timeout")
 	}
@@ -167,6 +179,10 @@ func (l *loader) pipeAction(p Pos, _, val *yaml.Node, mods map[string]*yaml.Node
 	if m := mods["ignore-exit"]; m != nil {
 		a.IgnoreExit = l.boolean(m, "ignore-exit")
 	}
+	if m := mods["input"]; m != nil {
+		a.Input = l.oneOf(m, "input", programInputs[:3])
+	}
+	a.Fallback = l.fallback(mods)
 	if len(a.Argv) == 0 {
 		return nil
 	}
@@ -186,10 +202,54 @@ func (l *loader) forwardAction(p Pos, _, val *yaml.Node, mods map[string]*yaml.N
 	if m := mods["via"]; m != nil {
 		l.forwardVia(a, m)
 	}
+	a.Fallback = l.fallback(mods)
 	if len(a.To) == 0 {
 		return nil
 	}
 	return a
+}
+
+// maxFallbackDepth bounds fallbacks of fallbacks.
+const maxFallbackDepth = 4
+
+// fallbackActions are the actions a fallback: may hold: deliveries.
+var fallbackActions = []string{"folder", "copy", "pipe", "forward", "discard"}
+
+// fallback reads the fallback: modifier of a delivery, an action or a
+// list of them, run when the delivery fails.
+func (l *loader) fallback(mods map[string]*yaml.Node) []Action {
+	m := mods["fallback"]
+	if m == nil {
+		return nil
+	}
+	if l.fallbackDepth >= maxFallbackDepth {
+		l.errorf(m, "fallbacks may nest only %d deep", maxFallbackDepth)
+		return nil
+	}
+	l.fallbackDepth++
+	defer func() { l.fallbackDepth-- }()
+	nodes := []*yaml.Node{m}
+	if m.Kind == yaml.SequenceNode {
+		nodes = m.Content
+	}
+	if len(nodes) == 0 {
+		l.errorf(m, "fallback: is an empty list")
+	}
+	var out []Action
+	for _, n := range nodes {
+		key, _, ok := l.actionKey(n)
+		if !ok {
+			continue // reported
+		}
+		if key != nil && !slices.Contains(fallbackActions, key.Value) {
+			l.errorf(key, "a fallback delivers: %s is not allowed there (only %s)", key.Value, strings.Join(fallbackActions, ", "))
+			continue
+		}
+		if a := l.action(n); a != nil {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // forwardVia reads forward's via: modifier m into a.
@@ -229,35 +289,55 @@ func (l *loader) addHeaderAction(p Pos, key, val *yaml.Node, _ map[string]*yaml.
 	if t == nil {
 		return nil
 	}
-	name, ok := fieldOf(t.Source)
+	op := strings.TrimSuffix(key.Value, "-header")
+	op = strings.Replace(op, "-header", "", 1)
+	a := &HeaderAction{Pos: p, Op: op, Field: t}
+	nameT, rest, ok := t.splitField()
 	if !ok {
 		l.errorf(val, "%s takes a whole field like 'X-Label: work', found %q", key.Value, t.Source)
 		return nil
 	}
-	if !validFieldName(name) || strings.Contains(name, "$") {
-		l.errorf(val, "bad header field name %q", name)
-		return nil
+	if nameT.Literal() {
+		a.Name = strings.TrimRight(nameT.Source, " \t")
+		if !validFieldName(a.Name) {
+			l.errorf(val, "bad header field name %q", a.Name)
+			return nil
+		}
+	} else {
+		// Checked when expanded, for each message.
+		a.NameT, a.Field = nameT, rest
 	}
 	if bad := badFieldBreak(t.Source); bad != "" {
 		l.errorf(val, "%s: %s would end the header there (continue a long field with a newline and a space or tab)", key.Value, bad)
 		return nil
 	}
-	op := strings.TrimSuffix(key.Value, "-header")
-	op = strings.Replace(op, "-header", "", 1)
-	return &HeaderAction{Pos: p, Op: op, Field: t, Name: name}
+	return a
+}
+
+// headerName reads the field name of remove-header or rename-header: a
+// name, or a template (with variables, checked when expanded).
+func (l *loader) headerName(n *yaml.Node, what string) (string, *Template, bool) {
+	t := l.template(n, what)
+	if t == nil {
+		return "", nil, false
+	}
+	if !t.Literal() {
+		return "", t, true
+	}
+	name := strings.TrimSuffix(strings.TrimSpace(t.Source), ":")
+	if !validFieldName(name) {
+		l.errorf(n, "bad header field name %q", t.Source)
+		return "", nil, false
+	}
+	return name, nil, true
 }
 
 func (l *loader) removeHeaderAction(p Pos, _, val *yaml.Node, _ map[string]*yaml.Node) Action {
-	s := l.str(val, "remove-header")
-	if s == nil {
+	name, nameT, ok := l.headerName(val, "remove-header")
+	if !ok {
 		return nil
 	}
-	name := strings.TrimSuffix(strings.TrimSpace(s.Value), ":")
-	if !validFieldName(name) {
-		l.errorf(val, "bad header field name %q", s.Value)
-		return nil
-	}
-	return &HeaderAction{Pos: p, Op: "remove", Name: name}
+	return &HeaderAction{Pos: p, Op: "remove", Name: name, NameT: nameT}
 }
 
 func (l *loader) renameHeaderAction(p Pos, _, val *yaml.Node, _ map[string]*yaml.Node) Action {
@@ -271,22 +351,17 @@ func (l *loader) renameHeaderAction(p Pos, _, val *yaml.Node, _ map[string]*yaml
 		if !l.known(k, []string{"from", "to"}, "rename-header key") {
 			continue
 		}
-		s := l.str(v, k.Value)
-		if s == nil {
-			continue
-		}
-		name := strings.TrimSuffix(strings.TrimSpace(s.Value), ":")
-		if !validFieldName(name) {
-			l.errorf(v, "bad header field name %q", s.Value)
+		name, nameT, ok := l.headerName(v, k.Value)
+		if !ok {
 			continue
 		}
 		if k.Value == "from" {
-			a.Name = name
+			a.Name, a.NameT = name, nameT
 		} else {
-			a.To = name
+			a.To, a.ToT = name, nameT
 		}
 	}
-	if a.Name == "" || a.To == "" {
+	if a.Name == "" && a.NameT == nil || a.To == "" && a.ToT == nil {
 		l.errorf(val, "rename-header needs both from: and to:")
 		return nil
 	}
@@ -294,12 +369,20 @@ func (l *loader) renameHeaderAction(p Pos, _, val *yaml.Node, _ map[string]*yaml
 }
 
 func (l *loader) filterAction(p Pos, _, val *yaml.Node, mods map[string]*yaml.Node) Action {
-	a := &FilterAction{Pos: p, Argv: l.argv(val, "filter"), Timeout: defaultProgramTimeout, OnFailure: "keep"}
+	a := &FilterAction{Pos: p, Argv: l.argv(val, "filter"), Timeout: defaultProgramTimeout, OnFailure: "keep", Input: "message"}
 	if m := mods["timeout"]; m != nil {
 		a.Timeout = l.duration(m, "timeout")
 	}
 	if m := mods["header-only"]; m != nil {
-		a.HeaderOnly = l.boolean(m, "header-only")
+		if l.boolean(m, "header-only") {
+			a.Input = "header"
+		}
+	}
+	if m := mods["input"]; m != nil {
+		if mods["header-only"] != nil {
+			l.errorf(m, "filter takes input: or header-only:, not both (header-only: true is input: header)")
+		}
+		a.Input = l.oneOf(m, "input", programInputs[:3])
 	}
 	if m := mods["on-failure"]; m != nil {
 		if s := l.str(m, "on-failure"); s != nil {
@@ -331,13 +414,42 @@ func (l *loader) logAction(p Pos, _, val *yaml.Node, _ map[string]*yaml.Node) Ac
 	return &LogAction{Pos: p, Text: t}
 }
 
-// fieldOf returns the name of a "Name: value" field.
-func fieldOf(s string) (string, bool) {
-	i := strings.IndexByte(s, ':')
-	if i <= 0 {
-		return "", false
+// splitField splits a "Name: value" template at the first colon of its
+// literal text: name is the part before it (blanks and all), rest the
+// colon and what follows.
+func (t *Template) splitField() (name, rest *Template, ok bool) {
+	for i, p := range t.parts {
+		if p.ref != nil {
+			continue
+		}
+		j := strings.IndexByte(p.lit, ':')
+		if j < 0 {
+			continue
+		}
+		name = &Template{Pos: t.Pos, parts: append(slices.Clip(t.parts[:i]), tmplPart{lit: p.lit[:j]})}
+		rest = &Template{Pos: t.Pos, parts: append([]tmplPart{{lit: p.lit[j:]}}, t.parts[i+1:]...)}
+		name.Source = name.text()
+		rest.Source = rest.text()
+		if strings.TrimSpace(name.Source) == "" {
+			return nil, nil, false
+		}
+		return name, rest, true
 	}
-	return strings.TrimRight(s[:i], " \t"), true
+	return nil, nil, false
+}
+
+// text is the source a template's parts stand for, as far as needed to
+// name it in messages.
+func (t *Template) text() string {
+	var b strings.Builder
+	for _, p := range t.parts {
+		if p.ref != nil {
+			b.WriteString("${" + p.ref.name + "}")
+		} else {
+			b.WriteString(p.lit)
+		}
+	}
+	return b.String()
 }
 
 // badFieldBreak describes a line break in a header field's text that

@@ -384,8 +384,50 @@ func (l *loader) pattern(n *yaml.Node, what string, o patternOpts) *Pattern {
 		l.errs = append(l.errs, &Error{pos, fmt.Sprintf("bad regex %q: %s", src.Value, bad)})
 		return nil
 	}
-	p := &Pattern{Pos: pos, Source: src.Value, Raw: raw, CaseSensitive: cs}
-	expr := src.Value
+	p := &Pattern{Pos: pos, Source: src.Value, Raw: raw, CaseSensitive: cs, opts: o}
+	text := src.Value
+	if strings.Contains(text, "${") {
+		t, err := parseTmpl(pos, text, true)
+		if err != nil {
+			l.errs = append(l.errs, err.(*Error))
+			return nil
+		}
+		if !t.Literal() {
+			// Checked with each variable as a plain word (or an empty
+			// group for a raw one): what the rules wrote must be a regex
+			// whatever the variables hold.
+			p.tmpl = t
+			text = t.placeholder()
+		}
+	}
+	expr := patternExpr(text, o, cs)
+	// Parsing finds every error that compiling would (regexp.Compile
+	// parses with syntax.Perl and then cannot fail); the regexp is
+	// compiled when first used (Pattern.compiled).
+	re, err := syntax.Parse(expr, syntax.Perl)
+	if err != nil {
+		if _, err2 := syntax.Parse(text, syntax.Perl); err2 != nil {
+			err = err2 // the message then quotes the user's regex, not ours
+		}
+		l.errs = append(l.errs, &Error{pos, fmt.Sprintf("bad regex %q: %s", src.Value, strings.TrimPrefix(err.Error(), "error parsing regexp: "))})
+		return nil
+	}
+	p.expr = expr
+	if p.tmpl == nil {
+		p.pre = prefilterOf(re)
+	}
+	for _, name := range re.CapNames() {
+		if name != "" {
+			p.names = append(p.names, name)
+		}
+	}
+	return p
+}
+
+// patternExpr is the regexp a pattern's text compiles to: procmail's
+// macros and negated classes for multi-line text, and the flags.
+func patternExpr(text string, o patternOpts, cs bool) string {
+	expr := text
 	if o.headers {
 		expr = expandProcmailMacros(expr)
 	}
@@ -402,25 +444,7 @@ func (l *loader) pattern(n *yaml.Node, what string, o patternOpts) *Pattern {
 	if flags != "" {
 		expr = "(?" + flags + ")" + expr
 	}
-	// Parsing finds every error that compiling would (regexp.Compile
-	// parses with syntax.Perl and then cannot fail); the regexp is
-	// compiled when first used (Pattern.compiled).
-	re, err := syntax.Parse(expr, syntax.Perl)
-	if err != nil {
-		if _, err2 := syntax.Parse(src.Value, syntax.Perl); err2 != nil {
-			err = err2 // the message then quotes the user's regex, not ours
-		}
-		l.errs = append(l.errs, &Error{pos, fmt.Sprintf("bad regex %q: %s", src.Value, strings.TrimPrefix(err.Error(), "error parsing regexp: "))})
-		return nil
-	}
-	p.expr = expr
-	p.pre = prefilterOf(re)
-	for _, name := range re.CapNames() {
-		if name != "" {
-			p.names = append(p.names, name)
-		}
-	}
-	return p
+	return expr
 }
 
 // procmailEscape finds procmail regex escapes that Go reads differently

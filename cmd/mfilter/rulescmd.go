@@ -232,12 +232,21 @@ func runTest(ctx context.Context, env *environ, args []string) int {
 			fmt.Fprintf(env.stdout, "log: %s\n", l)
 		}
 		fmt.Fprintln(env.stdout, "result:")
-		for _, s := range dec.Steps {
-			fmt.Fprintf(env.stdout, "  %s\n", describeStep(s, baseDir, defFolder))
-		}
+		printSteps(env.stdout, dec.Steps, "  ", baseDir, defFolder)
 		dec.Abort()
 	}
 	return status
+}
+
+// printSteps prints steps, each followed by its fallbacks.
+func printSteps(w io.Writer, steps []rules.Step, indent, base, def string) {
+	for _, s := range steps {
+		fmt.Fprintf(w, "%s%s\n", indent, describeStep(s, base, def))
+		if len(s.Fallback) > 0 {
+			fmt.Fprintf(w, "%s  if it fails:\n", indent)
+			printSteps(w, s.Fallback, indent+"    ", base, def)
+		}
+	}
 }
 
 func describeStep(s rules.Step, base, def string) string {
@@ -261,6 +270,9 @@ func describeStep(s rules.Step, base, def string) string {
 		if s.Copy {
 			verb = "pipe a copy to"
 		}
+		if s.Input != "" && s.Input != "message" {
+			verb += " (the " + s.Input + ")"
+		}
 		return fmt.Sprintf("%s %s", verb, quoteArgv(s.Argv))
 	case rules.StepForward:
 		verb := "forward with"
@@ -270,6 +282,8 @@ func describeStep(s rules.Step, base, def string) string {
 		return fmt.Sprintf("%s %s", verb, quoteArgv(s.Argv))
 	case rules.StepDiscard:
 		return "discard"
+	case rules.StepReply:
+		return fmt.Sprintf("reply to %s with %s (once per %v, state %s)", s.Reply.To, quoteArgv(s.Reply.Argv), s.Reply.Period, s.Reply.Dir)
 	}
 	return "?"
 }
@@ -374,6 +388,9 @@ func ownFiles(env *environ, cfg *rules.Config) []string {
 	}
 	for _, c := range cfg.DuplicateCaches() {
 		out = append(out, expandHome(env, c))
+	}
+	for _, d := range cfg.ReplyStates() {
+		out = append(out, expandHome(env, d))
 	}
 	return out
 }

@@ -15,8 +15,10 @@ import (
 	"time"
 
 	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/autoreply"
 	"github.com/mfilter/mfilter/internal/mailfmt"
 	"github.com/mfilter/mfilter/internal/maillog"
+	"github.com/mfilter/mfilter/internal/msgview"
 	"github.com/mfilter/mfilter/internal/runprog"
 )
 
@@ -36,6 +38,9 @@ type Plan struct {
 	// keys with them).
 	OnDelivered func(context.Context) error
 	OnFailed    func()
+	// Replies are sent once the message is filed (a failure to send
+	// one is a warning, never a reason to file the message again).
+	Replies []autoreply.Job
 }
 
 // StepKind says what a Step does.
@@ -59,6 +64,13 @@ type Step struct {
 	Msg []byte
 	// Flags are set on the message where the folder can hold them.
 	Flags deliver.Flags
+	// Input is what a pipe reads of the message: "" (all of it),
+	// "header" (From_ line and blank line included) or "body".
+	Input string
+	// Fallback are made instead of the step when it fails (procmail's
+	// e flag): the step is taken back, and the message waits or is
+	// rescued only if a fallback fails too.
+	Fallback []Step
 }
 
 // steps lists everything the plan does, Folders first.
@@ -209,7 +221,7 @@ func (f *Filer) deliverPlanJournaled(ctx context.Context, txn *deliver.Txn, plan
 		plan.failedHook()
 		return nil, errors.New("no folder to deliver to")
 	}
-	d := stepRun{f: f, ctx: ctx, txn: txn, off: off, j: j, out: &outcome{plan: plan}}
+	d := stepRun{f: f, ctx: ctx, txn: txn, off: off, j: j, out: &outcome{plan: plan}, next: len(steps), msg: msg}
 	txn.BeginMessage()
 	sp := txn.Savepoint()
 	for pass := range 3 {
@@ -221,7 +233,7 @@ func (f *Filer) deliverPlanJournaled(ctx context.Context, txn *deliver.Txn, plan
 				// Also what Done finds a lost record's step by.
 				st.Msg = msg
 			}
-			if err := d.step(i, st); err != nil {
+			if err := d.stepOrFallback(i, st); err != nil {
 				if rerr := txn.RollbackTo(sp); rerr != nil {
 					f.warn("%v", rerr)
 				}
@@ -253,6 +265,36 @@ type stepRun struct {
 	off int64
 	j   Journal
 	out *outcome
+	// next is the journal index of the next fallback step made: after
+	// the plan's own.
+	next int
+	msg  []byte // the message as read
+}
+
+// stepOrFallback makes step i, st, or when it fails and has fallbacks,
+// takes back what it did and makes them instead. A fallback that fails
+// fails the message as the step would have.
+func (d *stepRun) stepOrFallback(i int, st Step) error {
+	sp := d.txn.Savepoint()
+	err := d.step(i, st)
+	if err == nil || len(st.Fallback) == 0 || d.ctx.Err() != nil {
+		return err
+	}
+	if rerr := d.txn.RollbackTo(sp); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	d.f.warn("%v; its fallback is made instead", err)
+	for _, fb := range st.Fallback {
+		if fb.Msg == nil {
+			fb.Msg = d.msg
+		}
+		k := d.next
+		d.next++
+		if ferr := d.stepOrFallback(k, fb); ferr != nil {
+			return fmt.Errorf("fallback: %w (after: %v)", ferr, err)
+		}
+	}
+	return nil
 }
 
 // step makes step i, st, unless an earlier run made it.
@@ -318,7 +360,7 @@ func (f *Filer) runProgram(ctx context.Context, st Step, msg []byte) (programRun
 		input = mailfmt.ForwardBytes(msg, f.Berkeley)
 		what = "forward"
 	} else {
-		input = mailfmt.PipeBytes(msg, f.Berkeley)
+		input = pipeInput(mailfmt.PipeBytes(msg, f.Berkeley), st.Input)
 	}
 	runner := f.Runner
 	if runner == nil {
@@ -338,6 +380,38 @@ func (f *Filer) runProgram(ctx context.Context, st Step, msg []byte) (programRun
 	return programRun{argv: st.Argv, size: len(input)}, nil
 }
 
+// sendReplies sends the automatic replies of a filed message, each at
+// most once per its period.
+func (f *Filer) sendReplies(ctx context.Context, jobs []autoreply.Job) {
+	runner := f.Runner
+	if runner == nil {
+		runner = runprog.Exec{}
+	}
+	for _, j := range jobs {
+		sent, err := autoreply.Send(ctx, runner, j, time.Now())
+		switch {
+		case err != nil:
+			f.warn("%v", err)
+		case sent:
+			if err := f.Log.Note("mfilter: replied to " + j.To); err != nil {
+				f.warn("log: %v", err)
+			}
+		}
+	}
+}
+
+// pipeInput is the part of a pipe's input, in (the message as procmail
+// pipes it), that a step reads: procmail's h and b flags.
+func pipeInput(in []byte, part string) []byte {
+	switch part {
+	case "header":
+		return msgview.New(in).Header()
+	case "body":
+		return msgview.New(in).Body()
+	}
+	return in
+}
+
 // delivered finishes a message that is durably delivered: the plan's
 // hook (duplicate keys), then the log.
 func (f *Filer) delivered(ctx context.Context, msg []byte, out *outcome) {
@@ -349,6 +423,7 @@ func (f *Filer) delivered(ctx context.Context, msg []byte, out *outcome) {
 	for _, w := range out.plan.Warnings {
 		f.warn("%s", w)
 	}
+	f.sendReplies(ctx, out.plan.Replies)
 	for _, l := range out.plan.Logs {
 		if err := f.Log.Note(l); err != nil {
 			f.warn("log: %v", err)

@@ -71,23 +71,32 @@ func (r *RulesRouter) Route(ctx context.Context, msg []byte) (Plan, error) {
 		OnDelivered: func(ctx context.Context) error { return r.Engine.DupStore().RecordAll(ctx, dec.Dups) },
 		OnFailed:    dec.Abort,
 	}
-	for _, s := range dec.Steps {
-		st := Step{Msg: s.Msg, Argv: s.Argv, Timeout: s.Timeout, IgnoreExit: s.IgnoreExit, Flags: stepFlags(s)}
+	var replies []rules.Step
+	plan.Steps, replies, err = r.steps(dec.Steps)
+	for _, rs := range replies {
+		plan.Replies = append(plan.Replies, *rs.Reply)
+	}
+	if err != nil {
+		dec.Abort()
+		return Plan{}, err
+	}
+	return plan, nil
+}
+
+// steps turns the rules' steps, and their fallbacks, into the filer's;
+// replies are sent after filing, not as steps.
+func (r *RulesRouter) steps(in []rules.Step) (out []Step, replies []rules.Step, err error) {
+	for _, s := range in {
+		if s.Kind == rules.StepReply {
+			replies = append(replies, s)
+			continue
+		}
+		st := Step{Msg: s.Msg, Argv: s.Argv, Timeout: s.Timeout, IgnoreExit: s.IgnoreExit, Flags: stepFlags(s), Input: s.Input}
 		switch s.Kind {
 		case rules.StepFolder:
-			var f deliver.Folder
-			if s.Confined {
-				if r.Root == nil {
-					dec.Abort()
-					return Plan{}, fmt.Errorf("folder %q is built from message data, but the mail root %s cannot be opened", s.Folder, r.Base)
-				}
-				f, err = r.confinedFolder(s.Folder)
-			} else {
-				f, err = r.parseFolder(s.Folder)
-			}
+			f, err := r.folder(s)
 			if err != nil {
-				dec.Abort()
-				return Plan{}, &PermanentError{fmt.Errorf("rule %s: %w", s.Rule, err)}
+				return nil, nil, err
 			}
 			st.Kind, st.Folder = StepFolder, f
 		case rules.StepPipe:
@@ -97,9 +106,32 @@ func (r *RulesRouter) Route(ctx context.Context, msg []byte) (Plan, error) {
 		case rules.StepDiscard:
 			st.Kind = StepDiscard
 		}
-		plan.Steps = append(plan.Steps, st)
+		fb, _, err := r.steps(s.Fallback)
+		if err != nil {
+			return nil, nil, err
+		}
+		st.Fallback = fb
+		out = append(out, st)
 	}
-	return plan, nil
+	return out, replies, nil
+}
+
+// folder is the folder of step s.
+func (r *RulesRouter) folder(s rules.Step) (deliver.Folder, error) {
+	var f deliver.Folder
+	var err error
+	if s.Confined {
+		if r.Root == nil {
+			return f, fmt.Errorf("folder %q is built from message data, but the mail root %s cannot be opened", s.Folder, r.Base)
+		}
+		f, err = r.confinedFolder(s.Folder)
+	} else {
+		f, err = r.parseFolder(s.Folder)
+	}
+	if err != nil {
+		return f, &PermanentError{fmt.Errorf("rule %s: %w", s.Rule, err)}
+	}
+	return f, nil
 }
 
 // confinedFolder parses a folder name built from message data: below the

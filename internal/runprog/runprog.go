@@ -101,12 +101,14 @@ func (Exec) Run(ctx context.Context, argv []string, stdin []byte, opts Options) 
 	case <-overflow:
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-done
-		return Result{Exit: -1, Stderr: errBuf.Bytes()}, fmt.Errorf("run %s: %w (%d bytes)", argv[0], ErrTooMuchOutput, maxOut)
+		// What it wrote up to the bound is kept: a variable set from a
+		// program's output keeps it, as procmail's VAR=|cmd does.
+		return Result{Exit: -1, Stdout: out.Bytes(), Stderr: errBuf.Bytes()}, fmt.Errorf("run %s: %w (%d bytes)", argv[0], ErrTooMuchOutput, maxOut)
 	case <-ctx.Done():
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-done
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return Result{Exit: -1, Stderr: errBuf.Bytes()}, fmt.Errorf("run %s: %w after %v", argv[0], ErrTimeout, opts.Timeout)
+			return Result{Exit: -1, Stdout: out.Bytes(), Stderr: errBuf.Bytes()}, fmt.Errorf("run %s: %w after %v", argv[0], ErrTimeout, opts.Timeout)
 		}
 		return Result{Exit: -1, Stderr: errBuf.Bytes()}, fmt.Errorf("run %s: %w", argv[0], ctx.Err())
 	}
@@ -175,6 +177,7 @@ func (b *cappedBuffer) Write(p []byte) (int, error) {
 		return 0, ErrTooMuchOutput
 	}
 	if b.buf.Len()+len(p) > b.max {
+		b.buf.Write(p[:b.max-b.buf.Len()]) // what fits is kept
 		b.over = true
 		close(b.overflow)
 		return 0, ErrTooMuchOutput
