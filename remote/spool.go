@@ -60,6 +60,13 @@ type Stream struct {
 // Close waits for the transfer to end and reports how it ended.
 func (s *Stream) Close() error { return s.close() }
 
+// NewStream is a Stream reading r, for spools of other packages and for
+// tests that cut a transfer short; closeFn reports how the transfer
+// ended, wire counts the bytes that crossed the connection.
+func NewStream(r io.Reader, codec string, wire func() int64, closeFn func() error) *Stream {
+	return &Stream{Reader: r, Codec: codec, Wire: wire, close: closeFn}
+}
+
 // ClaimMarker separates the spool name from the claim part in claimed
 // file names: "<spool>.mfilter-<client>-<time>-<random>".
 const ClaimMarker = ".mfilter-"

@@ -337,7 +337,8 @@ func (l *loader) topLevel(cfg *Config, root *yaml.Node, top bool) ([]*Rule, bool
 			}
 			rules = append(rules, l.ruleList(v)...)
 		case "fetch", "send":
-			if v.Kind != yaml.MappingNode {
+			// fetch: may list several sources.
+			if v.Kind != yaml.MappingNode && (k.Value != "fetch" || v.Kind != yaml.SequenceNode) {
 				l.errorf(v, "%s must be a mapping, found %s", k.Value, kindName(v))
 				continue
 			}

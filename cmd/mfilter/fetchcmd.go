@@ -42,8 +42,9 @@ type fetchFlags struct {
 	localSpool, stateDir        string
 	port                        int
 	identity, knownHosts        stringList
-	acceptNew, verbose          bool
+	acceptNew, verbose, watch   bool
 	timeout, stateLockTimeout   time.Duration
+	poll                        time.Duration
 	lockTimeoutSet              bool // --lock-timeout was given
 }
 
@@ -62,6 +63,8 @@ func (fl *fetchFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&fl.timeout, "timeout", 0, "connect and handshake timeout (default 30s)")
 	fs.DurationVar(&fl.stateLockTimeout, "state-lock-timeout", 0, "how long to wait for another run filing the same spool (default 30s); then exit 75")
 	fs.BoolVar(&fl.verbose, "v", false, "say what is happening")
+	fs.BoolVar(&fl.watch, "watch", false, "stay and file new mail as it arrives (IMAP IDLE; spools polled) until SIGTERM")
+	fs.DurationVar(&fl.poll, "poll", 5*time.Minute, "with --watch: how often to look at a spool, or at an IMAP server without IDLE")
 }
 
 // override sets what the flags give in set: flags win over the rules'
@@ -122,20 +125,20 @@ func (r *fetchRun) run(ctx context.Context, args []string) error {
 		return failed(reportSetup(r.env, fetchProg, serr))
 	}
 	defer s.close()
-	set, err := fetchSettings(r.env, fetchProg, s.cfg)
+	srcs, err := fetchSourceList(r.env, fetchProg, s.cfg)
 	if err != nil {
 		return err
 	}
-	r.set = set
-	if err := r.settle(); err != nil {
-		return err
+	if len(srcs) == 0 || r.fl.localSpool != "" {
+		// The flags alone, or a spool here: the first SSH source's
+		// settings amended by the flags.
+		srcs = []fetchSource{{ssh: new(firstSSH(srcs))}}
 	}
-	sp, closeSpool, err := r.openSpool(ctx)
-	if err != nil {
-		return err
+	if r.fl.watch {
+		r.fl.verbose = true
+		return r.watch(ctx, s, srcs)
 	}
-	defer closeSpool()
-	return r.fetch(ctx, s, sp)
+	return r.runSources(ctx, s, srcs)
 }
 
 func (r *fetchRun) parseFlags(args []string) error {
@@ -314,16 +317,8 @@ func expandAllHome(env *environ, ps []string) []string {
 // fetchSettings reads the fetch: section of the rules, if any. Its
 // errors are reported here.
 func fetchSettings(env *environ, prog string, cfg *rules.Config) (fetch.Settings, error) {
-	if cfg == nil {
-		return fetch.Settings{}, nil
-	}
-	set, err := fetch.ParseSettings(cfg.Sections["fetch"])
-	if err != nil {
-		reportRuleErrors(env, err)
-		fmt.Fprintf(env.stderr, "%s: the fetch: section of %s has errors; no mail was touched\n", prog, cfg.Path)
-		return set, failed(sysexits.Config)
-	}
-	return set, nil
+	srcs, err := fetchSourceList(env, prog, cfg)
+	return firstSSH(srcs), err
 }
 
 func reportRuleErrors(env *environ, err error) {

@@ -15,7 +15,6 @@ import (
 
 	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/confine"
-	"github.com/mfilter/mfilter/internal/fetch"
 	"github.com/mfilter/mfilter/internal/mailfmt"
 	"github.com/mfilter/mfilter/internal/send"
 	"github.com/mfilter/mfilter/internal/sysexits"
@@ -120,7 +119,7 @@ func runCheck(_ context.Context, env *environ, args []string) int {
 	if cfg == nil {
 		return code
 	}
-	_, ferr := fetch.ParseSettings(cfg.Sections["fetch"])
+	_, ferr := parseFetchSources(cfg.Sections["fetch"])
 	_, serr := send.ParseSettings(cfg.Sections["send"])
 	if ferr != nil || serr != nil {
 		for _, err := range []error{ferr, serr} {
