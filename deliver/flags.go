@@ -20,11 +20,31 @@ type Flags struct {
 	// Keywords are user keywords ($Junk, work); a maildir holds them as
 	// Dovecot does (dovecot-keywords), an mbox in X-Keywords.
 	Keywords []string
+	// Old: a reader has seen that the message is there, though it may
+	// not have read it (maildir cur/, mbox Status O). Any flag implies
+	// it.
+	Old bool
+	// Exact: these are all of the message's flags (a refile carries
+	// them), so that one not set is not: an MH message not Seen joins
+	// the unseen sequence, which a plain delivery does not do.
+	Exact bool
 }
 
-// IsZero reports whether f sets nothing.
+// IsZero reports whether f sets nothing: not even Old (Exact alone sets
+// nothing).
 func (f Flags) IsZero() bool {
-	return !f.Seen && !f.Answered && !f.Flagged && !f.Deleted && !f.Draft && len(f.Keywords) == 0
+	return !f.Old && !f.Seen && !f.Answered && !f.Flagged && !f.Deleted && !f.Draft && len(f.Keywords) == 0
+}
+
+// Join is f with the flags and keywords of g added: a message's own
+// flags and those a rule sets.
+func (f Flags) Join(g Flags) Flags {
+	f.Seen, f.Answered, f.Flagged = f.Seen || g.Seen, f.Answered || g.Answered, f.Flagged || g.Flagged
+	f.Deleted, f.Draft, f.Old = f.Deleted || g.Deleted, f.Draft || g.Draft, f.Old || g.Old
+	f.Exact = f.Exact || g.Exact
+	f.Keywords = append(slices.Clip(f.Keywords), g.Keywords...)
+	f.Keywords = f.uniqueKeywords()
+	return f
 }
 
 // uniqueKeywords is f's keywords, each once, in order.
@@ -123,6 +143,9 @@ func ReadMaildirKeywords(dir string) (map[byte]string, error) {
 // a rename: Dovecot rereads it when it changes). Keywords past the 26
 // letters are left out.
 func maildirKeywordLetters(dir string, keywords []string) (map[string]byte, error) {
+	if len(keywords) == 0 {
+		return nil, nil // no need to read the file
+	}
 	have, err := ReadMaildirKeywords(dir)
 	if err != nil {
 		return nil, err
@@ -173,10 +196,13 @@ func writeMaildirKeywords(dir string, kw map[byte]string) error {
 // Dovecot write them.
 var mboxStatusFields = []string{"Status", "X-Status", "X-Keywords"}
 
-// withMboxFlags returns msg with its Status, X-Status and X-Keywords
-// fields replaced by f's: Status "RO" when seen ("O" else), X-Status
-// A (answered), F (flagged), T (draft), D (deleted), X-Keywords the
-// keywords. They go at the end of the header, where mutt puts them.
+// WithMboxFlags returns msg (with or without its From_ line) with its
+// Status, X-Status and X-Keywords fields replaced by f's: Status "RO"
+// when seen, "O" when old or flagged otherwise, none for a new message;
+// X-Status A (answered), F (flagged), T (draft), D (deleted); X-Keywords
+// the keywords. They go at the end of the header, where mutt puts them.
+func WithMboxFlags(msg []byte, f Flags) []byte { return withMboxFlags(msg, f) }
+
 func withMboxFlags(msg []byte, f Flags) []byte {
 	fields := mailfmt.HeaderFields(msg)
 	end := 0
@@ -201,11 +227,12 @@ func withMboxFlags(msg []byte, f Flags) []byte {
 	if b := out.Bytes(); len(b) > 0 && b[len(b)-1] != '\n' {
 		out.WriteString(eol) // the last field lacked its newline
 	}
-	status := "O"
-	if f.Seen {
-		status = "RO"
+	switch {
+	case f.Seen:
+		fmt.Fprintf(&out, "Status: RO%s", eol)
+	case !f.IsZero():
+		fmt.Fprintf(&out, "Status: O%s", eol)
 	}
-	fmt.Fprintf(&out, "Status: %s%s", status, eol)
 	var xs []byte
 	for _, c := range []struct {
 		on     bool
@@ -224,3 +251,37 @@ func withMboxFlags(msg []byte, f Flags) []byte {
 	out.Write(msg[end:])
 	return out.Bytes()
 }
+
+// ParseMboxFlags reads the flags of an mbox message (with or without its
+// From_ line) from its Status, X-Status and X-Keywords fields, as mutt
+// and Dovecot write them: Status R seen, O old; X-Status A answered, F
+// flagged, T draft, D deleted; X-Keywords words apart by spaces or
+// commas. The flags are Exact: the fields are the message's whole state.
+func ParseMboxFlags(msg []byte) Flags {
+	f := Flags{Exact: true}
+	for _, h := range mailfmt.HeaderFields(msg) {
+		name := strings.TrimRight(strings.TrimSuffix(string(h.Name), ":"), " \t")
+		switch {
+		case strings.EqualFold(name, "Status"):
+			f.Seen = f.Seen || bytes.IndexByte(h.Value, 'R') >= 0
+			f.Old = f.Old || bytes.IndexByte(h.Value, 'O') >= 0
+		case strings.EqualFold(name, "X-Status"):
+			f.Answered = f.Answered || bytes.IndexByte(h.Value, 'A') >= 0
+			f.Flagged = f.Flagged || bytes.IndexByte(h.Value, 'F') >= 0
+			f.Draft = f.Draft || bytes.IndexByte(h.Value, 'T') >= 0
+			f.Deleted = f.Deleted || bytes.IndexByte(h.Value, 'D') >= 0
+		case strings.EqualFold(name, "X-Keywords"):
+			for _, k := range strings.FieldsFunc(string(h.Value), func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\r' || r == '\n' }) {
+				if len(f.Keywords) < maxMboxKeywords {
+					f.Keywords = append(f.Keywords, k)
+				}
+			}
+		}
+	}
+	f.Keywords = f.uniqueKeywords()
+	f.Old = f.Old || !f.IsZero()
+	return f
+}
+
+// maxMboxKeywords bounds the keywords read from one message.
+const maxMboxKeywords = 64

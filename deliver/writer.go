@@ -311,6 +311,7 @@ func (t *Txn) Commit() error {
 	// 2. Names: link the durable files into place, group by group.
 	groups := groupsOf(items)
 	mh := make(map[dirRef]string)
+	announced := t.mhSeqBefore(items, mh)
 	for _, g := range groups {
 		if bad := failedIn(g); bad != nil {
 			t.failGroup(g, bad)
@@ -324,6 +325,8 @@ func (t *Txn) Commit() error {
 			}
 		}
 	}
+
+	t.mhSeqAfter(announced)
 
 	// 3. Directories: each one that got names, the directory of each
 	// mbox file this Txn created, and those whose entries were changed

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/mailfmt"
 )
 
@@ -37,12 +38,18 @@ rules:
 `
 
 // refileMsg is message i of a test corpus: where the rules send it by
-// i%5 (dev twice as often), and where it lies by i%3 (new/, cur/ :2,S,
-// cur/ :2,FR; an mbox message gets the matching Status/X-Status).
+// i%5 (dev twice as often), and its flags by i%4: new (new/), seen (cur/
+// :2,S), flagged and answered but not seen (:2,FR), seen with the
+// keyword $Work (:2,Sa). An mbox message has them in Status, X-Status
+// and X-Keywords, an MH message in .mh_sequences (unseen, flagged,
+// replied; MH has no keywords).
 type refileMsg struct {
 	id, subject, dest string
 	flags             string // maildir info of the source; "-" for new/
 }
+
+// refileKeyword is the keyword of the letter a in the corpus' flags.
+const refileKeyword = "$Work"
 
 func refileCorpus(n int) []refileMsg {
 	var msgs []refileMsg
@@ -58,7 +65,7 @@ func refileCorpus(n int) []refileMsg {
 		case 3:
 			m.subject, m.dest = fmt.Sprintf("keep message %d", i), "src"
 		}
-		m.flags = []string{"-", "S", "FR"}[i%3]
+		m.flags = []string{"-", "S", "FR", "Sa"}[i%4]
 		msgs = append(msgs, m)
 	}
 	return msgs
@@ -75,6 +82,9 @@ func writeRefileMaildir(t testing.TB, dir string, msgs []refileMsg) {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "dovecot-keywords"), []byte("0 "+refileKeyword+"\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	for i, m := range msgs {
 		name := fmt.Sprintf("new/17000%05d.M%dP1.refile.test", i, i)
@@ -100,6 +110,8 @@ func writeRefileMbox(t testing.TB, path string, msgs []refileMsg) {
 			text = strings.Replace(text, "\n\n", "\nStatus: RO\n\n", 1)
 		case "FR":
 			text = strings.Replace(text, "\n\n", "\nStatus: RO\nX-Status: AF\n\n", 1)
+		case "Sa":
+			text = strings.Replace(text, "\n\n", "\nStatus: RO\nX-Keywords: "+refileKeyword+"\n\n", 1)
 		}
 		b.WriteString(text)
 		b.WriteString("\n")
@@ -109,10 +121,66 @@ func writeRefileMbox(t testing.TB, path string, msgs []refileMsg) {
 	}
 }
 
+// writeRefileMH makes the MH folder dir holding msgs (1, 2, ...), flags
+// in .mh_sequences as nmh keeps them.
+func writeRefileMH(t testing.TB, dir string, msgs []refileMsg) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	seqs := map[string][]string{}
+	for i, m := range msgs {
+		n := strconv.Itoa(i + 1)
+		if err := os.WriteFile(filepath.Join(dir, n), []byte(m.text()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if m.flags == "-" || m.flags == "FR" {
+			seqs["unseen"] = append(seqs["unseen"], n)
+		}
+		if m.flags == "FR" {
+			seqs["flagged"] = append(seqs["flagged"], n)
+			seqs["replied"] = append(seqs["replied"], n)
+		}
+	}
+	var b strings.Builder
+	for _, name := range []string{"unseen", "flagged", "replied"} {
+		fmt.Fprintf(&b, "%s: %s\n", name, strings.Join(seqs[name], " "))
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".mh_sequences"), []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// refileFlags writes flags as the corpus does: "-" for a new message,
+// else the maildir letters with a for the keyword.
+func refileFlags(f deliver.Flags) string {
+	if f.IsZero() {
+		return "-"
+	}
+	var b []byte
+	for _, c := range []struct {
+		on bool
+		l  byte
+	}{{f.Draft, 'D'}, {f.Flagged, 'F'}, {f.Answered, 'R'}, {f.Seen, 'S'}, {f.Deleted, 'T'}} {
+		if c.on {
+			b = append(b, c.l)
+		}
+	}
+	for _, k := range f.Keywords {
+		if k == refileKeyword {
+			b = append(b, 'a')
+		} else {
+			b = append(b, []byte("("+k+")")...)
+		}
+	}
+	return string(b)
+}
+
 var refileMsgID = regexp.MustCompile(`(?mi)^Message-ID: <([^>]+)>`)
 
 // refileFound is where one copy of a message is: folder (dev, mh,
-// ops.mbox, src) and, for a maildir copy, its info ("-" in new/).
+// ops.mbox, src) and its flags (refileFlags; a maildir copy in new/ is
+// "-", as is one in cur/ without flags: "(cur, no info)").
 type refileFound struct{ folder, flags string }
 
 // refileCensus finds every message under root: maildir files in cur/ and
@@ -160,19 +228,26 @@ func refileCensus(t testing.TB, root string) map[string][]refileFound {
 				if err != nil {
 					return err
 				}
-				add(msg, refileFound{folder: parts[0]})
+				add(msg, refileFound{folder: parts[0], flags: refileFlags(deliver.ParseMboxFlags(msg))})
 			}
 		case len(parts) == 3 && (parts[1] == "cur" || parts[1] == "new"):
-			flags := "-"
-			if _, info, ok := strings.Cut(parts[2], ":2,"); ok {
-				flags = info
+			kw, err := deliver.ReadMaildirKeywords(filepath.Join(root, parts[0]))
+			if err != nil {
+				return err
 			}
-			if parts[1] == "cur" && flags == "-" {
+			f := deliver.ParseMaildirInfo(parts[2], kw)
+			f.Old = parts[1] == "cur"
+			flags := refileFlags(f)
+			if parts[1] == "cur" && !strings.Contains(parts[2], ":2,") {
 				flags = "(cur, no info)"
 			}
 			add(data, refileFound{folder: parts[0], flags: flags})
 		case len(parts) == 2:
-			add(data, refileFound{folder: parts[0]})
+			seqs, err := deliver.ReadMHSequences(filepath.Join(root, parts[0]))
+			if err != nil {
+				return err
+			}
+			add(data, refileFound{folder: parts[0], flags: refileFlags(seqs.Flags(parts[1]))})
 		default:
 			t.Errorf("unexpected file %s", rel)
 		}
@@ -185,8 +260,9 @@ func refileCensus(t testing.TB, root string) map[string][]refileFound {
 }
 
 // checkRefiled requires that every message of msgs is under root exactly
-// once, where the rules send it, a maildir copy with the flags it had in
-// the source (the source's kind: maildir or mbox).
+// once, where the rules send it, with the flags it had in the source
+// (the source's kind: maildir, mbox or mh), as far as the folder where
+// it is can hold them (an MH folder has no keywords).
 func checkRefiled(t testing.TB, root string, msgs []refileMsg, srcKind string) {
 	t.Helper()
 	found := refileCensus(t, root)
@@ -206,6 +282,13 @@ func checkRefiled(t testing.TB, root string, msgs []refileMsg, srcKind string) {
 		if want == "src" && srcKind == "mbox" {
 			want = "src.mbox"
 		}
+		wantFlags := m.flags
+		if srcKind == "mbox" && m.flags == "FR" {
+			wantFlags = "FRS" // Status: RO and X-Status: AF
+		}
+		if srcKind == "mh" || m.dest == "mh" {
+			wantFlags = strings.TrimSuffix(wantFlags, "a")
+		}
 		if f.folder != want {
 			bad++
 			if bad <= 10 {
@@ -213,16 +296,10 @@ func checkRefiled(t testing.TB, root string, msgs []refileMsg, srcKind string) {
 			}
 			continue
 		}
-		if f.folder == "dev" || (f.folder == "src" && srcKind == "maildir") {
-			wantFlags := m.flags
-			if srcKind == "mbox" && m.flags == "FR" {
-				wantFlags = "FRS" // Status: RO and X-Status: AF
-			}
-			if f.flags != wantFlags {
-				bad++
-				if bad <= 10 {
-					t.Errorf("%s: in %s with flags %q, want %q", m.id, f.folder, f.flags, wantFlags)
-				}
+		if f.flags != wantFlags {
+			bad++
+			if bad <= 10 {
+				t.Errorf("%s: in %s with flags %q, want %q", m.id, f.folder, f.flags, wantFlags)
 			}
 		}
 	}
@@ -235,7 +312,7 @@ func checkRefiled(t testing.TB, root string, msgs []refileMsg, srcKind string) {
 }
 
 // refileSetup makes a mail root with the rules and the source (a maildir
-// "src" or an mbox "src.mbox") of msgs; it returns the root, the rules
+// or an MH folder "src", or an mbox "src.mbox") of msgs; it returns the root, the rules
 // file, the source and the state directory (outside the root).
 func refileSetup(t testing.TB, msgs []refileMsg, kind string) (root, rules, src, state string) {
 	t.Helper()
@@ -247,10 +324,14 @@ func refileSetup(t testing.TB, msgs []refileMsg, kind string) (root, rules, src,
 	}
 	def := "src/"
 	src = filepath.Join(root, "src")
-	if kind == "mbox" {
+	switch kind {
+	case "mbox":
 		def, src = "src.mbox", filepath.Join(root, "src.mbox")
 		writeRefileMbox(t, src, msgs)
-	} else {
+	case "mh":
+		def = "src/."
+		writeRefileMH(t, src, msgs)
+	default:
 		writeRefileMaildir(t, src, msgs)
 	}
 	rules = filepath.Join(base, "rules.yaml")
@@ -288,32 +369,39 @@ func checkNoState(t testing.TB, state string) {
 	}
 }
 
-// TestRefileMaildir: a 300-message maildir, a third in new/, a third in
-// cur/ with :2,S and a third with :2,FR, refiled by the rules into a
-// maildir, an mbox and an MH folder: every message once, where the rules
-// say, maildir copies with the flags and in the directory they had;
-// --dry-run before changes nothing and prints the same table.
+// TestRefileMaildir: a 300-message maildir (a quarter in new/, the rest
+// in cur/ with :2,S, :2,FR or :2,Sa, a a keyword of dovecot-keywords),
+// and the same messages in an MH folder (flags in .mh_sequences),
+// refiled by the rules into a maildir, an mbox and an MH folder: every
+// message once, where the rules say, each copy with the flags it had as
+// far as its folder holds them (maildir info and keywords, mbox Status,
+// X-Status and X-Keywords, MH sequences); --dry-run before changes
+// nothing and prints the same table.
 func TestRefileMaildir(t *testing.T) {
-	msgs := refileCorpus(300)
-	root, rules, src, state := refileSetup(t, msgs, "maildir")
-	want := fmt.Sprintf("%[1]s -> %[1]s: 60\n%[1]s -> dev: 120\n%[1]s -> mh: 60\n%[1]s -> ops.mbox: 60\n", src)
-	dry := runRefileOK(t, rules, state, src, "--dry-run")
-	if dry != want {
-		t.Errorf("dry run prints\n%s\nwant\n%s", dry, want)
+	for _, kind := range []string{"maildir", "mh"} {
+		t.Run(kind, func(t *testing.T) {
+			msgs := refileCorpus(300)
+			root, rules, src, state := refileSetup(t, msgs, kind)
+			want := fmt.Sprintf("%[1]s -> %[1]s: 60\n%[1]s -> dev: 120\n%[1]s -> mh: 60\n%[1]s -> ops.mbox: 60\n", src)
+			dry := runRefileOK(t, rules, state, src, "--dry-run")
+			if dry != want {
+				t.Errorf("dry run prints\n%s\nwant\n%s", dry, want)
+			}
+			if _, err := os.Stat(filepath.Join(root, "dev")); err == nil {
+				t.Fatal("the dry run made dev/")
+			}
+			if got := runRefileOK(t, rules, state, src); got != want {
+				t.Errorf("refile prints\n%s\nwant\n%s", got, want)
+			}
+			checkRefiled(t, root, msgs, kind)
+			checkNoState(t, state)
+			// Again: everything left stays.
+			if got := runRefileOK(t, rules, state, src); got != fmt.Sprintf("%[1]s -> %[1]s: 60\n", src) {
+				t.Errorf("second refile prints %q", got)
+			}
+			checkRefiled(t, root, msgs, kind)
+		})
 	}
-	if _, err := os.Stat(filepath.Join(root, "dev")); err == nil {
-		t.Fatal("the dry run made dev/")
-	}
-	if got := runRefileOK(t, rules, state, src); got != want {
-		t.Errorf("refile prints\n%s\nwant\n%s", got, want)
-	}
-	checkRefiled(t, root, msgs, "maildir")
-	checkNoState(t, state)
-	// Again: everything left stays.
-	if got := runRefileOK(t, rules, state, src); got != fmt.Sprintf("%[1]s -> %[1]s: 60\n", src) {
-		t.Errorf("second refile prints %q", got)
-	}
-	checkRefiled(t, root, msgs, "maildir")
 }
 
 // TestRefileMbox: the same corpus in an mbox: the mbox keeps the
@@ -350,22 +438,22 @@ func TestRefileMbox(t *testing.T) {
 	}
 }
 
-// TestRefileKilled: 20 trials, alternately of a maildir and an mbox of
-// 500 messages (300 of them move: two batches), in which SIGKILL ends
+// TestRefileKilled: 21 trials, in turn of a maildir, an mbox and an MH
+// folder of 500 messages (300 of them move: two batches), in which SIGKILL ends
 // mfilter refile at a random moment before it is done, up to three
 // times in a row (a killed run finishing a killed run); then it runs to
 // its end. Every message is then in exactly one place (counted by
 // Message-ID over every folder, the source included), where the rules
 // send it, with its flags; the state directory is empty and the mbox
 // holds only what stays. A kill that comes after the run ended does not
-// make a trial: the trials go on until 20 were killed midway.
+// make a trial: the trials go on until 21 were killed midway (seven of each kind).
 func TestRefileKilled(t *testing.T) {
 	msgs := refileCorpus(500)
 	// How long a whole run takes here (the slowest of three), to kill
 	// within it.
 	var full time.Duration
 	for i := 0; i < 3; i++ {
-		_, rules, src, state := refileSetup(t, msgs, []string{"maildir", "mbox"}[i%2])
+		_, rules, src, state := refileSetup(t, msgs, []string{"maildir", "mbox", "mh"}[i%3])
 		start := time.Now()
 		runRefileOK(t, rules, state, src)
 		full = max(full, time.Since(start))
@@ -374,11 +462,11 @@ func TestRefileKilled(t *testing.T) {
 	t.Logf("a whole run takes up to %v; seed %d", full, seed)
 	rng := rand.New(rand.NewSource(seed))
 	trials, kills, resumed := 0, 0, 0
-	for attempt := 0; trials < 20; attempt++ {
+	for attempt := 0; trials < 21; attempt++ {
 		if attempt == 100 {
 			t.Fatalf("only %d of %d attempts killed a run before it ended", trials, attempt)
 		}
-		kind := []string{"maildir", "mbox"}[attempt%2]
+		kind := []string{"maildir", "mbox", "mh"}[attempt%3]
 		root, rules, src, state := refileSetup(t, msgs, kind)
 		n := 1 + rng.Intn(3)
 		killed := 0
@@ -428,7 +516,9 @@ func TestRefileKilled(t *testing.T) {
 // TestRefileDovecot: Dovecot's doveadm reads the maildir that refile
 // filed into with the flags the messages had: \Seen for :2,S, \Flagged
 // \Answered \Seen for an mbox message with Status: RO and X-Status: AF,
-// and none for those that were in new/ (or unread in the mbox).
+// the keyword $Work for :2,Sa (a in the source's dovecot-keywords) and
+// for X-Keywords: $Work, and none for those that were in new/ (or
+// unread in the mbox).
 func TestRefileDovecot(t *testing.T) {
 	tool(t, "doveadm")
 	for _, kind := range []string{"maildir", "mbox"} {
@@ -449,7 +539,7 @@ func TestRefileDovecot(t *testing.T) {
 				}
 				// \Recent is the session's (every message is new to an
 				// index in memory), not a flag of the file.
-				got[m[2]] = strings.TrimSpace(strings.ReplaceAll(m[1], `\Recent`, ""))
+				got[m[2]] = strings.Join(strings.Fields(strings.ReplaceAll(m[1], `\Recent`, "")), " ")
 			}
 			n := 0
 			for _, m := range msgs {
@@ -461,6 +551,7 @@ func TestRefileDovecot(t *testing.T) {
 					"-":  ``,
 					"S":  `\Seen`,
 					"FR": `\Answered \Flagged`,
+					"Sa": `\Seen ` + refileKeyword,
 				}[m.flags]
 				if kind == "mbox" && m.flags == "FR" {
 					want = `\Answered \Flagged \Seen`

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/fetch"
 	"github.com/mfilter/mfilter/internal/mailfmt"
 )
@@ -83,36 +84,37 @@ func (r *run) find(name string, relist bool) (string, error) {
 	return loc[maildirUnique(filepath.Base(name))], nil
 }
 
-// maildirInfo is the info that a copy of the maildir message rel keeps:
-// "" for a message in new/ (its copy goes to new/), else "2," and its
-// flags (uppercase letters: keywords, the lowercase letters, name
-// entries of the source's dovecot-keywords and are not kept).
-func maildirInfo(rel string) string {
-	if !strings.HasPrefix(rel, "cur/") {
-		return ""
+// folderFlags reads what the source folder keeps of its messages' flags
+// beside their files: a maildir's keyword letters (dovecot-keywords), an
+// MH folder's sequences.
+func (r *run) folderFlags() error {
+	var err error
+	if r.kind == KindMH {
+		r.mhSeqs, err = deliver.ReadMHSequences(r.abs)
+	} else {
+		r.srcKW, err = deliver.ReadMaildirKeywords(r.abs)
 	}
-	_, info, ok := strings.Cut(filepath.Base(rel), ":")
-	if !ok || !strings.HasPrefix(info, "2,") {
-		return "2,"
+	if err != nil {
+		return fmt.Errorf("the flags of %s: %w", r.name, err)
 	}
-	return "2," + flagLetters(info[2:])
+	return nil
 }
 
-// flagLetters keeps the uppercase letters of s, sorted, once each.
-func flagLetters(s string) string {
-	var seen [26]bool
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c >= 'A' && c <= 'Z' {
-			seen[c-'A'] = true
-		}
+// sourceFlags are the flags of the message listed as name, found at
+// rel: a maildir message's info (in cur/: seen by a reader, Old), an MH
+// message's sequences.
+func (r *run) sourceFlags(name, rel string) deliver.Flags {
+	if r.kind == KindMH {
+		return r.mhSeqs.Flags(name)
 	}
-	var b []byte
-	for i, ok := range seen {
-		if ok {
-			b = append(b, byte('A'+i))
-		}
+	base := filepath.Base(rel)
+	f := deliver.Flags{}
+	if _, info, ok := strings.Cut(base, ":"); ok && strings.HasPrefix(info, "2,") {
+		f = deliver.ParseMaildirInfo(base, r.srcKW)
 	}
-	return string(b)
+	f.Old = strings.HasPrefix(rel, "cur/")
+	f.Exact = true
+	return f
 }
 
 // folder refiles a maildir or MH folder.
@@ -130,6 +132,10 @@ func (r *run) folder(ctx context.Context, jpath string) error {
 		}
 	} else {
 		r.warn("%s: finishing an unfinished run", r.name)
+	}
+	if err := r.folderFlags(); err != nil {
+		r.plan.close()
+		return err
 	}
 	if err := r.openJournal(jpath, 0, ""); err != nil {
 		r.plan.close()
@@ -156,7 +162,29 @@ func (r *run) folder(ctx context.Context, jpath string) error {
 			return r.stop(err)
 		}
 	}
+	if err := r.pruneSequences(ctx); err != nil {
+		return r.stop(err)
+	}
 	return r.finishState()
+}
+
+// pruneSequences takes the messages that left an MH source out of its
+// sequences (a rerun does it again: removing is idempotent), so that a
+// new message given a freed number does not inherit their flags.
+func (r *run) pruneSequences(ctx context.Context) error {
+	if r.kind != KindMH {
+		return nil
+	}
+	var nums []uint64
+	for _, m := range r.plan.moved {
+		if n, err := strconv.ParseUint(m.Name, 10, 64); err == nil && !m.Keep {
+			nums = append(nums, n)
+		}
+	}
+	if err := deliver.RemoveFromMHSequences(ctx, r.abs, nums, r.o.Lock.Timeout); err != nil {
+		return fmt.Errorf("the sequences of %s: %w", r.name, err)
+	}
+	return nil
 }
 
 // stop closes the state of an interrupted run and returns err.
@@ -225,11 +253,8 @@ func (s *folderSource) Next() ([]byte, error) {
 		if d.stays {
 			continue
 		}
-		m := &movedMsg{K: k, Name: name, rel: rel}
-		if r.kind == KindMaildir {
-			m.Info = maildirInfo(rel)
-		}
-		r.note(msg, d, m)
+		r.carryFlags(&d, msg, r.sourceFlags(name, rel))
+		r.note(msg, d, &movedMsg{K: k, Name: name, rel: rel})
 		s.start, s.end = k, k+1
 		return msg, nil
 	}

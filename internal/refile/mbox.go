@@ -1,7 +1,6 @@
 package refile
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -16,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/fetch"
 	"github.com/mfilter/mfilter/internal/mailfmt"
 	"github.com/mfilter/mfilter/internal/maillock"
@@ -182,9 +182,8 @@ func (s *mboxSource) Next() ([]byte, error) {
 		if d.stays {
 			continue
 		}
-		m := &movedMsg{K: a, End: b}
-		m.Info = mboxInfo(msg)
-		r.note(msg, d, m)
+		r.carryFlags(&d, msg, deliver.ParseMboxFlags(msg))
+		r.note(msg, d, &movedMsg{K: a, End: b})
 		s.start, s.end = a, b
 		return msg, nil
 	}
@@ -192,50 +191,6 @@ func (s *mboxSource) Next() ([]byte, error) {
 
 func (s *mboxSource) Offsets() (int64, int64) { return s.start, s.end }
 func (s *mboxSource) Release(msg []byte)      { s.sp.Release(msg) }
-
-// mboxInfo is the maildir info of an mbox message's Status and X-Status
-// fields, as Dovecot and mutt read them: "" for a new message (no R or
-// O), else "2," and the flags (R seen, A answered, F flagged, T draft, D
-// deleted).
-func mboxInfo(msg []byte) string {
-	var status, xstatus []byte
-	for _, h := range mailfmt.HeaderFields(msg) {
-		name := bytes.TrimRight(bytes.TrimSuffix(h.Name, []byte(":")), " \t")
-		switch {
-		case bytes.EqualFold(name, []byte("Status")):
-			status = h.Value
-		case bytes.EqualFold(name, []byte("X-Status")):
-			xstatus = h.Value
-		}
-	}
-	var flags []byte
-	old := false
-	for _, c := range status {
-		switch c {
-		case 'R':
-			flags = append(flags, 'S')
-			old = true
-		case 'O':
-			old = true
-		}
-	}
-	for _, c := range xstatus {
-		switch c {
-		case 'A':
-			flags = append(flags, 'R')
-		case 'F':
-			flags = append(flags, 'F')
-		case 'T':
-			flags = append(flags, 'D')
-		case 'D':
-			flags = append(flags, 'T')
-		}
-	}
-	if !old && len(flags) == 0 {
-		return ""
-	}
-	return "2," + flagLetters(string(flags))
-}
 
 // sumOf is the hex sha256 of f's first n bytes.
 func sumOf(f *os.File, n int64) (string, error) {

@@ -23,8 +23,7 @@ import (
 //	           delivery journal is its index in that list)
 //	moving     before a batch of deliveries becomes visible: the
 //	           messages of the batch that leave the source (or are kept
-//	           there and copied), with the maildir deliveries whose flags
-//	           are to be set
+//	           there and copied)
 //	rewrite    an mbox's new contents are durable in a temporary file:
 //	           its name and the mbox's size when it was written
 //	rewritten  the temporary file replaced the mbox
@@ -53,19 +52,9 @@ type movedMsg struct {
 	End  int64  `json:"e,omitempty"` // mbox: where the message ends
 	Name string `json:"n,omitempty"` // maildir, MH: its name in the list
 	Keep bool   `json:"keep,omitempty"`
-	// Info is the maildir info its copies get ("2,FS"), and Fix the
-	// maildir steps (step index, folder path) whose copies get it: they
-	// are moved to cur/ once durable.
-	Info string    `json:"info,omitempty"`
-	Fix  []fixStep `json:"fix,omitempty"`
 
-	finished bool // flags set and (unless Keep) gone from the source
+	finished bool // (unless Keep) gone from the source
 	rel      string
-}
-
-type fixStep struct {
-	I   int    `json:"i"`
-	Dir string `json:"d"`
 }
 
 type planRecord struct {

@@ -125,6 +125,8 @@ type run struct {
 	stash   map[*byte]decision  // routed in Next, for Route
 	pending map[int64]*movedMsg // moved, not yet recorded
 	locate  map[string]string   // maildir: unique -> name now (nil: not listed)
+	srcKW   map[byte]string     // maildir: the source's keyword letters
+	mhSeqs  deliver.MHSequences // MH: the source's sequences
 	finCh   chan int64          // batches durable up to an offset, to finish
 	finDone chan struct{}
 	finErr  error
@@ -361,17 +363,38 @@ func (r *run) note(msg []byte, d decision, m *movedMsg) {
 	r.stash[&msg[0]] = d
 	if d.err == nil {
 		m.Keep = d.keep
-		if m.Info != "" {
-			for i, st := range d.plan.Steps {
-				if st.Kind == filer.StepFolder && st.Folder.Kind == deliver.Maildir {
-					m.Fix = append(m.Fix, fixStep{I: i, Dir: st.Folder.Path})
-				}
-			}
-			if len(m.Fix) == 0 {
-				m.Info = ""
-			}
-		}
 		r.pending[m.K] = m
+	}
+}
+
+// carryFlags gives the folder steps of d the flags the message has in
+// the source (src), joined with those the rules set, so that each copy
+// is written once, in its final place, with them: a maildir copy in
+// cur/ with its info (or new/), an MH copy in its sequences, an mbox
+// copy with Status, X-Status and X-Keywords fields. Those fields are put
+// in the message here rather than left to the writer, so that a rerun
+// after a crash looks for the bytes that were written. An mbox message
+// that goes to an mbox keeps its bytes, fields and all, unless the rules
+// set flags.
+func (r *run) carryFlags(d *decision, msg []byte, src deliver.Flags) {
+	for i := range d.plan.Steps {
+		st := &d.plan.Steps[i]
+		if st.Kind != filer.StepFolder {
+			continue
+		}
+		switch st.Folder.Kind {
+		case deliver.Maildir, deliver.MH:
+			st.Flags = src.Join(st.Flags)
+		case deliver.Mbox:
+			if r.kind == KindMbox && st.Flags.IsZero() {
+				continue
+			}
+			body := st.Msg
+			if body == nil {
+				body = msg
+			}
+			st.Msg, st.Flags = deliver.WithMboxFlags(body, src.Join(st.Flags)), deliver.Flags{}
+		}
 	}
 }
 
@@ -396,8 +419,8 @@ func (r *run) Route(ctx context.Context, msg []byte) (filer.Plan, error) {
 
 // journal is the delivery journal with the source's records added: the
 // messages of a batch that leave the source are recorded before the
-// batch becomes visible, and once it is durable their copies get their
-// flags and (maildir, MH) the source loses them.
+// batch becomes visible, and once it is durable (maildir, MH) the source
+// loses them.
 type journal struct {
 	*fetch.Journal
 	r *run
@@ -427,8 +450,8 @@ func (j *journal) Committing(start, end int64) error {
 }
 
 // Committed hands the messages before end, now durably filed, to the
-// finisher: giving their copies their flags and removing them from the
-// source goes on beside the filing of the next batches.
+// finisher: removing them from the source goes on beside the filing of
+// the next batches.
 func (j *journal) Committed(end int64) error {
 	if err := j.Journal.Committed(end); err != nil {
 		return err
@@ -477,8 +500,7 @@ func (r *run) waitFinisher() error {
 }
 
 // finish completes the moved messages before end, whose copies are
-// durable: their maildir copies go to cur/ with their flags, and then
-// (maildir, MH) the source's file goes.
+// durable: (maildir, MH) the source's file goes.
 func (r *run) finish(end int64) error {
 	r.mu.Lock()
 	var msgs []*movedMsg
@@ -492,9 +514,6 @@ func (r *run) finish(end int64) error {
 		return nil
 	}
 	sort.Slice(msgs, func(a, b int) bool { return msgs[a].K < msgs[b].K })
-	if err := r.setFlags(msgs); err != nil {
-		return err
-	}
 	if r.kind != KindMbox {
 		for _, m := range msgs {
 			if m.Keep {
@@ -510,55 +529,6 @@ func (r *run) finish(end int64) error {
 		m.finished = true
 	}
 	r.mu.Unlock()
-	return nil
-}
-
-// setFlags moves the maildir copies of msgs from new/ to cur/ with their
-// info, and makes that durable.
-func (r *run) setFlags(msgs []*movedMsg) error {
-	byDir := map[string][]string{} // folder -> unique names
-	info := map[string]string{}    // unique name -> info
-	for _, m := range msgs {
-		for _, fx := range m.Fix {
-			u := r.j.Options(m.K, fx.I).MaildirName
-			byDir[fx.Dir] = append(byDir[fx.Dir], u)
-			info[u] = m.Info
-		}
-	}
-	for dir, uniques := range byDir {
-		names, err := readNames(filepath.Join(dir, "new"))
-		if err != nil {
-			return err
-		}
-		inNew := make(map[string]string, len(names))
-		for _, n := range names {
-			inNew[deliver.MaildirUnique(n)] = n
-		}
-		moved := false
-		for _, u := range uniques {
-			n, ok := inNew[u]
-			if !ok {
-				continue // in cur/ already (this run or a reader moved it)
-			}
-			dst := n
-			if i := strings.IndexByte(dst, ':'); i >= 0 {
-				dst = dst[:i]
-			}
-			dst += ":" + info[u]
-			if err := os.Rename(filepath.Join(dir, "new", n), filepath.Join(dir, "cur", dst)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return err
-			}
-			moved = true
-		}
-		if moved {
-			if err := syncDir(filepath.Join(dir, "cur")); err != nil {
-				return err
-			}
-			if err := syncDir(filepath.Join(dir, "new")); err != nil {
-				return err
-			}
-		}
-	}
 	return nil
 }
 

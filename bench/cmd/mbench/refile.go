@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/mfilter/mfilter/bench"
+	"github.com/mfilter/mfilter/deliver"
+	"github.com/mfilter/mfilter/internal/mailfmt"
 )
 
 // runRefile is the refile scenario: the rules scenario's messages,
@@ -302,12 +305,12 @@ func runRefile(args []string) error {
 	fmt.Printf("ratio fdm / refile: %.1fx median, %.1fx best\n",
 		float64(rows[iFdm].median)/float64(rows[iRefile].median), float64(rows[iFdm].best)/float64(rows[iRefile].best))
 	if fdmAgrees {
-		fmt.Printf("fdm: the same messages in the same folders; of the %d moved messages from cur/ with flags, %d went to maildirs, and fdm put %d of those in new/ without flags (refile: in cur/ with their flags)\n", movedCur, fdmToMaildir, fdmFlagsLost)
+		fmt.Printf("fdm: the same messages in the same folders; of the %d moved messages from cur/ with flags, %d went to maildirs, and fdm put %d of those in new/ without flags (refile: in cur/ with their flags); the other %d went to mboxes, fdm's without flags, refile's with Status and X-Status\n", movedCur, fdmToMaildir, fdmFlagsLost, movedCur-fdmToMaildir)
 	}
 	if failed {
 		return errors.New("the tools disagree (see FAIL above)")
 	}
-	fmt.Printf("check: refile and mfilter < mbox (and fdm) leave the same %d messages in the same %d folders in every run (sha256 multisets of new/ and cur/; mbox messages without their From_ line); refile left every staying message untouched (same file name) and gave every moved one its place and flags\n",
+	fmt.Printf("check: refile and mfilter < mbox (and fdm) leave the same %d messages in the same %d folders in every run (sha256 multisets of new/ and cur/; mbox messages without their From_ line and Status, X-Status, X-Keywords fields); refile left every staying message untouched (same file name) and gave every moved one its place and flags (in an mbox: its Status and X-Status)\n",
 		ref.total(), len(ref.folders))
 	return nil
 }
@@ -369,10 +372,11 @@ func fdmRefileConf(dir, account string) string {
 
 // refileSource is the source maildir that every run copies.
 type refileSource struct {
-	dir    string
-	files  []sourceFile
-	byHash map[string]*sourceFile
-	inCur  int
+	dir        string
+	files      []sourceFile
+	byHash     map[string]*sourceFile
+	byStripped map[string]*sourceFile // by strippedHash, for mbox copies
+	inCur      int
 }
 
 type sourceFile struct {
@@ -428,8 +432,10 @@ func makeRefileSource(mfilter, mbox, base string) (*refileSource, error) {
 		}
 		s.files = append(s.files, f)
 	}
+	s.byStripped = make(map[string]*sourceFile, len(s.files))
 	for i := range s.files {
 		s.byHash[messageHash(s.files[i].data)] = &s.files[i]
+		s.byStripped[strippedHash(s.files[i].data)] = &s.files[i]
 	}
 	return s, nil
 }
@@ -462,6 +468,9 @@ func (s *refileSource) copyTo(dir string, dirMode, fileMode os.FileMode) error {
 type refileFolders struct {
 	ruleFolders
 	where map[string]placedFile // by messageHash
+	// mboxFlags are the flags (maildir letters) of each mbox message,
+	// by its hash without the fields that hold them (strippedHash).
+	mboxFlags map[string]string
 }
 
 type placedFile struct {
@@ -469,7 +478,7 @@ type placedFile struct {
 }
 
 func readRefileFolders(dir string) (*refileFolders, error) {
-	r := &refileFolders{ruleFolders: ruleFolders{folders: make(map[string][]string)}, where: make(map[string]placedFile)}
+	r := &refileFolders{ruleFolders: ruleFolders{folders: make(map[string][]string)}, where: make(map[string]placedFile), mboxFlags: make(map[string]string)}
 	for _, f := range bench.RulesMaildirs() {
 		md := filepath.Join(dir, f)
 		if _, err := os.Stat(md); errors.Is(err, os.ErrNotExist) {
@@ -504,7 +513,7 @@ func readRefileFolders(dir string) (*refileFolders, error) {
 		r.folders[f] = hashes
 	}
 	for _, f := range bench.RulesMboxes {
-		hashes, err := mboxHashes(filepath.Join(dir, f))
+		hashes, err := r.readMbox(filepath.Join(dir, f))
 		if err != nil {
 			return nil, err
 		}
@@ -515,12 +524,79 @@ func readRefileFolders(dir string) (*refileFolders, error) {
 	return r, nil
 }
 
+// readMbox hashes the messages of the mbox at path without their From_
+// lines and without the fields that hold flags (refile writes Status
+// and X-Status for a message that had flags, mfilter < mbox and fdm
+// write none), and notes each one's flags.
+func (r *refileFolders) readMbox(path string) ([]string, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	s := mailfmt.NewSplitter(bytes.NewReader(data), mailfmt.SplitOptions{})
+	hashes := []string{}
+	for {
+		m, err := s.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Base(path), err)
+		}
+		h := strippedHash(m)
+		hashes = append(hashes, h)
+		r.mboxFlags[h] = flagLetters(deliver.ParseMboxFlags(m))
+	}
+	sort.Strings(hashes)
+	return hashes, nil
+}
+
+// strippedHash is the messageHash of m without its From_ line and its
+// Status, X-Status and X-Keywords fields.
+func strippedHash(m []byte) string {
+	var out []byte
+	last := 0
+	for _, f := range mailfmt.HeaderFields(m) {
+		fromLine := !bytes.HasSuffix(f.Name, []byte(":"))
+		name := strings.TrimRight(strings.TrimSuffix(string(f.Name), ":"), " \t")
+		if fromLine || slices.ContainsFunc([]string{"Status", "X-Status", "X-Keywords"}, func(s string) bool { return strings.EqualFold(s, name) }) {
+			out = append(out, m[last:f.Start]...)
+			last = f.End
+		}
+	}
+	return messageHash(append(out, m[last:]...))
+}
+
+// flagLetters writes flags as a maildir's info does ("" for none).
+func flagLetters(f deliver.Flags) string {
+	var b []byte
+	for _, c := range []struct {
+		on bool
+		l  byte
+	}{{f.Draft, 'D'}, {f.Flagged, 'F'}, {f.Answered, 'R'}, {f.Seen, 'S'}, {f.Deleted, 'T'}} {
+		if c.on {
+			b = append(b, c.l)
+		}
+	}
+	return string(b)
+}
+
 // checkRefile says how refile's result breaks its promises ("" if it does
 // not): a message that stays in inbox/ keeps its file name; a moved one
-// keeps its place, new/ or cur/, and its flags in a maildir.
+// keeps its place, new/ or cur/, and its flags in a maildir, and its
+// flags in an mbox (Status, X-Status).
 func (s *refileSource) checkRefile(f *refileFolders) string {
 	var renamed, misplaced int
 	var example string
+	for h, flags := range f.mboxFlags {
+		if sf := s.byStripped[h]; sf != nil && flags != sf.flags {
+			misplaced++
+			example = fmt.Sprintf("%s/%s went to an mbox with flags %q", sf.sub, sf.name, flags)
+		}
+	}
 	for h, p := range f.where {
 		sf := s.byHash[h]
 		if sf == nil {
