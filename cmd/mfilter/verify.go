@@ -1,0 +1,468 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/mfilter/mfilter/internal/convert"
+	"github.com/mfilter/mfilter/internal/sysexits"
+)
+
+// Bounds of mfilter convert --verify.
+const (
+	maxVerifyMailbox  = 256 << 20
+	verifyTimeout     = 2 * time.Minute // per message and side
+	verifyNobody      = "65534"
+	verifySandboxPATH = "/usr/local/bin:/usr/bin:/bin"
+)
+
+// verifySide is one of the two scratch trees: procmail's or mfilter's.
+type verifySide struct {
+	root string // holds home/, var/mail/, bin/sendmail, sent
+	name string
+}
+
+func (s *verifySide) home() string     { return filepath.Join(s.root, "home") }
+func (s *verifySide) spool() string    { return filepath.Join(s.root, "var", "mail", "user") }
+func (s *verifySide) sendmail() string { return filepath.Join(s.root, "bin", "sendmail") }
+
+// runVerify files every message of mailbox with procmail and the rcfile,
+// and with mfilter deliver and its conversion, each in a scratch tree of
+// its own, and prints the messages whose folders differ.
+func runVerify(ctx context.Context, env *environ, mailbox, rcfile, keep string) int {
+	procmail, err := exec.LookPath("procmail")
+	if err != nil {
+		fmt.Fprintln(env.stderr, "mfilter convert --verify: procmail is not installed")
+		return sysexits.Unavailable
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		fmt.Fprintln(env.stderr, "mfilter convert --verify: unshare(1) is needed for the sandbox")
+		return sysexits.Unavailable
+	}
+	msgs, err := readMailbox(mailbox)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "mfilter convert --verify: %v\n", err)
+		return sysexits.IOErr
+	}
+	v, err := newVerifier(env, procmail, rcfile, keep)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "mfilter convert --verify: %v\n", err)
+		return sysexits.CantCreat
+	}
+	if keep == "" {
+		defer os.RemoveAll(v.dir)
+	}
+	if v.res == nil {
+		return sysexits.IOErr
+	}
+	differ := 0
+	for i, m := range msgs {
+		pm, mf, err := v.one(ctx, m)
+		if err != nil {
+			fmt.Fprintf(env.stderr, "mfilter convert --verify: message %d: %v\n", i+1, err)
+			return sysexits.IOErr
+		}
+		if pm.key() != mf.key() {
+			differ++
+			fmt.Fprintf(env.stdout, "message %d (%s): procmail: %s; mfilter: %s\n", i+1, subjectOf(m), pm, mf)
+		}
+	}
+	fmt.Fprintf(env.stderr, "mfilter convert --verify: %d of %d messages filed differently (converted %d of %d recipes)\n",
+		differ, len(msgs), v.res.Converted, v.res.Recipes)
+	if differ > 0 {
+		return convertPartial
+	}
+	return sysexits.OK
+}
+
+// verifier holds the scratch trees and the two programs.
+type verifier struct {
+	env      *environ
+	dir      string
+	procmail string
+	mfilter  string
+	rcfile   string // the copy procmail reads
+	rules    string // the conversion mfilter reads
+	pm, mf   *verifySide
+	res      *convert.Result
+	asNobody bool
+}
+
+func newVerifier(env *environ, procmail, rcfile, keep string) (*verifier, error) {
+	dir, err := verifyDir(keep)
+	if err != nil {
+		return nil, err
+	}
+	v := &verifier{env: env, dir: dir, procmail: procmail, asNobody: os.Geteuid() == 0}
+	v.pm = &verifySide{root: filepath.Join(dir, "procmail"), name: "procmail"}
+	v.mf = &verifySide{root: filepath.Join(dir, "mfilter"), name: "mfilter"}
+	if v.mfilter, err = selfPath(); err != nil {
+		return v, err
+	}
+	for _, s := range []*verifySide{v.pm, v.mf} {
+		if err := v.makeSide(s); err != nil {
+			return v, err
+		}
+	}
+	// Each side runs its sendmail recorder; the conversion names the
+	// mfilter side's.
+	res, code := convertFile(env, rcfile, convert.Options{Sendmail: []string{v.mf.sendmail(), "-oi"}})
+	if code != sysexits.OK {
+		return v, nil
+	}
+	v.res = res
+	if err := v.makeMaildirs(res.Maildir); err != nil {
+		return v, err
+	}
+	data, err := readBounded(rcfile)
+	if err != nil {
+		return v, err
+	}
+	v.rcfile = filepath.Join(dir, "procmailrc")
+	v.rules = filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(v.rcfile, data, 0o644); err != nil {
+		return v, err
+	}
+	return v, os.WriteFile(v.rules, []byte(res.Files[0].Text), 0o644)
+}
+
+// makeMaildirs makes the maildir on both sides, as a user's exists:
+// procmail does not create it (it stays in HOME and waits for locks).
+func (v *verifier) makeMaildirs(maildir string) error {
+	rel, ok := strings.CutPrefix(maildir, "~/")
+	if !ok || rel == "" {
+		return nil
+	}
+	for _, s := range []*verifySide{v.pm, v.mf} {
+		d := filepath.Join(s.home(), filepath.Clean("/"+rel))
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+		if v.asNobody {
+			if err := chownTree(s.home()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func chownTree(root string) error {
+	return filepath.Walk(root, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, 65534, 65534)
+	})
+}
+
+// verifyDir makes the directory of the scratch trees: traversable by
+// nobody, who runs both sides when mfilter runs as root.
+func verifyDir(keep string) (string, error) {
+	var dir string
+	var err error
+	if keep != "" {
+		dir, err = keep, os.Mkdir(keep, 0o755)
+	} else {
+		dir, err = os.MkdirTemp("", "mfilter-verify-")
+	}
+	if err != nil {
+		return "", err
+	}
+	return dir, os.Chmod(dir, 0o755)
+}
+
+// selfPath is the mfilter binary to run as mfilter deliver.
+func selfPath() (string, error) {
+	if strings.Contains(os.Args[0], "/") {
+		return filepath.Abs(os.Args[0])
+	}
+	if p, err := exec.LookPath(os.Args[0]); err == nil {
+		return p, nil
+	}
+	return os.Executable()
+}
+
+// sendmailRecorder stands in for sendmail: it records its arguments and
+// sends nothing.
+const sendmailRecorder = "#!/bin/sh\nprintf '%s\\n' \"$*\" >> \"$(dirname \"$0\")/../sent\"\ncat > /dev/null\n"
+
+func (v *verifier) makeSide(s *verifySide) error {
+	for _, d := range []string{s.home(), filepath.Dir(s.spool()), filepath.Dir(s.sendmail())} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(s.sendmail(), []byte(sendmailRecorder), 0o755); err != nil {
+		return err
+	}
+	if !v.asNobody {
+		return nil
+	}
+	// nobody writes the tree and nothing else: an absolute folder outside
+	// it fails on both sides alike.
+	return chownTree(s.root)
+}
+
+// decision is where one side filed a message.
+type decision struct {
+	folders []string
+	sent    []string
+	status  int
+	missing bool // a program was not found
+}
+
+func (d decision) key() string {
+	return fmt.Sprint(d.folders, d.sent, d.status == 0)
+}
+
+func (d decision) String() string {
+	var parts []string
+	parts = append(parts, d.folders...)
+	for _, s := range d.sent {
+		parts = append(parts, "sendmail "+s)
+	}
+	if len(parts) == 0 {
+		parts = append(parts, "nothing written")
+	}
+	s := strings.Join(parts, ", ")
+	if d.status != 0 {
+		s += fmt.Sprintf(" (exit %d)", d.status)
+	}
+	if d.missing {
+		s += " (a program was not found)"
+	}
+	return s
+}
+
+// one files a message on both sides.
+func (v *verifier) one(ctx context.Context, msg []byte) (decision, decision, error) {
+	// procmail -m takes HOME and LOGNAME from the password file: they
+	// are given as assignments, which come after its defaults.
+	pm, err := v.run(ctx, v.pm, msg, v.procmail, "-m", "HOME="+v.pm.home(), "LOGNAME=user", "USER=user",
+		"DEFAULT="+v.pm.spool(), "SENDMAIL="+v.pm.sendmail(), v.rcfile)
+	if err != nil {
+		return pm, pm, err
+	}
+	args := []string{v.mfilter, "deliver", "--rules", v.rules}
+	if v.res.OrgmailDefault {
+		args = append(args, "--default", v.mf.spool())
+	}
+	mf, err := v.run(ctx, v.mf, msg, args...)
+	return pm, mf, err
+}
+
+// run runs one side's program on msg and returns what changed in its tree.
+func (v *verifier) run(ctx context.Context, s *verifySide, msg []byte, argv ...string) (decision, error) {
+	before, err := snapshot(s.root)
+	if err != nil {
+		return decision{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, verifyTimeout)
+	defer cancel()
+	argv = v.sandboxed(s, argv)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Dir = s.home()
+	cmd.Env = []string{"HOME=" + s.home(), "LOGNAME=user", "USER=user", "SHELL=/bin/sh",
+		"PATH=" + filepath.Dir(s.sendmail()) + ":" + verifySandboxPATH}
+	cmd.Stdin = bytes.NewReader(msg)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.Stdout = io.Discard
+	runErr := cmd.Run()
+	d := decision{}
+	if ee, ok := runErr.(*exec.ExitError); ok {
+		d.status = ee.ExitCode()
+	} else if runErr != nil {
+		return d, runErr
+	}
+	after, err := snapshot(s.root)
+	if err != nil {
+		return d, err
+	}
+	d.folders, d.sent = changes(s, before, after)
+	d.missing = programMissing(stderr.String())
+	return d, nil
+}
+
+// maskSendmail runs in a private mount namespace: it puts the side's
+// recorder over the system's sendmail, so that an rcfile that sets
+// SENDMAIL=/usr/sbin/sendmail sends nothing either, and refuses to go on
+// if it cannot. Its arguments are file names only; the message is on
+// standard input, untouched.
+const maskSendmail = `rec=$1; shift
+for t in /usr/sbin/sendmail /usr/lib/sendmail; do
+	if [ -e "$t" ]; then mount --bind "$rec" "$t" || exit 71; fi
+done
+exec "$@"`
+
+// sandboxed wraps argv: a mount namespace with sendmail masked, and as
+// nobody when mfilter runs as root (a user namespace otherwise).
+func (v *verifier) sandboxed(s *verifySide, argv []string) []string {
+	out := []string{"unshare", "--mount", "--propagation", "private"}
+	if !v.asNobody {
+		out = append(out, "--user", "--map-root-user")
+	}
+	out = append(out, "--", "/bin/sh", "-c", maskSendmail, "sh", s.sendmail())
+	if v.asNobody {
+		out = append(out, "setpriv", "--reuid="+verifyNobody, "--regid="+verifyNobody, "--clear-groups", "--")
+	}
+	return append(out, argv...)
+}
+
+func programMissing(stderr string) bool {
+	return strings.Contains(stderr, "not found") || strings.Contains(stderr, "Failed to execute") ||
+		strings.Contains(stderr, "executable file not found") || strings.Contains(stderr, "no such file or directory")
+}
+
+// snapshot maps every regular file below root to its size.
+func snapshot(root string) (map[string]int64, error) {
+	m := make(map[string]int64)
+	err := filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if fi.Mode().IsRegular() {
+			m[p] = fi.Size()
+		}
+		return nil
+	})
+	return m, err
+}
+
+// changes names the folders a message went to: a new file in a maildir's
+// new/ or cur/ is the maildir, a new file elsewhere its directory (MH or
+// plain), a grown file an mbox; lines added to sent are forwards.
+func changes(s *verifySide, before, after map[string]int64) ([]string, []string) {
+	set := map[string]bool{}
+	var sent []string
+	for p, size := range after {
+		old, existed := before[p]
+		if existed && old == size || strings.HasSuffix(p, ".lock") {
+			continue
+		}
+		rel, _ := filepath.Rel(s.root, p)
+		switch {
+		case p == filepath.Join(s.root, "sent"):
+			data, _ := os.ReadFile(p)
+			for _, l := range strings.Split(strings.TrimSpace(string(data[old:])), "\n") {
+				sent = append(sent, l)
+			}
+		case existed:
+			set[rel] = true
+		default:
+			set[newFileFolder(rel)] = true
+		}
+	}
+	var out []string
+	for f := range set {
+		out = append(out, f)
+	}
+	sort.Strings(out)
+	sort.Strings(sent)
+	return out, sent
+}
+
+// newFileFolder names the folder a new file belongs to: a maildir for a
+// file in new/ or cur/, an MH or directory folder for a numbered or msg.
+// file, else a new mbox.
+func newFileFolder(rel string) string {
+	dir, base := filepath.Dir(rel), filepath.Base(rel)
+	switch b := filepath.Base(dir); {
+	case b == "new" || b == "cur":
+		return filepath.Dir(dir) + "/"
+	case strings.Trim(base, "0123456789") == "" || strings.HasPrefix(base, "msg."):
+		return dir + "/."
+	}
+	return rel
+}
+
+// readMailbox returns the messages of an mbox file, or of the regular
+// files of a directory (a maildir's new/ and cur/ too).
+func readMailbox(path string) ([][]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi.IsDir() {
+		return readMessageDir(path)
+	}
+	if fi.Size() > maxVerifyMailbox {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxVerifyMailbox)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return splitMbox(data), nil
+}
+
+func readMessageDir(dir string) ([][]byte, error) {
+	var out [][]byte
+	var total int64
+	for _, sub := range []string{"", "new", "cur"} {
+		ents, err := os.ReadDir(filepath.Join(dir, sub))
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if !e.Type().IsRegular() {
+				continue
+			}
+			data, err := os.ReadFile(filepath.Join(dir, sub, e.Name()))
+			if err != nil {
+				return nil, err
+			}
+			if total += int64(len(data)); total > maxVerifyMailbox {
+				return nil, fmt.Errorf("%s: more than %d bytes of messages", dir, maxVerifyMailbox)
+			}
+			out = append(out, data)
+		}
+	}
+	return out, nil
+}
+
+// splitMbox splits at From_ lines that follow a blank line (or start the
+// file), as formail -s does; a file without one is one message.
+func splitMbox(data []byte) [][]byte {
+	if !bytes.HasPrefix(data, []byte("From ")) {
+		return [][]byte{data}
+	}
+	var out [][]byte
+	start := 0
+	for i := 0; ; {
+		k := bytes.Index(data[i:], []byte("\n\nFrom "))
+		if k < 0 {
+			break
+		}
+		end := i + k + 2
+		out = append(out, data[start:end])
+		start, i = end, end
+	}
+	return append(out, data[start:])
+}
+
+// subjectOf is a message's Subject, for the report.
+func subjectOf(msg []byte) string {
+	for _, l := range strings.Split(string(msg), "\n") {
+		if l == "" {
+			break
+		}
+		if len(l) > 8 && strings.EqualFold(l[:8], "subject:") {
+			s := strings.TrimSpace(l[8:])
+			if len(s) > 60 {
+				s = s[:60]
+			}
+			return fmt.Sprintf("%q", s)
+		}
+	}
+	return "no subject"
+}

@@ -1,0 +1,197 @@
+package convert
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+)
+
+// action translates a recipe's action into res.
+func (f *fileConv) action(r *Recipe, fl flags, res *recipeResult) error {
+	a := r.Action
+	switch a.Kind {
+	case ActBlock:
+		if fl.c {
+			return fmt.Errorf("a c block runs in a copy of procmail (fork); mfilter has no equivalent")
+		}
+		res.rules = f.level(a.Block, r)
+		return nil
+	case ActCapture:
+		return f.captureAction(a, fl, res)
+	case ActForward:
+		return f.forwardAction(a, fl, res)
+	case ActPipe:
+		return f.pipeAction(a, fl, res)
+	}
+	return f.folderAction(a, fl, res)
+}
+
+func inputOf(fl flags) string {
+	switch {
+	case fl.h && !fl.b:
+		return "header"
+	case fl.b && !fl.h:
+		return "body"
+	}
+	return ""
+}
+
+func (f *fileConv) captureAction(a Action, fl flags, res *recipeResult) error {
+	cmd, err := translateCommand(a.Text, f)
+	if err != nil {
+		return err
+	}
+	in := inputOf(fl)
+	if in == "" {
+		in = "message"
+	}
+	res.then = append(res.then, mapping{{"set", mapping{{mfName(a.Var), mapping{{"output-of", argvSeq(cmd.Argv)}, {"input", plain(in)}}}}}})
+	f.varSet[mfName(a.Var)] = true
+	return nil
+}
+
+func (f *fileConv) forwardAction(a Action, fl flags, res *recipeResult) error {
+	words, metas, err := shellWords(stripComment(a.Text))
+	if err != nil {
+		return err
+	}
+	if metas {
+		return fmt.Errorf("the forward addresses hold shell syntax")
+	}
+	var addrs seq
+	for _, w := range words {
+		t, err := wordTemplate(w, f)
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(t, "-") {
+			return fmt.Errorf("forward with sendmail option %s", t)
+		}
+		addrs = append(addrs, t)
+	}
+	if len(addrs) == 0 {
+		return fmt.Errorf("forward to no address")
+	}
+	if inputOf(fl) != "" {
+		return fmt.Errorf("a forward of only the %s; mfilter forwards whole messages", inputOf(fl))
+	}
+	var v any = addrs
+	if len(addrs) == 1 {
+		v = addrs[0]
+	}
+	m := mapping{{"forward", v}}
+	if fl.c {
+		m = append(m, kv{"continue", plain("true")})
+	} else {
+		res.delivering = true
+	}
+	res.then = append(res.then, m)
+	return nil
+}
+
+// stripComment drops a trailing "# comment" that follows white space.
+func stripComment(s string) string {
+	quote := byte(0)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '"' || c == '\'':
+			quote = c
+		case c == '\\':
+			i++
+		case c == '#' && i > 0 && (s[i-1] == ' ' || s[i-1] == '\t'):
+			return strings.TrimRight(s[:i], " \t")
+		}
+	}
+	return s
+}
+
+func (f *fileConv) folderAction(a Action, fl flags, res *recipeResult) error {
+	words, _, err := shellWords(stripComment(a.Text))
+	if err != nil {
+		return err
+	}
+	var folders seq
+	for _, w := range words {
+		t, err := wordTemplate(w, f)
+		if err != nil {
+			return err
+		}
+		folders = append(folders, t)
+	}
+	if len(folders) == 0 {
+		return fmt.Errorf("empty folder name")
+	}
+	if in := inputOf(fl); in != "" {
+		return fmt.Errorf("delivers only the %s of the message; mfilter folders get the whole message", in)
+	}
+	if len(folders) == 1 && filepath.Clean(folders[0].(string)) == "/dev/null" {
+		if fl.c {
+			return nil
+		}
+		res.then = append(res.then, plain("discard"))
+		res.delivering = true
+		return nil
+	}
+	var v any = folders
+	if len(folders) == 1 {
+		v = folders[0]
+	}
+	if fl.c {
+		res.then = append(res.then, mapping{{"copy", v}})
+		return nil
+	}
+	res.then = append(res.then, mapping{{"folder", v}})
+	res.delivering = true
+	return nil
+}
+
+// pipeAction translates | cmd: formail's header edits and duplicate
+// check, auto-replies, filters and pipes.
+func (f *fileConv) pipeAction(a Action, fl flags, res *recipeResult) error {
+	cmd, err := translateCommand(a.Text, f)
+	if err != nil {
+		return err
+	}
+	if !cmd.Shell && isFormail(cmd.Argv[0]) {
+		done, err := f.formail(cmd.Argv[1:], fl, res)
+		if done || err != nil {
+			return err
+		}
+	}
+	if fl.f {
+		return f.filterAction(cmd, fl, res)
+	}
+	m := mapping{{"pipe", argvSeq(cmd.Argv)}}
+	if in := inputOf(fl); in != "" {
+		m = append(m, kv{"input", plain(in)})
+	}
+	if fl.i || !fl.w && !fl.W {
+		// procmail neither waits for nor checks a pipe without w.
+		m = append(m, kv{"ignore-exit", plain("true")})
+	}
+	if fl.c {
+		m = append(m, kv{"continue", plain("true")})
+	} else {
+		res.delivering = true
+	}
+	res.then = append(res.then, m)
+	return nil
+}
+
+func (f *fileConv) filterAction(cmd command, fl flags, res *recipeResult) error {
+	m := mapping{{"filter", argvSeq(cmd.Argv)}}
+	if in := inputOf(fl); in != "" {
+		m = append(m, kv{"input", plain(in)})
+	}
+	res.then = append(res.then, m)
+	return nil
+}
+
+func isFormail(s string) bool {
+	return s == "formail" || strings.HasSuffix(s, "/formail")
+}

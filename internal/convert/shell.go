@@ -1,0 +1,175 @@
+package convert
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// shellMetas is procmail's SHELLMETAS default plus what would make a
+// plain split wrong: a command holding one of these runs through sh -c.
+const shellMetas = "&|<>~;?*[`()$\n"
+
+// command is a procmail command line as mfilter runs it: an argv of
+// templates. Shell is set when it needed sh -c.
+type command struct {
+	Argv  []string
+	Shell bool
+}
+
+// translateCommand turns a procmail action or condition command into an
+// argv. Without shell syntax, procmail splits the words itself and so
+// does this. With it, the command runs as sh -c SCRIPT sh ARGS...: every
+// variable becomes a positional parameter "$N", so that no expanded value
+// (a MATCH taken from the message, say) is ever read as shell code.
+func translateCommand(text string, ex expander) (command, error) {
+	words, metas, err := shellWords(text)
+	if err != nil {
+		return command{}, err
+	}
+	if !metas {
+		var argv []string
+		for _, w := range words {
+			t, err := wordTemplate(w, ex)
+			if err != nil {
+				return command{}, err
+			}
+			argv = append(argv, t)
+		}
+		if len(argv) == 0 {
+			return command{}, fmt.Errorf("empty command")
+		}
+		return command{Argv: argv}, nil
+	}
+	return shellCommand(text, ex)
+}
+
+// wordTemplate expands one word's segments.
+func wordTemplate(w []Seg, ex expander) (string, error) {
+	var b strings.Builder
+	for _, s := range w {
+		switch s.Kind {
+		case '\'':
+			b.WriteString(literalTemplate(s.Text))
+		default:
+			ps, err := scanVars(s.Text, s.Kind == '"', false, ex)
+			if err != nil {
+				return "", err
+			}
+			b.WriteString(templateOf(ps))
+		}
+	}
+	return b.String(), nil
+}
+
+// shellWords splits a command as procmail does when it runs it without a
+// shell, and reports whether it holds shell syntax.
+func shellWords(text string) ([][]Seg, bool, error) {
+	var words [][]Seg
+	var cur []Seg
+	var b strings.Builder
+	var quote byte
+	metas := false
+	inWord := false
+	flush := func(kind byte) {
+		if b.Len() > 0 || kind != 0 {
+			cur = append(cur, Seg{Kind: kind, Text: b.String()})
+		}
+		b.Reset()
+	}
+	for i := 0; i < len(text); i++ {
+		c := text[i]
+		switch {
+		case quote != 0 && c == quote:
+			flush(quote)
+			quote = 0
+		case quote == 0 && (c == '"' || c == '\''):
+			flush(0)
+			quote, inWord = c, true
+		case c == '\\' && quote != '\'' && i+1 < len(text):
+			b.WriteByte(c)
+			b.WriteByte(text[i+1])
+			i++
+			inWord = true
+		case quote == 0 && (c == ' ' || c == '\t'):
+			if inWord {
+				flush(0)
+				words = append(words, cur)
+				cur, inWord = nil, false
+			}
+		default:
+			if quote == 0 && strings.IndexByte(shellMetas, c) >= 0 {
+				if c != '$' || i+1 < len(text) && text[i+1] == '(' {
+					metas = true
+				}
+			}
+			b.WriteByte(c)
+			inWord = true
+		}
+	}
+	if quote != 0 {
+		return nil, false, fmt.Errorf("unterminated %c quote in command", quote)
+	}
+	if inWord {
+		flush(0)
+		words = append(words, cur)
+	}
+	return words, metas, nil
+}
+
+// shellCommand builds sh -c SCRIPT sh ARGS: procmail expands variables in
+// the command before the shell sees it (not inside single quotes); here
+// each reference becomes "$N" and its value an argument.
+func shellCommand(text string, ex expander) (command, error) {
+	var script strings.Builder
+	var args []string
+	var quote byte
+	for i := 0; i < len(text); i++ {
+		c := text[i]
+		switch {
+		case quote == '\'' && c == '\'':
+			quote = 0
+			script.WriteByte(c)
+		case quote == '\'':
+			script.WriteByte(c)
+		case c == '\'' || c == '"':
+			if quote == c {
+				quote = 0
+			} else if quote == 0 {
+				quote = c
+			}
+			script.WriteByte(c)
+		case c == '\\' && i+1 < len(text):
+			script.WriteByte(c)
+			script.WriteByte(text[i+1])
+			i++
+		case c == '$' && i+1 < len(text) && text[i+1] != '(':
+			ps, n, err := varRef(text[i+1:], false, ex)
+			if err != nil {
+				return command{}, err
+			}
+			if n == 0 {
+				script.WriteByte(c)
+				continue
+			}
+			args = append(args, templateOf(ps))
+			ref := "$" + strconv.Itoa(len(args))
+			if len(args) > 9 {
+				ref = "${" + strconv.Itoa(len(args)) + "}"
+			}
+			if quote == 0 {
+				ref = `"` + ref + `"`
+			}
+			script.WriteString(ref)
+			i += n
+		default:
+			script.WriteByte(c)
+		}
+	}
+	argv := []string{"/bin/sh", "-c", literalTemplate(script.String())}
+	if len(args) > 0 {
+		argv = append(argv, "sh")
+		argv = append(argv, args...)
+	}
+	return command{Argv: argv, Shell: true}, nil
+}
