@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mfilter/mfilter/internal/mailfmt"
 	"github.com/mfilter/mfilter/internal/maillock"
+	"github.com/mfilter/mfilter/internal/mailtest"
 	"github.com/mfilter/mfilter/internal/sshtest"
 )
 
@@ -106,97 +103,14 @@ func (e *fetchEnv) leftovers() []string {
 	return m
 }
 
-// spoolMessages returns n mbox messages built from the test corpus, each
-// with a unique id so that the test can count them.
-func spoolMessages(t *testing.T, n int, tag string) [][]byte {
-	files, _ := filepath.Glob(filepath.Join("..", "..", "testdata", "corpus", "messages", "*", "*.eml"))
-	sort.Strings(files)
-	if len(files) == 0 {
-		t.Fatal("no corpus")
-	}
-	var out [][]byte
-	for i := 0; i < n; i++ {
-		data, err := os.ReadFile(files[i%len(files)])
-		if err != nil {
-			t.Fatal(err)
-		}
-		// A plain LF message with a unique header first, so that every
-		// message splits the same way whatever the corpus file holds.
-		data = bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n"))
-		data = bytes.ReplaceAll(data, []byte("\nFrom "), []byte("\n>From "))
-		if bytes.HasPrefix(data, []byte("From ")) {
-			data = data[bytes.IndexByte(data, '\n')+1:]
-		}
-		if !bytes.HasSuffix(data, []byte("\n")) {
-			data = append(data, '\n')
-		}
-		m := fmt.Sprintf("From sender@example.org Mon Jan  1 00:00:00 2024\nX-Test-ID: %s-%d\n%s\n", tag, i, data)
-		out = append(out, []byte(m))
-	}
-	return out
-}
+// spoolMessages returns n distinct corpus messages (mailtest.Messages).
+func spoolMessages(t *testing.T, n int, tag string) [][]byte { return mailtest.Messages(t, n, tag) }
 
-// filedIDs returns the X-Test-ID of every message in the maildir and mbox
-// folders under mail, with the hash of its bytes, sorted.
-func filedIDs(t *testing.T, mail string) []string {
-	var out []string
-	filepath.WalkDir(mail, func(p string, d os.DirEntry, err error) error {
-		rel, _ := filepath.Rel(mail, p)
-		if err != nil || d.IsDir() || strings.Contains("/"+rel, "/tmp/") || strings.HasSuffix(p, ".log") || strings.HasPrefix(d.Name(), ".") {
-			return nil
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return nil
-		}
-		if b := filepath.Base(filepath.Dir(p)); b == "new" || b == "cur" {
-			out = append(out, idOf(data))
-			return nil
-		}
-		s := mailfmt.NewSplitter(bytes.NewReader(data), mailfmt.SplitOptions{})
-		for {
-			m, err := s.Next()
-			if err != nil {
-				break
-			}
-			out = append(out, idOf(m))
-		}
-		return nil
-	})
-	sort.Strings(out)
-	return out
-}
+// filedIDs returns the ids of the messages under mail (mailtest.FiledIDs).
+func filedIDs(t *testing.T, mail string) []string { return mailtest.FiledIDs(t, mail) }
 
-func idOf(m []byte) string {
-	id := "?"
-	if i := bytes.Index(m, []byte("X-Test-ID: ")); i >= 0 {
-		id = string(m[i+11 : i+11+bytes.IndexByte(m[i+11:], '\n')])
-	}
-	// procmail's Content-Length rewrite applies on the way in; it is
-	// idempotent, so both sides go through it.
-	body := mailfmt.ContentLengthFixed(m, false)
-	if bytes.HasPrefix(body, []byte("From ")) {
-		body = body[bytes.IndexByte(body, '\n')+1:]
-	}
-	sum := sha256.Sum256(bytes.TrimRight(body, "\n"))
-	return id + "/" + hex.EncodeToString(sum[:6])
-}
-
-// wantIDs are the ids of msgs as the splitter hands them on (it adds a
-// blank line after a header that lacks one, as formail does).
-func wantIDs(msgs [][]byte) []string {
-	var out []string
-	for _, m := range msgs {
-		s := mailfmt.NewSplitter(bytes.NewReader(m), mailfmt.SplitOptions{})
-		split, err := s.Next()
-		if err != nil {
-			split = m
-		}
-		out = append(out, idOf(split))
-	}
-	sort.Strings(out)
-	return out
-}
+// wantIDs are the ids of msgs as filed (mailtest.WantIDs).
+func wantIDs(msgs [][]byte) []string { return mailtest.WantIDs(msgs) }
 
 func checkFiled(t *testing.T, e *fetchEnv, all [][]byte) {
 	t.Helper()
@@ -215,26 +129,7 @@ func checkFiled(t *testing.T, e *fetchEnv, all [][]byte) {
 	}
 }
 
-func firstMismatch(got, want []string) string {
-	g := map[string]int{}
-	for _, x := range got {
-		g[x]++
-	}
-	for _, x := range want {
-		g[x]--
-	}
-	var d []string
-	for k, v := range g {
-		if v != 0 {
-			d = append(d, fmt.Sprintf("%s:%+d", k, v))
-		}
-	}
-	sort.Strings(d)
-	if len(d) > 5 {
-		d = d[:5]
-	}
-	return strings.Join(d, " ")
-}
+func firstMismatch(got, want []string) string { return mailtest.Mismatch(got, want) }
 
 func TestFetchBasic(t *testing.T) {
 	srv := sshtest.Start(t, sshtest.Options{})

@@ -3,22 +3,18 @@ package fetch
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 
 	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/filer"
-	"github.com/mfilter/mfilter/internal/mailfmt"
 	"github.com/mfilter/mfilter/internal/maillog"
+	"github.com/mfilter/mfilter/internal/mailtest"
 	"github.com/mfilter/mfilter/remote"
 )
 
@@ -106,14 +102,12 @@ func TestCutTransfers(t *testing.T) {
 	}
 	w.f.Filer = &filer.Filer{Writer: w.f.Writer, Router: r, Log: maillog.New(nil)}
 	rng := rand.New(rand.NewPCG(5, 6))
-	var want []string
+	var all [][]byte
 	cut := 0
 	for run := range 60 {
-		msgs := cutMessages(t, 40+rng.IntN(40), fmt.Sprintf("r%d", run))
+		msgs := mailtest.Messages(t, 40+rng.IntN(40), fmt.Sprintf("r%d", run))
 		appendFile(t, w.spool, msgs)
-		for _, m := range msgs {
-			want = append(want, filedKey(m))
-		}
+		all = append(all, msgs...)
 		size := int64(len(bytes.Join(msgs, nil)))
 		spool.cutAt, spool.eof = rng.Int64N(size), run%2 == 1
 		if _, err := w.f.Run(context.Background()); err != nil {
@@ -127,39 +121,11 @@ func TestCutTransfers(t *testing.T) {
 	if cut < 30 {
 		t.Errorf("only %d of 60 runs were cut short", cut)
 	}
-	got := filedKeys(t, w.mail)
-	sort.Strings(want)
+	got, want := mailtest.FiledIDs(t, w.mail), mailtest.WantIDs(all)
 	if strings.Join(got, " ") != strings.Join(want, " ") {
-		t.Fatalf("filed %d messages, the spool had %d; difference: %s", len(got), len(want), keyDiff(got, want))
+		t.Fatalf("filed %d messages, the spool had %d; difference: %s", len(got), len(want), mailtest.Mismatch(got, want))
 	}
 	w.clean(t)
-}
-
-// cutMessages are n corpus messages, each with a unique X-Test-ID first
-// and no line that could split it.
-func cutMessages(t *testing.T, n int, tag string) [][]byte {
-	files, _ := filepath.Glob(filepath.Join("..", "..", "testdata", "corpus", "messages", "*", "*.eml"))
-	sort.Strings(files)
-	if len(files) == 0 {
-		t.Fatal("no corpus")
-	}
-	var out [][]byte
-	for i := range n {
-		data, err := os.ReadFile(files[(i*7+len(tag))%len(files)])
-		if err != nil {
-			t.Fatal(err)
-		}
-		data = bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n"))
-		data = bytes.ReplaceAll(data, []byte("\nFrom "), []byte("\n>From "))
-		if bytes.HasPrefix(data, []byte("From ")) {
-			data = data[bytes.IndexByte(data, '\n')+1:]
-		}
-		if !bytes.HasSuffix(data, []byte("\n")) {
-			data = append(data, '\n')
-		}
-		out = append(out, fmt.Appendf(nil, "From sender@example.org Mon Jan  1 00:00:00 2024\nX-Test-ID: %s-%d\n%s\n", tag, i, data))
-	}
-	return out
 }
 
 func appendFile(t *testing.T, path string, msgs [][]byte) {
@@ -171,69 +137,4 @@ func appendFile(t *testing.T, path string, msgs [][]byte) {
 	if _, err := f.Write(bytes.Join(msgs, nil)); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// filedKey is a message's id and the hash of what any folder keeps of
-// it as the splitter hands it on: without the From_ line, with
-// procmail's Content-Length rewrite, trailing newlines aside.
-func filedKey(m []byte) string {
-	if split, err := mailfmt.NewSplitter(bytes.NewReader(m), mailfmt.SplitOptions{}).Next(); err == nil {
-		m = split
-	}
-	body := mailfmt.ContentLengthFixed(m, false)
-	if bytes.HasPrefix(body, []byte("From ")) {
-		body = body[bytes.IndexByte(body, '\n')+1:]
-	}
-	sum := sha256.Sum256(bytes.TrimRight(body, "\n"))
-	return testID(m) + "/" + hex.EncodeToString(sum[:6])
-}
-
-// filedKeys are the keys of every message in the maildir, MH and mbox
-// folders under mail, sorted.
-func filedKeys(t *testing.T, mail string) []string {
-	var out []string
-	err := filepath.WalkDir(mail, func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || strings.HasPrefix(d.Name(), ".") || filepath.Base(filepath.Dir(p)) == "tmp" {
-			return err
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		if !strings.HasSuffix(p, ".mbox") {
-			out = append(out, filedKey(data))
-			return nil
-		}
-		s := mailfmt.NewSplitter(bytes.NewReader(data), mailfmt.SplitOptions{})
-		for {
-			m, err := s.Next()
-			if err != nil {
-				return nil
-			}
-			out = append(out, filedKey(m))
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func keyDiff(got, want []string) string {
-	n := map[string]int{}
-	for _, k := range got {
-		n[k]++
-	}
-	for _, k := range want {
-		n[k]--
-	}
-	var d []string
-	for k, v := range n {
-		if v != 0 {
-			d = append(d, fmt.Sprintf("%s:%+d", k, v))
-		}
-	}
-	sort.Strings(d)
-	return strings.Join(d, " ")
 }
