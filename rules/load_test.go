@@ -264,6 +264,17 @@ func TestExampleUsesEveryKind(t *testing.T) {
 					seen["header:"+a.Op] = true
 				case *FolderAction:
 					seen[fmt.Sprintf("folder copy=%v", a.Copy)] = true
+					if len(a.Fallback) > 0 {
+						seen["fallback"] = true
+					}
+				case *PipeAction:
+					seen["pipe input:"+a.Input] = true
+				case *SetAction:
+					for _, v := range a.Vars {
+						if v.Program != nil {
+							seen["output-of"] = true
+						}
+					}
 				}
 			}
 			walk(r.Rules)
@@ -278,6 +289,7 @@ func TestExampleUsesEveryKind(t *testing.T) {
 		"address:address", "address:domain",
 		"*rules.FolderAction", "folder copy=true", "folder copy=false", "*rules.PipeAction", "*rules.ForwardAction",
 		"*rules.DiscardAction", "*rules.StopAction", "*rules.HeaderAction", "*rules.FilterAction", "*rules.SetAction", "*rules.LogAction", "*rules.FlagsAction",
+		"*rules.ReplyAction", "fallback", "pipe input:body", "output-of",
 		"header:add", "header:add-if-missing", "header:set", "header:supersede", "header:remove", "header:rename",
 	} {
 		if !seen[want] {
