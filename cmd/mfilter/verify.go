@@ -102,6 +102,11 @@ func newVerifier(env *environ, procmail, rcfile, keep string) (*verifier, error)
 		return nil, err
 	}
 	v := &verifier{env: env, dir: dir, procmail: procmail, asNobody: os.Geteuid() == 0}
+	if v.asNobody {
+		if err := reachable(dir); err != nil {
+			return v, err
+		}
+	}
 	v.pm = &verifySide{root: filepath.Join(dir, "procmail"), name: "procmail"}
 	v.mf = &verifySide{root: filepath.Join(dir, "mfilter"), name: "mfilter"}
 	if v.mfilter, err = selfPath(); err != nil {
@@ -178,6 +183,23 @@ func verifyDir(keep string) (string, error) {
 		return "", err
 	}
 	return dir, os.Chmod(dir, 0o755)
+}
+
+// reachable checks that user nobody can reach dir: otherwise both sides
+// would fail alike and seem to agree.
+func reachable(dir string) error {
+	for d := dir; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("the scratch directory %s is not reachable by user nobody (%s is mode %#o): set TMPDIR or --keep elsewhere", dir, d, fi.Mode().Perm())
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
 }
 
 // selfPath is the mfilter binary to run as mfilter deliver.
@@ -288,7 +310,7 @@ func (v *verifier) run(ctx context.Context, s *verifySide, msg []byte, argv ...s
 	if err != nil {
 		return d, err
 	}
-	d.folders, d.sent = changes(s, before, after)
+	d.folders, d.sent = changes(s, before, after, deliveryMarks(msg))
 	d.missing = programMissing(stderr.String())
 	return d, nil
 }
@@ -341,7 +363,7 @@ func snapshot(root string) (map[string]int64, error) {
 // changes names the folders a message went to: a new file in a maildir's
 // new/ or cur/ is the maildir, a new file elsewhere its directory (MH or
 // plain), a grown file an mbox; lines added to sent are forwards.
-func changes(s *verifySide, before, after map[string]int64) ([]string, []string) {
+func changes(s *verifySide, before, after map[string]int64, marks [][]byte) ([]string, []string) {
 	set := map[string]bool{}
 	var sent []string
 	for p, size := range after {
@@ -356,6 +378,8 @@ func changes(s *verifySide, before, after map[string]int64) ([]string, []string)
 			for _, l := range strings.Split(strings.TrimSpace(string(data[old:])), "\n") {
 				sent = append(sent, l)
 			}
+		case !holdsMessage(p, old, marks):
+			// A log file, a duplicate cache: not a folder.
 		case existed:
 			set[rel] = true
 		default:
@@ -369,6 +393,50 @@ func changes(s *verifySide, before, after map[string]int64) ([]string, []string)
 	sort.Strings(out)
 	sort.Strings(sent)
 	return out, sent
+}
+
+// deliveryMarks are lines of the message that a folder holding it (or
+// its header or body alone) holds and a log abstract does not: its
+// Message-ID field and its first body line.
+func deliveryMarks(msg []byte) [][]byte {
+	var marks [][]byte
+	header, body, _ := bytes.Cut(msg, []byte("\n\n"))
+	for _, l := range bytes.Split(header, []byte("\n")) {
+		if len(l) > 11 && bytes.EqualFold(l[:11], []byte("message-id:")) {
+			marks = append(marks, bytes.TrimSpace(l[11:]))
+			break
+		}
+	}
+	for _, l := range bytes.Split(body, []byte("\n")) {
+		if l = bytes.TrimSpace(l); len(l) > 0 {
+			marks = append(marks, l[:min(len(l), 60)])
+			break
+		}
+	}
+	return marks
+}
+
+// holdsMessage reports whether the bytes of file p after offset hold one
+// of the marks (with none, anything but a log abstract does).
+func holdsMessage(p string, offset int64, marks [][]byte) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(io.NewSectionReader(f, offset, 1<<62), maxVerifyMailbox))
+	if err != nil {
+		return false
+	}
+	if len(marks) == 0 {
+		return !bytes.Contains(data, []byte("  Folder: "))
+	}
+	for _, m := range marks {
+		if bytes.Contains(data, m) {
+			return true
+		}
+	}
+	return false
 }
 
 // newFileFolder names the folder a new file belongs to: a maildir for a

@@ -1,0 +1,177 @@
+package convert
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/mfilter/mfilter/rules"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+func testEnv(k string) string {
+	return map[string]string{"HOME": "/home/alice", "LOGNAME": "alice"}[k]
+}
+
+func TestTranslateRegex(t *testing.T) {
+	tests := []struct {
+		in, want string
+		capture  bool
+	}{
+		{`^Subject:.*hello`, `^Subject:.*hello`, false},
+		{`a{2}`, `a\{2\}`, false},
+		{`[[:alpha:]]`, `[\[:alpha:]\]`, false},
+		{`\<word\>`, `(?:^|[^a-zA-Z0-9_])word(?:$|[^a-zA-Z0-9_])`, false},
+		{`^^From`, `\AFrom`, false},
+		{`body^^`, `body\z`, false},
+		{`\d\.x`, `d\.x`, false},
+		{`*star`, `\*star`, false},
+		{`a**`, `(?:a*)*`, false},
+		{`a+?`, `(?:a+)?`, false},
+		{`(a|b`, `(a|b`, false},
+		{`[^]x]`, `[^\]x]`, false},
+		{`^Subject:[ ]*\/.*`, `(?:^Subject:[ ]*?)(?P<match>.*)`, true},
+		{`^Subject:[ ]*\/.*`, `^Subject:[ ]*.*`, false},
+		{`$`, `$`, false},
+		{`${x`, `$\{x`, false},
+	}
+	for _, tt := range tests {
+		got := translateRegex([]piece{{text: tt.in}}, tt.capture)
+		if got != tt.want {
+			t.Errorf("translateRegex(%q, %v) = %q, want %q", tt.in, tt.capture, got, tt.want)
+		}
+	}
+}
+
+// TestMatchSemantics checks the translation against what procmail does
+// (../shared/spec/procmail-behaviour.md §7): MATCH of ^Subject:[ ]*\/.*
+// keeps the leading space, as the left side matches shortest.
+func TestMatchSemantics(t *testing.T) {
+	re := regexp.MustCompile("(?im)" + translateRegex([]piece{{text: `^Subject:[ ]*\/.*`}}, true))
+	m := re.FindStringSubmatch("From: a\nSubject: Hello World\n\n")
+	if m == nil || m[re.SubexpIndex("match")] != " Hello World" {
+		t.Fatalf("MATCH = %q, want %q", m, " Hello World")
+	}
+}
+
+func TestParse(t *testing.T) {
+	src := "A=1\n:0 Bc: lock # comment\n* ^x \\\n  y\n* ! z\n| cmd \\\n  arg\n:0\n{ V=yes }\n:0\n{\n  :0\n  inner\n}\nX=\"two\nlines\"\n"
+	f := Parse("rc", []byte(src))
+	var kinds []string
+	for _, it := range f.Items {
+		switch x := it.(type) {
+		case *Assign:
+			kinds = append(kinds, fmt.Sprintf("assign %s@%d-%d", x.Name, x.Line, x.End))
+		case *Recipe:
+			kinds = append(kinds, fmt.Sprintf("recipe %q lock=%v conds=%d kind=%d text=%q block=%d @%d-%d",
+				x.Flags, x.Lock, len(x.Conds), x.Action.Kind, x.Action.Text, len(x.Action.Block), x.Line, x.End))
+			for _, c := range x.Conds {
+				kinds = append(kinds, "cond "+c.Text)
+			}
+		default:
+			kinds = append(kinds, fmt.Sprintf("%T", it))
+		}
+	}
+	want := []string{
+		"assign A@1-1",
+		`recipe "Bc" lock=true conds=2 kind=1 text="cmd   arg" block=0 @2-7`,
+		"cond ^x y",
+		"cond ! z",
+		`recipe "" lock=false conds=0 kind=3 text="" block=1 @8-9`,
+		`recipe "" lock=false conds=0 kind=3 text="" block=1 @10-14`,
+		"assign X@15-16",
+	}
+	if strings.Join(kinds, "\n") != strings.Join(want, "\n") {
+		t.Errorf("parsed:\n%s\nwant:\n%s", strings.Join(kinds, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestGolden converts each testdata procmailrc and compares the YAML and
+// the warnings with the golden files (go test -update rewrites them).
+func TestGolden(t *testing.T) {
+	files, _ := filepath.Glob("testdata/*.procmailrc")
+	corpus, _ := filepath.Glob("testdata/corpus/*.procmailrc")
+	files = append(files, corpus...)
+	if len(files) == 0 {
+		t.Fatal("no testdata")
+	}
+	for _, path := range files {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := Convert(path, data, Options{Getenv: testEnv})
+			got := res.Files[0].Text
+			report := fmt.Sprintf("%s\nconverted %d of %d recipes\n", strings.Join(res.Warnings, "\n"), res.Converted, res.Recipes)
+			golden(t, strings.TrimSuffix(path, ".procmailrc")+".yaml", got)
+			golden(t, strings.TrimSuffix(path, ".procmailrc")+".report", report)
+			if _, err := rules.Parse(filepath.Join(t.TempDir(), "rules.yaml"), []byte(got)); err != nil {
+				t.Errorf("mfilter check: %v", err)
+			}
+		})
+	}
+}
+
+func golden(t *testing.T, path, got string) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(want) != got {
+		t.Errorf("%s differs; got:\n%s", path, got)
+	}
+}
+
+var recipeLine = regexp.MustCompile(`(?m)^[ \t]*(\{[ \t]*)?:[0-9]`)
+
+// TestCorpus converts the corpus procmailrc files: every output passes
+// mfilter check, the recipe count agrees with a count of :0 lines, and
+// at least 95 % are converted. It reads testdata/corpus, and also the
+// directory in MFILTER_CONVERT_CORPUS when set (the 56 files of
+// ../shared/corpus/procmailrc, not all of which may be copied here).
+func TestCorpus(t *testing.T) {
+	dirs := []string{"testdata/corpus"}
+	if d := os.Getenv("MFILTER_CONVERT_CORPUS"); d != "" {
+		dirs = append(dirs, d)
+	}
+	for _, dir := range dirs {
+		files, _ := filepath.Glob(filepath.Join(dir, "*.procmailrc"))
+		if len(files) == 0 {
+			t.Fatalf("%s: no procmailrc files", dir)
+		}
+		total, converted := 0, 0
+		for _, path := range files {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := Convert(path, data, Options{Getenv: testEnv})
+			if n := len(recipeLine.FindAll(data, -1)); n != res.Recipes {
+				t.Errorf("%s: %d recipes counted, %d :0 lines", path, res.Recipes, n)
+			}
+			total += res.Recipes
+			converted += res.Converted
+			if _, err := rules.Parse(filepath.Join(t.TempDir(), "rules.yaml"), []byte(res.Files[0].Text)); err != nil {
+				t.Errorf("%s: mfilter check: %v", path, err)
+			}
+		}
+		pct := 100 * float64(converted) / float64(total)
+		t.Logf("%s: %d files, converted %d of %d recipes (%.1f %%)", dir, len(files), converted, total, pct)
+		if pct < 95 {
+			t.Errorf("%s: converted %.1f %% of the recipes, want at least 95 %%", dir, pct)
+		}
+	}
+}
