@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"path/filepath"
 
 	"github.com/mfilter/mfilter/internal/convert"
@@ -85,12 +86,21 @@ func convertFile(env *environ, path string, opt convert.Options) (*convert.Resul
 	}
 	opt.Getenv = func(k string) string {
 		if k == "LOGNAME" {
-			return firstNonEmpty(env.getenv("LOGNAME"), env.getenv("USER"))
+			return firstNonEmpty(env.getenv("LOGNAME"), env.getenv("USER"), currentUser())
 		}
 		return env.getenv(k)
 	}
 	opt.ReadFile = readBounded
 	return convert.Convert(path, data, opt), sysexits.OK
+}
+
+// currentUser is the login name of the user running mfilter, for
+// procmail's /var/mail/$LOGNAME when the environment does not say.
+func currentUser() string {
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return ""
 }
 
 func readBounded(path string) ([]byte, error) {

@@ -153,6 +153,11 @@ func (f *fileConv) folderAction(a Action, fl flags, res *recipeResult) error {
 // pipeAction translates | cmd: formail's header edits and duplicate
 // check, auto-replies, filters and pipes.
 func (f *fileConv) pipeAction(a Action, fl flags, res *recipeResult) error {
+	if !fl.f {
+		if done, err := f.autoReply(a.Text, fl, res); done || err != nil {
+			return err
+		}
+	}
 	cmd, err := translateCommand(a.Text, f)
 	if err != nil {
 		return err

@@ -12,6 +12,12 @@ func (f *fileConv) formail(args []string, fl flags, res *recipeResult) (bool, er
 	if len(args) >= 3 && args[0] == "-D" {
 		return f.formailDup(args, fl, res), nil
 	}
+	if len(args) == 3 && (args[0] == "-rD" || args[0] == "-Dr") && (fl.w || fl.W) && fl.c {
+		// The once-per-sender cache of an auto-reply: the reply action
+		// keeps its own (days:), so this marks the e recipe after it.
+		res.replyGate = true
+		return true, nil
+	}
 	if !fl.f {
 		return false, nil
 	}

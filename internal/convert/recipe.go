@@ -67,6 +67,7 @@ type levelCtx struct {
 	prev       *ruleOut // the rule of the previous recipe
 	prevLine   int
 	elseVar    string // the marker variable of an E chain
+	replyGate  bool   // the previous recipe is an auto-reply's cache check
 }
 
 // recipeResult is a translated recipe.
@@ -76,6 +77,7 @@ type recipeResult struct {
 	rules      []*ruleOut
 	delivering bool // then always ends processing
 	comments   []string
+	replyGate  bool // a formail -rD cache check before an auto-reply
 }
 
 func flattenComments(rules []*ruleOut) []string {
@@ -106,7 +108,13 @@ func (f *fileConv) recipeItem(r *Recipe, lc *levelCtx, out *[]*ruleOut) []*ruleO
 		return []*ruleOut{f.notConverted(r.Line, r.End, err.Error())}
 	}
 	ro := &ruleOut{comments: f.recipeComments(r)}
+	gate := lc.replyGate
+	lc.replyGate = res.replyGate
 	switch {
+	case fl.e && gate:
+		// The reply after "formail -rD": it runs when the conditions of
+		// the cache check held, as a nested rule.
+		return f.chained(r, fl, res, ro, lc)
 	case fl.A || fl.a:
 		return f.chained(r, fl, res, ro, lc)
 	case fl.e:
@@ -154,7 +162,7 @@ func (res *recipeResult) mapping() mapping {
 		// A recipe that does nothing mfilter sees (a copy to /dev/null,
 		// a duplicate check that only marks): a no-op keeps its place
 		// for A and E recipes after it.
-		m = append(m, kv{"then", mapping{{"set", mapping{{"pm_noop", ""}}}}})
+		m = append(m, kv{"then", noop()})
 	}
 	return m
 }
@@ -181,9 +189,31 @@ func (f *fileConv) chained(r *Recipe, fl flags, res *recipeResult, ro *ruleOut, 
 			return nil
 		}
 	}
-	lc.anchor.m = append(lc.anchor.m, kv{"rules", []*ruleOut{ro}})
+	lc.anchor.m = append(dropNoop(lc.anchor.m), kv{"rules", []*ruleOut{ro}})
 	lc.prev = ro
 	return nil
+}
+
+// noop is the action of a rule that does nothing mfilter sees.
+func noop() mapping { return mapping{{"set", mapping{{"pm_noop", ""}}}} }
+
+// dropNoop removes the no-op then: of a rule that now has nested rules.
+func dropNoop(m mapping) mapping {
+	for i, e := range m {
+		if e.k == "then" && isNoop(e.v) {
+			return append(m[:i:i], m[i+1:]...)
+		}
+	}
+	return m
+}
+
+func isNoop(v any) bool {
+	set, ok := v.(mapping)
+	if !ok || len(set) != 1 || set[0].k != "set" {
+		return false
+	}
+	inner, ok := set[0].v.(mapping)
+	return ok && len(inner) == 1 && inner[0].k == "pm_noop"
 }
 
 // onFailure makes an e recipe the fallback of the previous recipe's
