@@ -74,6 +74,11 @@ func translateRegex(pieces []piece, capture bool) string {
 		st.literal(pc.text, first, capture)
 		first = false
 	}
+	for range st.groups {
+		// procmail logs "Invalid regexp" for an unclosed group, then
+		// matches as if it were closed at the end.
+		st.out.WriteByte(')')
+	}
 	if st.matchOpen {
 		st.out.WriteString(")")
 	}
@@ -244,15 +249,8 @@ func (st *reState) bracketChar(s string, i int) (int, bool) {
 	case '[':
 		st.out.WriteString(`\[`)
 	case '\\':
-		if i+1 < len(s) {
-			n := s[i+1]
-			if isAlnum(n) {
-				st.out.WriteByte(n)
-			} else {
-				st.out.WriteString(`\` + string(n))
-			}
-			return i + 1, true
-		}
+		// A backslash is literal inside brackets: procmail reads
+		// [\]] as a class holding a backslash, then a ].
 		st.out.WriteString(`\\`)
 	default:
 		st.out.WriteByte(c)
