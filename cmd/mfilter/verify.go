@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/mfilter/mfilter/internal/convert"
@@ -419,7 +420,13 @@ func deliveryMarks(msg []byte) [][]byte {
 // holdsMessage reports whether the bytes of file p after offset hold one
 // of the marks (with none, anything but a log abstract does).
 func holdsMessage(p string, offset int64, marks [][]byte) bool {
-	f, err := os.Open(p)
+	// Without O_NOATIME, reading an mbox right after a delivery makes
+	// procmail's next delivery see atime == mtime and sleep a second
+	// (its "NFS atime hack").
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOATIME, 0)
+	if err != nil {
+		f, err = os.Open(p)
+	}
 	if err != nil {
 		return false
 	}
