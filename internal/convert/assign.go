@@ -118,6 +118,10 @@ func (f *fileConv) valueOf(a *Assign) ([]piece, []any, error) {
 			if err != nil {
 				return nil, nil, err
 			}
+			if format, ok := dateFormat(cmd); ok {
+				ps = append(ps, piece{isVar: true, name: "date|strftime " + format})
+				continue
+			}
 			tmp := fmt.Sprintf("pm_output_%d_%d", a.Line, i)
 			if len(a.Value) == 1 {
 				tmp = mfName(a.Name)
@@ -133,6 +137,31 @@ func (f *fileConv) valueOf(a *Assign) ([]piece, []any, error) {
 		}
 	}
 	return ps, pre, nil
+}
+
+// strftimeCodes are the codes mfilter's strftime filter knows.
+const strftimeCodes = "YymdeHMSjaAbBZzs%"
+
+// dateFormat recognizes `date +FORMAT` (a format mfilter's ${date|strftime}
+// knows): the built-in date variable, without running a program.
+func dateFormat(cmd command) (string, bool) {
+	if cmd.Shell || len(cmd.Argv) != 2 || cmd.Argv[0] != "date" || !strings.HasPrefix(cmd.Argv[1], "+") {
+		return "", false
+	}
+	format := cmd.Argv[1][1:]
+	if strings.ContainsAny(format, "${}|") {
+		return "", false
+	}
+	for i := 0; i < len(format); i++ {
+		if format[i] != '%' {
+			continue
+		}
+		if i+1 >= len(format) || !strings.ContainsRune(strftimeCodes, rune(format[i+1])) {
+			return "", false
+		}
+		i++
+	}
+	return format, true
 }
 
 func argvSeq(argv []string) seq {
@@ -161,6 +190,8 @@ func (f *fileConv) assign(a *Assign, parent *Recipe) *ruleOut {
 	if len(pre) == 0 && f.top && parent == nil && !f.seenRecipe && f.counts[a.Name] == 1 && f.varsReady(ps) {
 		if lit, ok := literalOf(ps); ok {
 			f.consts[a.Name] = lit
+		} else if p, err := f.plainPath(a); err == nil {
+			f.plainVals[mfName(a.Name)] = p
 		}
 		f.vars = append(f.vars, kv{mfName(a.Name), templateOf(ps)})
 		f.varSet[mfName(a.Name)] = true
@@ -286,7 +317,11 @@ func (f *fileConv) plainPath(a *Assign) (string, error) {
 		default:
 			c, ok := f.consts[p.name]
 			if !ok {
-				return "", fmt.Errorf("%s uses $%s, which is not known when converting", a.Name, p.name)
+				c, ok = f.plainVals[p.name]
+			}
+			if !ok {
+				name, _, _ := strings.Cut(p.name, "|")
+				return "", fmt.Errorf("%s uses $%s, which is not known when converting", a.Name, name)
 			}
 			b.WriteString(c)
 		}

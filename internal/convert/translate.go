@@ -94,6 +94,9 @@ type fileConv struct {
 	vars   mapping
 	varSet map[string]bool // names assigned so far
 	inVars map[string]bool // names in vars:
+	// plainVals are the values, known when converting, of vars that
+	// hold ${HOME} or other vars (for settings and INCLUDERC paths).
+	plainVals map[string]string
 	// settings
 	maildir, def, log, sendmail string
 	matchScope                  int  // > 0: inside a recipe that captures MATCH
@@ -103,7 +106,7 @@ type fileConv struct {
 
 func (g *global) newFile(name string, data []byte) *fileConv {
 	f := &fileConv{g: g, name: name, ast: Parse(name, data), consts: map[string]string{},
-		counts: map[string]int{}, env: map[string]bool{}, varSet: map[string]bool{}, inVars: map[string]bool{}}
+		counts: map[string]int{}, env: map[string]bool{}, varSet: map[string]bool{}, inVars: map[string]bool{}, plainVals: map[string]string{}}
 	f.lines = strings.Split(strings.ReplaceAll(string(data), "\r\n", "\n"), "\n")
 	f.mentionsMatch = regexp.MustCompile(`\$\{?MATCH\b`).Match(data)
 	countAssigns(f.ast.Items, f.counts)
