@@ -98,76 +98,78 @@ func (st *reState) literal(s string, first, capture bool) {
 	inBracket := false
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if c == 0 { // macro boundary
+		switch {
+		case c == 0: // macro boundary
 			st.verbatim = !st.verbatim
-			continue
-		}
-		if st.verbatim {
+		case st.verbatim:
 			st.out.WriteByte(c)
 			st.atom, st.quant = -1, false
-			continue
-		}
-		if inBracket {
+		case inBracket:
 			i, inBracket = st.bracketChar(s, i)
-			continue
-		}
-		switch c {
-		case '\\':
-			i = st.escape(s, i, capture)
-		case '[':
+		case c == '[':
 			st.startAtom()
 			st.out.WriteByte('[')
 			i = st.bracketStart(s, i)
 			inBracket = true
-		case '{', '}':
-			st.startAtom()
-			st.out.WriteString(`\` + string(c))
-		case '*', '+', '?':
-			st.quantifier(c)
-		case '(':
-			st.groups = append(st.groups, st.out.Len())
-			st.out.WriteByte('(')
-			st.atom, st.quant = -1, false
-		case ')':
-			if len(st.groups) == 0 {
-				st.startAtom()
-				st.out.WriteString(`\)`)
-				continue
-			}
-			st.out.WriteByte(')')
-			st.atom = st.groups[len(st.groups)-1]
-			st.groups = st.groups[:len(st.groups)-1]
-			st.quant = false
-		case '|':
-			st.out.WriteByte('|')
-			st.atom, st.quant = -1, false
-		case '^':
-			if i+1 < len(s) && s[i+1] == '^' {
-				if first && i == 0 {
-					st.out.WriteString(`\A`)
-				} else {
-					st.out.WriteString(`\z`)
-				}
-				i++
-			} else {
-				st.out.WriteByte('^')
-			}
-			st.atom, st.quant = -1, false
-		case '$':
-			st.out.WriteByte('$')
-			st.atom, st.quant = -1, false
-		case '.':
-			st.startAtom()
-			st.out.WriteByte('.')
 		default:
-			st.startAtom()
-			st.out.WriteString(regexp.QuoteMeta(string(c)))
+			i = st.operator(s, i, first, capture)
 		}
 	}
 	if inBracket {
 		// procmail reads an unclosed bracket to the end; RE2 refuses it.
 		st.out.WriteByte(']')
 	}
+}
+
+// operator writes s[i] outside brackets and returns the index of the
+// last byte used.
+func (st *reState) operator(s string, i int, first, capture bool) int {
+	c := s[i]
+	switch c {
+	case '\\':
+		return st.escape(s, i, capture)
+	case '{', '}':
+		st.startAtom()
+		st.out.WriteString(`\` + string(c))
+	case '*', '+', '?':
+		st.quantifier(c)
+	case '(':
+		st.groups = append(st.groups, st.out.Len())
+		st.out.WriteByte('(')
+		st.atom, st.quant = -1, false
+	case ')':
+		if len(st.groups) == 0 {
+			st.startAtom()
+			st.out.WriteString(`\)`)
+			return i
+		}
+		st.out.WriteByte(')')
+		st.atom = st.groups[len(st.groups)-1]
+		st.groups = st.groups[:len(st.groups)-1]
+		st.quant = false
+	case '^':
+		if i+1 < len(s) && s[i+1] == '^' {
+			if first && i == 0 {
+				st.out.WriteString(`\A`)
+			} else {
+				st.out.WriteString(`\z`)
+			}
+			i++
+		} else {
+			st.out.WriteByte('^')
+		}
+		st.atom, st.quant = -1, false
+	case '|', '$':
+		st.out.WriteByte(c)
+		st.atom, st.quant = -1, false
+	case '.':
+		st.startAtom()
+		st.out.WriteByte('.')
+	default:
+		st.startAtom()
+		st.out.WriteString(regexp.QuoteMeta(string(c)))
+	}
+	return i
 }
 
 func (st *reState) startAtom() {
