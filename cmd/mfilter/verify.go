@@ -64,6 +64,9 @@ func runVerify(ctx context.Context, env *environ, mailbox, rcfile, keep string) 
 	if v.res == nil {
 		return sysexits.IOErr
 	}
+	if missing := missingPrograms(v.res.Programs); len(missing) > 0 {
+		fmt.Fprintf(env.stderr, "mfilter convert --verify: programs not found (both sides run them, and fail alike): %s\n", strings.Join(missing, ", "))
+	}
 	differ := 0
 	for i, m := range msgs {
 		pm, mf, err := v.one(ctx, m)
@@ -240,7 +243,6 @@ type decision struct {
 	folders []string
 	sent    []string
 	status  int
-	missing bool // a program was not found
 }
 
 func (d decision) key() string {
@@ -259,9 +261,6 @@ func (d decision) String() string {
 	s := strings.Join(parts, ", ")
 	if d.status != 0 {
 		s += fmt.Sprintf(" (exit %d)", d.status)
-	}
-	if d.missing {
-		s += " (a program was not found)"
 	}
 	return s
 }
@@ -297,8 +296,7 @@ func (v *verifier) run(ctx context.Context, s *verifySide, msg []byte, argv ...s
 	cmd.Env = []string{"HOME=" + s.home(), "LOGNAME=user", "USER=user", "SHELL=/bin/sh",
 		"PATH=" + filepath.Dir(s.sendmail()) + ":" + verifySandboxPATH}
 	cmd.Stdin = bytes.NewReader(msg)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	cmd.Stderr = io.Discard
 	cmd.Stdout = io.Discard
 	runErr := cmd.Run()
 	d := decision{}
@@ -312,8 +310,37 @@ func (v *verifier) run(ctx context.Context, s *verifySide, msg []byte, argv ...s
 		return d, err
 	}
 	d.folders, d.sent = changes(s, before, after, deliveryMarks(msg))
-	d.missing = programMissing(stderr.String())
 	return d, nil
+}
+
+// missingPrograms are the programs the rcfile runs that the sandbox's
+// PATH does not hold.
+func missingPrograms(progs []string) []string {
+	var out []string
+	for _, p := range progs {
+		if strings.HasPrefix(p, "$HOME/") {
+			// The sandbox's HOME is empty.
+			out = append(out, p)
+			continue
+		}
+		if strings.Contains(p, "/") {
+			if _, err := os.Stat(p); err != nil {
+				out = append(out, p)
+			}
+			continue
+		}
+		found := false
+		for _, dir := range filepath.SplitList(verifySandboxPATH) {
+			if fi, err := os.Stat(filepath.Join(dir, p)); err == nil && fi.Mode()&0o111 != 0 {
+				found = true
+				break
+			}
+		}
+		if !found && p != "sendmail" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // maskSendmail runs in a private mount namespace: it puts the side's
@@ -341,11 +368,6 @@ func (v *verifier) sandboxed(s *verifySide, argv []string) []string {
 	return append(out, argv...)
 }
 
-func programMissing(stderr string) bool {
-	return strings.Contains(stderr, "not found") || strings.Contains(stderr, "Failed to execute") ||
-		strings.Contains(stderr, "executable file not found") || strings.Contains(stderr, "no such file or directory")
-}
-
 // snapshot maps every regular file below root to its size.
 func snapshot(root string) (map[string]int64, error) {
 	m := make(map[string]int64)
@@ -364,7 +386,7 @@ func snapshot(root string) (map[string]int64, error) {
 // changes names the folders a message went to: a new file in a maildir's
 // new/ or cur/ is the maildir, a new file elsewhere its directory (MH or
 // plain), a grown file an mbox; lines added to sent are forwards.
-func changes(s *verifySide, before, after map[string]int64, marks [][]byte) ([]string, []string) {
+func changes(s *verifySide, before, after map[string]int64, marks [][][]byte) ([]string, []string) {
 	set := map[string]bool{}
 	var sent []string
 	for p, size := range after {
@@ -396,30 +418,34 @@ func changes(s *verifySide, before, after map[string]int64, marks [][]byte) ([]s
 	return out, sent
 }
 
-// deliveryMarks are lines of the message that a folder holding it (or
-// its header or body alone) holds and a log abstract does not: its
-// Message-ID field and its first body line.
-func deliveryMarks(msg []byte) [][]byte {
-	var marks [][]byte
+// deliveryMarks are what a folder holding the message (or its header or
+// body alone) holds and a log abstract does not: its Message-ID field, or
+// its first and last body lines together.
+func deliveryMarks(msg []byte) [][][]byte {
+	var marks [][][]byte
 	header, body, _ := bytes.Cut(msg, []byte("\n\n"))
 	for _, l := range bytes.Split(header, []byte("\n")) {
 		if len(l) > 11 && bytes.EqualFold(l[:11], []byte("message-id:")) {
-			marks = append(marks, bytes.TrimSpace(l[11:]))
+			marks = append(marks, [][]byte{bytes.TrimSpace(l[11:])})
 			break
 		}
 	}
+	var lines [][]byte
 	for _, l := range bytes.Split(body, []byte("\n")) {
 		if l = bytes.TrimSpace(l); len(l) > 0 {
-			marks = append(marks, l[:min(len(l), 60)])
-			break
+			lines = append(lines, l[:min(len(l), 60)])
 		}
+	}
+	if len(lines) > 0 {
+		marks = append(marks, [][]byte{lines[0], lines[len(lines)-1]})
 	}
 	return marks
 }
 
-// holdsMessage reports whether the bytes of file p after offset hold one
-// of the marks (with none, anything but a log abstract does).
-func holdsMessage(p string, offset int64, marks [][]byte) bool {
+// holdsMessage reports whether the bytes of file p after offset hold all
+// of one of the groups of marks (with none, anything but a log abstract
+// does).
+func holdsMessage(p string, offset int64, marks [][][]byte) bool {
 	// Without O_NOATIME, reading an mbox right after a delivery makes
 	// procmail's next delivery see atime == mtime and sleep a second
 	// (its "NFS atime hack").
@@ -438,8 +464,12 @@ func holdsMessage(p string, offset int64, marks [][]byte) bool {
 	if len(marks) == 0 {
 		return !bytes.Contains(data, []byte("  Folder: "))
 	}
-	for _, m := range marks {
-		if bytes.Contains(data, m) {
+	for _, group := range marks {
+		all := true
+		for _, m := range group {
+			all = all && bytes.Contains(data, m)
+		}
+		if all {
 			return true
 		}
 	}

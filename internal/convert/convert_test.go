@@ -49,6 +49,22 @@ func TestTranslateRegex(t *testing.T) {
 	}
 }
 
+func TestProgramNames(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{`formail -A "X: y"`, "formail"},
+		{`(formail -r; cat msg) | $SENDMAIL -t`, "formail"},
+		{`nice -n 15 /usr/bin/spamc | sed -e 1d; exec lpr`, "/usr/bin/spamc sed lpr"},
+		{`$HOME/bin/mimencode -u -b`, "$HOME/bin/mimencode"},
+		{`$SPAMC -f`, ""},
+		{`if test -f x; then mail bob; fi`, "mail"},
+	}
+	for _, tt := range tests {
+		if got := strings.Join(programNames(tt.in), " "); got != tt.want {
+			t.Errorf("programNames(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
 // TestMatchSemantics checks the translation against what procmail does
 // (../shared/spec/procmail-behaviour.md §7): MATCH of ^Subject:[ ]*\/.*
 // keeps the leading space, as the left side matches shortest.

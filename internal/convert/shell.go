@@ -2,6 +2,7 @@ package convert
 
 import (
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 )
@@ -26,6 +27,11 @@ func translateCommand(text string, ex expander) (command, error) {
 	words, metas, err := shellWords(text)
 	if err != nil {
 		return command{}, err
+	}
+	if r, ok := ex.(programRecorder); ok {
+		for _, name := range programNames(text) {
+			r.sawProgram(name)
+		}
 	}
 	if !metas {
 		var argv []string
@@ -172,4 +178,37 @@ func shellCommand(text string, ex expander) (command, error) {
 		argv = append(argv, args...)
 	}
 	return command{Argv: argv, Shell: true}, nil
+}
+
+// programRecorder hears the programs a command runs.
+type programRecorder interface{ sawProgram(name string) }
+
+var commandStart = regexp.MustCompile(`(?:^|[|;&(]|\$\()\s*(?:(?:then|else|do|!)\s+)?(?:(?:nice|exec|command)(?:\s+-n\s*-?[0-9]+)?\s+)?([^\s|;&()<>'"=]+)`)
+
+// programNames finds the programs a command line runs: the first word of
+// each simple command (after |, ;, &, ( and $( ), with nice and exec
+// skipped. Words holding a variable other than a leading $HOME are left
+// out.
+func programNames(text string) []string {
+	var out []string
+	for _, m := range commandStart.FindAllStringSubmatch(text, -1) {
+		name := m[1]
+		if strings.HasPrefix(name, "${HOME}/") {
+			name = "$HOME/" + name[8:]
+		}
+		home := strings.HasPrefix(name, "$HOME/")
+		if name == "" || !home && strings.ContainsAny(name, "${}`") || isShellWord(name) {
+			continue
+		}
+		out = append(out, name)
+	}
+	return out
+}
+
+func isShellWord(s string) bool {
+	switch s {
+	case "if", "then", "else", "fi", "do", "done", "for", "while", "case", "esac", "test", "[", "echo", "cat", "true", "false", "read", "set", "export", "cd", "printf":
+		return true
+	}
+	return false
 }

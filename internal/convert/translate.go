@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -40,6 +41,9 @@ type Result struct {
 	// because the file sets no DEFAULT.
 	Maildir        string
 	OrgmailDefault bool
+	// Programs are the programs the rcfile's commands run (the first
+	// word of each simple command), sorted, without duplicates.
+	Programs []string
 }
 
 // maxIncludes bounds the INCLUDERC depth.
@@ -54,8 +58,14 @@ func Convert(name string, data []byte, opt Options) *Result {
 	main := g.newFile(name, data)
 	main.top = true
 	text := main.run()
+	sort.Strings(g.res.Programs)
+	g.res.Programs = slices.Compact(g.res.Programs)
 	g.res.Files = append([]OutFile{{Name: outName(name, g.outNames), Text: text}}, g.res.Files...)
 	return g.res
+}
+
+func (f *fileConv) sawProgram(name string) {
+	f.g.res.Programs = append(f.g.res.Programs, name)
 }
 
 // global is what the files of one conversion share.
