@@ -40,6 +40,8 @@ func TestTranslateRegex(t *testing.T) {
 		{`^Subject:[ ]*\/.*`, `^Subject:[ ]*.*`, false},
 		{`$`, `$`, false},
 		{`${x`, `$\{x`, false},
+		{"caf\xc3\xa9+", "café+", false},
+		{"caf\xe9", "café", false},
 	}
 	for _, tt := range tests {
 		got := translateRegex([]piece{{text: tt.in}}, tt.capture)

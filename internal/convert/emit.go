@@ -133,7 +133,8 @@ func writeRules(b *strings.Builder, rules []*ruleOut, indent int) {
 				b.WriteString("\n")
 				continue
 			}
-			b.WriteString(pad + c + "\n")
+			// YAML must be UTF-8; a Latin-1 comment byte becomes "?".
+			b.WriteString(pad + strings.ToValidUTF8(c, "?") + "\n")
 		}
 		if r.m == nil {
 			continue

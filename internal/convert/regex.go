@@ -3,6 +3,7 @@ package convert
 import (
 	"regexp"
 	"strings"
+	"unicode/utf8"
 )
 
 // procmail 3.22's regex macros (regexp.c), as ../spec measured them. The
@@ -167,7 +168,17 @@ func (st *reState) operator(s string, i int, first, capture bool) int {
 		st.out.WriteByte('.')
 	default:
 		st.startAtom()
-		st.out.WriteString(regexp.QuoteMeta(string(c)))
+		if c < utf8.RuneSelf {
+			st.out.WriteString(regexp.QuoteMeta(string(c)))
+			return i
+		}
+		// A UTF-8 character is copied whole; any other byte (Latin-1)
+		// is read as the character of that code.
+		if r, n := utf8.DecodeRuneInString(s[i:]); r != utf8.RuneError || n > 1 {
+			st.out.WriteString(s[i : i+n])
+			return i + n - 1
+		}
+		st.out.WriteRune(rune(c))
 	}
 	return i
 }
