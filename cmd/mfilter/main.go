@@ -41,7 +41,7 @@ func init() {
 	commands = []command{
 		{"deliver", "deliver one message from stdin (an MDA, like procmail -d)", runDeliver},
 		{"file", "split mbox files and file every message", runFile},
-		{"fetch-and-file", "claim the spool on the mail server over SSH and file it", runFetch},
+		{"fetch-and-file", "file the server's spool (over SSH) or IMAP folders", runFetch},
 		{"send", "send a message through the SSH link, like sendmail (-t, -i, -f)", runSend},
 		{"tunnel", "forward a local SMTP port to the relay through the SSH link", runTunnel},
 		{"refile", "file maildirs, MH folders or mboxes again by the rules", runRefile},
@@ -210,8 +210,9 @@ file: --state-dir DIR (journals: a killed run is finished by running it
   again) --state-lock-timeout D (wait for another run on the file, 30s)
 fetch-and-file: --host --port --user --identity --known-hosts --spool
   --compress --accept-new-host-key --local-spool --state-dir
-  --state-lock-timeout --timeout -v
-  (or the rules' fetch: section); see mfilter(1).
+  --state-lock-timeout --timeout -v --watch --poll D
+  (or the rules' fetch: section: a spool, an imap: folder, or a list
+  of them); see mfilter(1).
 
 Exit status: 0 all delivered (or no mail), 64 usage, 65 unreadable message
 file (test), 75 temporary failure (try again; nothing lost), 77 insecure

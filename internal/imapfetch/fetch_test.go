@@ -77,10 +77,15 @@ func (w *world) deliverN(t *testing.T, n int) []string {
 		id := fmt.Sprintf("t%05d", w.seq)
 		ids = append(ids, id)
 		p := filepath.Join(md, "new", msgFile(w.seq))
-		if err := os.WriteFile(p, testMessage(id), 0o600); err != nil {
+		// Owned by the mail user before it appears in new/.
+		tmp := filepath.Join(md, "tmp", filepath.Base(p))
+		if err := os.WriteFile(tmp, testMessage(id), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		os.Chown(p, w.d.UID, w.d.GID)
+		os.Chown(tmp, w.d.UID, w.d.GID)
+		if err := os.Rename(tmp, p); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return ids
 }

@@ -63,6 +63,7 @@ func ParseSettings(sec *rules.Section) (Settings, error) {
 	r.Settings(func(k, v *yaml.Node) {
 		switch k.Value {
 		case "imap":
+			s.URL = "(given)" // a bad one is reported here, not as missing
 			if u, ok := r.Str(v, "imap"); ok {
 				if err := s.setURL(u); err != nil {
 					r.Errorf(v, "fetch imap: %v", err)
