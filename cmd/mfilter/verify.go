@@ -309,7 +309,7 @@ func (v *verifier) run(ctx context.Context, s *verifySide, msg []byte, argv ...s
 	if err != nil {
 		return d, err
 	}
-	d.folders, d.sent = changes(s, before, after, deliveryMarks(msg))
+	d.folders, d.sent = changes(s, before, after)
 	return d, nil
 }
 
@@ -386,7 +386,7 @@ func snapshot(root string) (map[string]int64, error) {
 // changes names the folders a message went to: a new file in a maildir's
 // new/ or cur/ is the maildir, a new file elsewhere its directory (MH or
 // plain), a grown file an mbox; lines added to sent are forwards.
-func changes(s *verifySide, before, after map[string]int64, marks [][][]byte) ([]string, []string) {
+func changes(s *verifySide, before, after map[string]int64) ([]string, []string) {
 	set := map[string]bool{}
 	var sent []string
 	for p, size := range after {
@@ -401,7 +401,7 @@ func changes(s *verifySide, before, after map[string]int64, marks [][][]byte) ([
 			for _, l := range strings.Split(strings.TrimSpace(string(data[old:])), "\n") {
 				sent = append(sent, l)
 			}
-		case !holdsMessage(p, old, marks):
+		case !holdsMessage(p, old):
 			// A log file, a duplicate cache: not a folder.
 		case existed:
 			set[rel] = true
@@ -418,34 +418,10 @@ func changes(s *verifySide, before, after map[string]int64, marks [][][]byte) ([
 	return out, sent
 }
 
-// deliveryMarks are what a folder holding the message (or its header or
-// body alone) holds and a log abstract does not: its Message-ID field, or
-// its first and last body lines together.
-func deliveryMarks(msg []byte) [][][]byte {
-	var marks [][][]byte
-	header, body, _ := bytes.Cut(msg, []byte("\n\n"))
-	for _, l := range bytes.Split(header, []byte("\n")) {
-		if len(l) > 11 && bytes.EqualFold(l[:11], []byte("message-id:")) {
-			marks = append(marks, [][]byte{bytes.TrimSpace(l[11:])})
-			break
-		}
-	}
-	var lines [][]byte
-	for _, l := range bytes.Split(body, []byte("\n")) {
-		if l = bytes.TrimSpace(l); len(l) > 0 {
-			lines = append(lines, l[:min(len(l), 60)])
-		}
-	}
-	if len(lines) > 0 {
-		marks = append(marks, [][]byte{lines[0], lines[len(lines)-1]})
-	}
-	return marks
-}
-
-// holdsMessage reports whether the bytes of file p after offset hold all
-// of one of the groups of marks (with none, anything but a log abstract
-// does).
-func holdsMessage(p string, offset int64, marks [][][]byte) bool {
+// holdsMessage reports whether the bytes of file p after offset are a
+// message (whole, or its header or body) rather than lines of a log
+// (procmail's abstract, or mfilter's JSON) or keys of a formail -D cache.
+func holdsMessage(p string, offset int64) bool {
 	// Without O_NOATIME, reading an mbox right after a delivery makes
 	// procmail's next delivery see atime == mtime and sleep a second
 	// (its "NFS atime hack").
@@ -458,18 +434,25 @@ func holdsMessage(p string, offset int64, marks [][][]byte) bool {
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(io.NewSectionReader(f, offset, 1<<62), maxVerifyMailbox))
-	if err != nil {
+	if err != nil || len(data) == 0 {
 		return false
 	}
-	if len(marks) == 0 {
-		return !bytes.Contains(data, []byte("  Folder: "))
+	if !bytes.Contains(data, []byte("\n")) && bytes.Contains(data, []byte{0}) {
+		return false // duplicate cache keys
 	}
-	for _, group := range marks {
-		all := true
-		for _, m := range group {
-			all = all && bytes.Contains(data, m)
+	for _, l := range bytes.Split(data, []byte("\n")) {
+		if len(l) > 0 && !isLogLine(l) {
+			return true
 		}
-		if all {
+	}
+	return false
+}
+
+// isLogLine reports whether l is a line of procmail's log abstract, one
+// of its error lines, or a JSON log record.
+func isLogLine(l []byte) bool {
+	for _, p := range []string{"From ", " Subject: ", "  Folder: ", "procmail: ", "{\""} {
+		if bytes.HasPrefix(l, []byte(p)) {
 			return true
 		}
 	}
