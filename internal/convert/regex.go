@@ -195,11 +195,12 @@ func (st *reState) quantifier(c byte) {
 		return
 	}
 	if st.quant {
-		// a** or a+? : RE2 refuses nested repeats or reads them as lazy.
-		prev := st.out.String()[st.atom:]
-		head := st.out.String()[:st.atom]
-		st.out.Reset()
-		st.out.WriteString(head + "(?:" + prev + ")")
+		// procmail reads a repeat right after a repeat as the character
+		// itself: a+? matches "a?", a** matches "a*" (checked with
+		// procmail 3.22).
+		st.startAtom()
+		st.out.WriteString(`\` + string(c))
+		return
 	}
 	st.out.WriteByte(c)
 	if st.lazy {
