@@ -440,7 +440,13 @@ func holdsMessage(p string, offset int64) bool {
 	if !bytes.Contains(data, []byte("\n")) && bytes.Contains(data, []byte{0}) {
 		return false // duplicate cache keys
 	}
-	for _, l := range bytes.Split(data, []byte("\n")) {
+	lines := bytes.Split(bytes.TrimRight(data, "\n"), []byte("\n"))
+	if bytes.HasPrefix(lines[len(lines)-1], []byte("  Folder: ")) {
+		// A log abstract ends so; its Subject line may hold garbage
+		// (procmail's bug when Subject: is the first line).
+		return false
+	}
+	for _, l := range lines {
 		if len(l) > 0 && !isLogLine(l) {
 			return true
 		}
