@@ -122,6 +122,10 @@ func (f *fileConv) valueOf(a *Assign) ([]piece, []any, error) {
 				ps = append(ps, piece{isVar: true, name: "date|strftime " + format})
 				continue
 			}
+			if isReplyAddress(cmd) {
+				ps = append(ps, piece{isVar: true, name: "reply_address"})
+				continue
+			}
 			tmp := fmt.Sprintf("pm_output_%d_%d", a.Line, i)
 			if len(a.Value) == 1 {
 				tmp = mfName(a.Name)
@@ -162,6 +166,16 @@ func dateFormat(cmd command) (string, bool) {
 		i++
 	}
 	return format, true
+}
+
+// isReplyAddress recognizes `formail -rtzxTo:`, the address formail -rt
+// would reply to: mfilter's reply_address.
+func isReplyAddress(cmd command) bool {
+	if cmd.Shell || len(cmd.Argv) < 2 || !isFormail(cmd.Argv[0]) {
+		return false
+	}
+	args := strings.Join(cmd.Argv[1:], " ")
+	return args == "-rtzxTo:" || args == "-rtzx To:" || args == "-rt -zxTo:" || args == "-rtzx To: " || args == "-rtzxTo: "
 }
 
 func argvSeq(argv []string) seq {
