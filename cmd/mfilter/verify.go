@@ -309,7 +309,7 @@ func (v *verifier) run(ctx context.Context, s *verifySide, msg []byte, argv ...s
 	if err != nil {
 		return d, err
 	}
-	d.folders, d.sent = changes(s, before, after)
+	d.folders, d.sent = changes(s, before, after, v.logPath(s))
 	return d, nil
 }
 
@@ -386,12 +386,12 @@ func snapshot(root string) (map[string]int64, error) {
 // changes names the folders a message went to: a new file in a maildir's
 // new/ or cur/ is the maildir, a new file elsewhere its directory (MH or
 // plain), a grown file an mbox; lines added to sent are forwards.
-func changes(s *verifySide, before, after map[string]int64) ([]string, []string) {
+func changes(s *verifySide, before, after map[string]int64, logFile string) ([]string, []string) {
 	set := map[string]bool{}
 	var sent []string
 	for p, size := range after {
 		old, existed := before[p]
-		if existed && old == size || strings.HasSuffix(p, ".lock") {
+		if existed && old == size || strings.HasSuffix(p, ".lock") || p == logFile {
 			continue
 		}
 		rel, _ := filepath.Rel(s.root, p)
@@ -418,6 +418,23 @@ func changes(s *verifySide, before, after map[string]int64) ([]string, []string)
 	return out, sent
 }
 
+// logPath is the side's log file (LOGFILE, the log: setting), where
+// programs write their errors too; "" when unknown.
+func (v *verifier) logPath(s *verifySide) string {
+	l := v.res.Log
+	if rel, ok := strings.CutPrefix(l, "~/"); ok {
+		return filepath.Join(s.home(), rel)
+	}
+	if l == "" || filepath.IsAbs(l) {
+		return ""
+	}
+	base := s.home()
+	if rel, ok := strings.CutPrefix(v.res.Maildir, "~/"); ok {
+		base = filepath.Join(base, rel)
+	}
+	return filepath.Join(base, l)
+}
+
 // holdsMessage reports whether the bytes of file p after offset are a
 // message (whole, or its header or body) rather than lines of a log
 // (procmail's abstract, or mfilter's JSON) or keys of a formail -D cache.
@@ -440,13 +457,14 @@ func holdsMessage(p string, offset int64) bool {
 	if !bytes.Contains(data, []byte("\n")) && bytes.Contains(data, []byte{0}) {
 		return false // duplicate cache keys
 	}
-	lines := bytes.Split(bytes.TrimRight(data, "\n"), []byte("\n"))
-	if bytes.HasPrefix(lines[len(lines)-1], []byte("  Folder: ")) {
-		// A log abstract ends so; its Subject line may hold garbage
-		// (procmail's bug when Subject: is the first line).
+	if bytes.HasPrefix(data, []byte("  Folder: ")) || bytes.Contains(data, []byte("\n  Folder: ")) {
+		// A log abstract, whatever else is around it: its Subject line
+		// may hold garbage (procmail's bug when Subject: is the first
+		// line), and programs procmail did not wait for write their
+		// errors to the log after it.
 		return false
 	}
-	for _, l := range lines {
+	for _, l := range bytes.Split(data, []byte("\n")) {
 		if len(l) > 0 && !isLogLine(l) {
 			return true
 		}

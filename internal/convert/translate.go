@@ -41,6 +41,8 @@ type Result struct {
 	// because the file sets no DEFAULT.
 	Maildir        string
 	OrgmailDefault bool
+	// Log is the log: setting ("" when the file sets no LOGFILE).
+	Log string
 	// Programs are the programs the rcfile's commands run (the first
 	// word of each simple command), sorted, without duplicates.
 	Programs []string
@@ -167,7 +169,7 @@ func (f *fileConv) run() string {
 		f.g.res.OrgmailDefault = true
 	}
 	if f.top {
-		f.g.res.Maildir = f.maildir
+		f.g.res.Maildir, f.g.res.Log = f.maildir, f.log
 	}
 	return f.render(rules)
 }
