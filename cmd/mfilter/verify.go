@@ -243,6 +243,28 @@ type decision struct {
 	folders []string
 	sent    []string
 	status  int
+	why     string // the last line of its standard error, when it failed
+}
+
+// boundedWriter keeps the first max bytes written to it.
+type boundedWriter struct {
+	buf *bytes.Buffer
+	max int
+}
+
+func (w *boundedWriter) Write(p []byte) (int, error) {
+	if room := w.max - w.buf.Len(); room > 0 {
+		w.buf.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if k := strings.LastIndexByte(s, '\n'); k >= 0 {
+		s = s[k+1:]
+	}
+	return s
 }
 
 func (d decision) key() string {
@@ -260,7 +282,11 @@ func (d decision) String() string {
 	}
 	s := strings.Join(parts, ", ")
 	if d.status != 0 {
-		s += fmt.Sprintf(" (exit %d)", d.status)
+		s += fmt.Sprintf(" (exit %d", d.status)
+		if d.why != "" {
+			s += ": " + d.why
+		}
+		s += ")"
 	}
 	return s
 }
@@ -296,12 +322,14 @@ func (v *verifier) run(ctx context.Context, s *verifySide, msg []byte, argv ...s
 	cmd.Env = []string{"HOME=" + s.home(), "LOGNAME=user", "USER=user", "SHELL=/bin/sh",
 		"PATH=" + filepath.Dir(s.sendmail()) + ":" + verifySandboxPATH}
 	cmd.Stdin = bytes.NewReader(msg)
-	cmd.Stderr = io.Discard
+	var stderr bytes.Buffer
+	cmd.Stderr = &boundedWriter{buf: &stderr, max: 4096}
 	cmd.Stdout = io.Discard
 	runErr := cmd.Run()
 	d := decision{}
 	if ee, ok := runErr.(*exec.ExitError); ok {
 		d.status = ee.ExitCode()
+		d.why = lastLine(stderr.String())
 	} else if runErr != nil {
 		return d, runErr
 	}

@@ -162,7 +162,7 @@ func (f *fileConv) pipeAction(a Action, fl flags, res *recipeResult) error {
 	if err != nil {
 		return err
 	}
-	if !cmd.Shell && isFormail(cmd.Argv[0]) {
+	if !cmd.Shell && isFormail(f.programOf(cmd.Argv[0])) {
 		done, err := f.formail(cmd.Argv[1:], fl, res)
 		if done || err != nil {
 			return err
@@ -175,8 +175,9 @@ func (f *fileConv) pipeAction(a Action, fl flags, res *recipeResult) error {
 	if in := inputOf(fl); in != "" {
 		m = append(m, kv{"input", plain(in)})
 	}
-	if fl.i || !fl.w && !fl.W {
-		// procmail neither waits for nor checks a pipe without w.
+	if fl.i || fl.c || !fl.w && !fl.W {
+		// procmail neither waits for nor checks a pipe without w, and a
+		// copy that fails changes nothing but the a recipes after it.
 		m = append(m, kv{"ignore-exit", plain("true")})
 	}
 	if fl.c {
@@ -195,6 +196,17 @@ func (f *fileConv) filterAction(cmd command, fl flags, res *recipeResult) error 
 	}
 	res.then = append(res.then, m)
 	return nil
+}
+
+// programOf is a command's program name with a constant variable
+// ($FORMAIL=/usr/bin/formail) replaced by its value.
+func (f *fileConv) programOf(arg string) string {
+	if name, ok := strings.CutPrefix(arg, "${"); ok && strings.HasSuffix(name, "}") {
+		if c, ok := f.consts[strings.TrimSuffix(name, "}")]; ok {
+			return c
+		}
+	}
+	return arg
 }
 
 func isFormail(s string) bool {

@@ -333,6 +333,15 @@ func (f *fileConv) plainPath(a *Assign) (string, error) {
 			if !ok {
 				c, ok = f.plainVals[p.name]
 			}
+			if !ok && f.env[p.name] {
+				// Never assigned here: empty, as procmail sees it
+				// without such an environment variable.
+				c, ok = "", true
+				switch a.Name {
+				case "MAILDIR", "DEFAULT", "LOGFILE", "INCLUDERC", "SENDMAIL":
+					f.warn(a.Line, "$%s in %s is taken as empty (it is not set in this file)", p.name, a.Name)
+				}
+			}
 			if !ok {
 				name, _, _ := strings.Cut(p.name, "|")
 				return "", fmt.Errorf("%s uses $%s, which is not known when converting", a.Name, name)
