@@ -233,3 +233,122 @@ func TestMove(t *testing.T) {
 		t.Errorf("INBOX %d, Archive %d; want 0, 15", in, arch)
 	}
 }
+
+// killedRun leaves what a run killed while its batch was becoming
+// visible leaves: the batch's maildir files linked (all but the first
+// unlinked of them), its keys and committing record durable, its
+// committed record never written, nothing expunged.
+func (w *world) killedRun(t *testing.T, unlinked int) {
+	t.Helper()
+	ctx := context.Background()
+	f := w.fetcher(t)
+	if err := os.MkdirAll(w.state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := f.dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sel, err := conn.C.Select(w.set.Folder, nil).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := f.openGeneration(sel.UIDValidity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep Report
+	if err := f.fileNew(ctx, conn, g, sel, &rep); err != nil {
+		t.Fatal(err)
+	}
+	g.close()
+	conn.Close()
+	data, err := os.ReadFile(f.path(".journal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	committing := 0
+	for _, line := range strings.SplitAfter(string(data), "\n") {
+		if strings.Contains(line, `"op":"committing"`) {
+			committing++
+		}
+		if !strings.Contains(line, `"op":"committed"`) {
+			kept = append(kept, line)
+		}
+	}
+	if committing == 0 || len(kept) == len(strings.SplitAfter(string(data), "\n")) {
+		t.Fatalf("the journal has no committing or committed record: %q", data)
+	}
+	if err := os.WriteFile(f.path(".journal"), []byte(strings.Join(kept, "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(w.mail, "inbox", "new", "*"))
+	for _, p := range files[:unlinked] {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// renumber makes Dovecot renumber alice's INBOX under UIDVALIDITY v.
+func renumber(t *testing.T, d *mtatest.Dovecot, v int) {
+	t.Helper()
+	old, _ := filepath.Glob(filepath.Join(d.Maildir("alice"), "dovecot*"))
+	for _, p := range old {
+		os.Remove(p)
+	}
+	if _, err := d.Doveadm("mailbox", "update", "-u", "alice", "--uid-validity", fmt.Sprint(v), "INBOX"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestKillThenRenumber is the double fault: a run is killed between its
+// batch's files appearing and its commit record, and the server
+// renumbers the folder before the next run. The next run files each
+// message exactly once: those whose files appeared are not filed again,
+// the others are filed, and the INBOX is emptied.
+func TestKillThenRenumber(t *testing.T) {
+	d := mtatest.StartDovecot(t, mtatest.DovecotOptions{Users: []string{"alice"}})
+	for _, tc := range []struct {
+		name     string
+		after    After
+		unlinked int
+	}{
+		{"all visible", AfterDelete, 0},
+		{"some visible", AfterDelete, 5},
+		{"keep, some visible", AfterKeep, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d.Doveadm("expunge", "-u", "alice", "mailbox", "INBOX", "all")
+			w := newWorld(t, d)
+			w.seq = 1000 * (1 + int(tc.after)*10 + tc.unlinked)
+			w.set.After = tc.after
+			ids := w.deliverN(t, 12)
+			w.killedRun(t, tc.unlinked)
+			if got := w.filed(t); len(got) != 12-tc.unlinked {
+				t.Fatalf("the killed run left %d files, want %d", len(got), 12-tc.unlinked)
+			}
+			fresh := w.deliverN(t, 2)
+			renumber(t, d, 100+w.seq)
+			rep := w.run(t)
+			if rep.Messages != 2 {
+				t.Errorf("filed %d new messages after the renumbering, want 2 (warnings %q)", rep.Messages, w.warnings)
+			}
+			if !strings.Contains(strings.Join(w.warnings, "\n"), "12 messages of the old UIDVALIDITY") {
+				t.Errorf("warnings %q do not name the 12 messages of the killed batch", w.warnings)
+			}
+			if rep := w.run(t); rep.Messages != 0 {
+				t.Errorf("a run after that filed %d", rep.Messages)
+			}
+			checkOnce(t, w.filed(t), append(ids, fresh...))
+			wantLeft := 0
+			if tc.after == AfterKeep {
+				wantLeft = 14
+			}
+			if n := d.Count(t, "alice", "INBOX"); n != wantLeft {
+				t.Errorf("INBOX holds %d messages, want %d", n, wantLeft)
+			}
+		})
+	}
+}

@@ -100,6 +100,15 @@ func (f *Fetcher) dial(ctx context.Context) (*Conn, error) {
 // claimName names a journal's UIDVALIDITY generation.
 func claimName(validity uint32) string { return fmt.Sprintf("uidvalidity %d", validity) }
 
+// claimValidity is the UIDVALIDITY a journal's claim names.
+func claimValidity(claim string) (uint32, bool) {
+	var v uint32
+	if _, err := fmt.Sscanf(claim, "uidvalidity %d", &v); err != nil || v == 0 {
+		return 0, false
+	}
+	return v, true
+}
+
 // cycle selects the folder and files what is new since the last cycle.
 func (f *Fetcher) cycle(ctx context.Context, conn *Conn, rep *Report) error {
 	if f.Serial != nil {
@@ -138,10 +147,9 @@ func joinErr(a, b error) error {
 // generation is the state of one cycle: the state file, the key file
 // and the journal of the messages being filed.
 type generation struct {
-	st    state
-	fresh bool // no state file yet
-	keys  *keyFile
-	j     *fetch.Journal
+	st   state
+	keys *keyFile
+	j    *fetch.Journal
 }
 
 func (g *generation) close() {
@@ -169,9 +177,17 @@ func (f *Fetcher) openGeneration(validity uint32) (*generation, error) {
 		return nil, err
 	}
 	if g.st.Validity == 0 {
-		// The first run: nothing was filed from this folder.
+		// The first run, or one that a first run's kill left with a
+		// journal: the UIDVALIDITY is recorded before anything is
+		// filed, so that a renumbering before the next run is seen.
+		if v, ok := claimValidity(g.j.Claim); ok {
+			validity = v
+		}
 		g.st = state{Server: f.Settings.Host, Folder: f.Settings.Folder, Validity: validity, Next: 1}
-		g.fresh = true
+		if err := writeState(f.path(".state"), g.st); err != nil {
+			g.close()
+			return nil, err
+		}
 	}
 	if g.j.Claim != "" && g.j.Claim != claimName(g.st.Validity) {
 		// Left by a run that recorded a new UIDVALIDITY after dealing
@@ -252,19 +268,16 @@ func (k *keyedJournal) Committing(start, end int64) error {
 // with, then records them done and drops the journal.
 func (f *Fetcher) finish(ctx context.Context, conn *Conn, g *generation, rep *Report) error {
 	mark := g.filedMark()
-	if mark > imap.UID(g.st.Next) || g.fresh {
-		if mark > imap.UID(g.st.Next) {
-			set := imap.UIDSet{{Start: imap.UID(g.st.Next), Stop: mark - 1}}
-			if err := f.after(conn, set); err != nil {
-				return err
-			}
-			rep.Done += int(mark) - int(g.st.Next) // at most: UIDs have gaps
-			g.st.Next = uint32(mark)
+	if mark > imap.UID(g.st.Next) {
+		set := imap.UIDSet{{Start: imap.UID(g.st.Next), Stop: mark - 1}}
+		if err := f.after(conn, set); err != nil {
+			return err
 		}
+		rep.Done += int(mark) - int(g.st.Next) // at most: UIDs have gaps
+		g.st.Next = uint32(mark)
 		if err := writeState(f.path(".state"), g.st); err != nil {
 			return err
 		}
-		g.fresh = false
 	}
 	if f.Settings.After != AfterKeep {
 		if err := g.keys.reset(); err != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -103,6 +104,23 @@ func (k *keyFile) filed(validity uint32, mark imap.UID) map[string]int {
 		if e.validity == validity && (e.kind == 'k' || e.uid < mark) {
 			m[e.key]++
 		}
+	}
+	return m
+}
+
+// inFlight are the keys of the messages fetched under validity at or
+// above mark, each with its UIDs in order: a killed run may have made
+// their batch visible before it recorded the batch committed.
+func (k *keyFile) inFlight(validity uint32, mark imap.UID) map[string][]imap.UID {
+	m := make(map[string][]imap.UID)
+	for _, e := range k.entries {
+		if e.validity == validity && e.kind == 'f' && e.uid >= mark {
+			m[e.key] = append(m[e.key], e.uid)
+		}
+	}
+	for key, uids := range m {
+		slices.Sort(uids)
+		m[key] = slices.Compact(uids)
 	}
 	return m
 }
