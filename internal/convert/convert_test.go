@@ -60,6 +60,7 @@ func TestProgramNames(t *testing.T) {
 		{`nice -n 15 /usr/bin/spamc | sed -e 1d; exec lpr`, "/usr/bin/spamc sed lpr"},
 		{`$HOME/bin/mimencode -u -b`, "$HOME/bin/mimencode"},
 		{`$SPAMC -f`, ""},
+		{`formail -a "Content-Type: a; format=text" | tr 'a;b' x`, "formail tr"},
 		{`if test -f x; then mail bob; fi`, "mail"},
 	}
 	for _, tt := range tests {

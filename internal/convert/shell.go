@@ -185,12 +185,16 @@ type programRecorder interface{ sawProgram(name string) }
 
 var commandStart = regexp.MustCompile(`(?:^|[|;&(]|\$\()\s*(?:(?:then|else|do|!)\s+)?(?:(?:nice|exec|command)(?:\s+-n\s*-?[0-9]+)?\s+)?([^\s|;&()<>'"=]+)`)
 
+var quotedText = regexp.MustCompile(`"(?:[^"\\]|\\.)*"|'[^']*'`)
+
 // programNames finds the programs a command line runs: the first word of
 // each simple command (after |, ;, &, ( and $( ), with nice and exec
 // skipped. Words holding a variable other than a leading $HOME are left
 // out.
 func programNames(text string) []string {
 	var out []string
+	// Separators inside quotes separate nothing.
+	text = quotedText.ReplaceAllString(text, "q")
 	for _, m := range commandStart.FindAllStringSubmatch(text, -1) {
 		name := m[1]
 		if strings.HasPrefix(name, "${HOME}/") {
