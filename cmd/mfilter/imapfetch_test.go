@@ -13,6 +13,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"math/rand/v2"
 	"net"
@@ -20,12 +21,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mfilter/mfilter/internal/mailfmt"
 	"github.com/mfilter/mfilter/internal/mtatest"
+	"github.com/mfilter/mfilter/internal/sshtest"
 )
 
 // imapEnv is a private Dovecot with user alice, and here a mail
@@ -265,62 +268,81 @@ func TestIMAPSurvivesCuts(t *testing.T) {
 	e.check(all)
 }
 
+// watcher is a running mfilter fetch-and-file --watch and its log.
+type watcher struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	lines chan string
+	log   strings.Builder
+}
+
+func startWatch(t *testing.T, e *imapEnv) *watcher {
+	w := &watcher{t: t, cmd: e.cmd(e.args("--watch")...), lines: make(chan string, 100)}
+	stderr, err := w.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.cmd.Process.Kill() })
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			w.lines <- sc.Text()
+		}
+		close(w.lines)
+	}()
+	return w
+}
+
+// waitLine waits for a log line holding want.
+func (w *watcher) waitLine(want string, within time.Duration) {
+	w.t.Helper()
+	deadline := time.After(within)
+	for {
+		select {
+		case l, ok := <-w.lines:
+			if !ok {
+				w.t.Fatalf("mfilter ended before %q:\n%s", want, w.log.String())
+			}
+			w.log.WriteString(l + "\n")
+			if strings.Contains(l, want) {
+				return
+			}
+		case <-deadline:
+			w.t.Fatalf("no %q within %s:\n%s", want, within, w.log.String())
+		}
+	}
+}
+
+// stop sends SIGTERM and expects a clean end.
+func (w *watcher) stop() {
+	w.t.Helper()
+	w.cmd.Process.Signal(syscall.SIGTERM)
+	w.waitLine("stopped watching", 5*time.Second)
+	if err := w.cmd.Wait(); err != nil {
+		w.t.Fatalf("after SIGTERM: %v\n%s", err, w.log.String())
+	}
+}
+
 // TestIMAPWatch: with --watch, a message delivered after the start is
 // filed within 3 seconds, and SIGTERM ends the run cleanly.
 func TestIMAPWatch(t *testing.T) {
 	e := newIMAPEnv(t, "")
 	all := e.deliver(5, "before")
-	cmd := e.cmd(e.args("--watch")...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	lines := make(chan string, 100)
-	var log strings.Builder
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	waitLine := func(want string, within time.Duration) {
-		t.Helper()
-		deadline := time.After(within)
-		for {
-			select {
-			case l, ok := <-lines:
-				if !ok {
-					t.Fatalf("mfilter ended before %q:\n%s", want, log.String())
-				}
-				log.WriteString(l + "\n")
-				if strings.Contains(l, want) {
-					return
-				}
-			case <-deadline:
-				t.Fatalf("no %q within %s:\n%s", want, within, log.String())
-			}
-		}
-	}
-	waitLine("filed 5 messages", 10*time.Second)
+	w := startWatch(t, e)
+	w.waitLine("filed 5 messages", 10*time.Second)
 	time.Sleep(300 * time.Millisecond) // into IDLE
 	for i := 0; i < 3; i++ {
 		m := spoolMessages(t, 1, fmt.Sprintf("late%d", i))[0]
 		all = append(all, m)
 		start := time.Now()
 		e.d.Save(t, "alice", m[bytes.IndexByte(m, '\n')+1:])
-		waitLine("filed 1 messages", 3*time.Second)
+		w.waitLine("filed 1 messages", 3*time.Second)
 		t.Logf("message %d filed %s after its delivery", i, time.Since(start).Round(time.Millisecond))
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	waitLine("stopped watching", 5*time.Second)
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("after SIGTERM: %v\n%s", err, log.String())
-	}
+	w.stop()
 	e.check(all)
 }
 
@@ -384,4 +406,151 @@ func TestIMAPTLS(t *testing.T) {
 		t.Fatalf("with ca: exit %d: %s", code, out)
 	}
 	e.check(msgs)
+}
+
+// TestIMAPAndSpoolSources: a fetch: list of an IMAP folder and an SSH
+// spool, end to end. Each run files both; a source that fails (a
+// refused login) does not stop the other, and the run exits with its
+// status (77).
+func TestIMAPAndSpoolSources(t *testing.T) {
+	e := newIMAPEnv(t, "")
+	srv := sshtest.Start(t, sshtest.Options{})
+	spool := filepath.Join(e.dir, "spool", "alice")
+	os.MkdirAll(filepath.Dir(spool), 0o755)
+	sshItem := fmt.Sprintf("  - host: 127.0.0.1\n    port: %d\n    user: %s\n    identity: %s\n    known-hosts: %s\n    spool: %s\n",
+		srv.Port, srv.User, srv.ClientKey, srv.KnownHosts, spool)
+	imapURL := "imap://" + e.d.IMAPAddr + "/INBOX"
+	e.setFetch(e.source(imapURL, "tls: none"), sshItem)
+	fe := &fetchEnv{t: t, srv: srv, spool: spool}
+	all := e.deliver(120, "mixed-imap")
+	m := spoolMessages(t, 150, "mixed-spool")
+	fe.appendSpool(m)
+	all = append(all, m...)
+	if code, out := e.run(e.args("-v")...); code != 0 {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	e.check(all)
+	checkSpoolEmpty(t, fe)
+
+	// The IMAP login refused: the spool is still filed, the IMAP mail
+	// stays on the server, and the run says so with 77.
+	e.setFetch(strings.Replace(e.source(imapURL, "tls: none"), mtatest.Password("alice"), "wrong", 1), sshItem)
+	late := e.deliver(10, "mixed-imap-late")
+	m = spoolMessages(t, 20, "mixed-spool-late")
+	fe.appendSpool(m)
+	all = append(all, m...)
+	code, out := e.run(e.args()...)
+	if code != 77 || !strings.Contains(out, "refused the login") {
+		t.Fatalf("a refused IMAP login: exit %d, want 77 and the refusal: %s", code, out)
+	}
+	checkSpoolEmpty(t, fe)
+	if n := e.d.Count(t, "alice", "INBOX"); n != 10 {
+		t.Fatalf("INBOX holds %d after a refused login, want 10", n)
+	}
+	e.setFetch(e.source(imapURL, "tls: none"), sshItem)
+	if code, out := e.run(e.args()...); code != 0 {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	e.check(append(all, late...))
+}
+
+// checkSpoolEmpty fails unless the spool is empty and no claim is left.
+func checkSpoolEmpty(t *testing.T, fe *fetchEnv) {
+	t.Helper()
+	if st, err := os.Stat(fe.spool); err == nil && st.Size() != 0 {
+		t.Fatalf("the spool still holds %d bytes", st.Size())
+	}
+	if l := fe.leftovers(); len(l) > 0 {
+		t.Fatalf("claims left on the server: %v", l)
+	}
+}
+
+// killerProxy relays TCP connections to target and can cut every open
+// one at once, as a NAT box or a server restart does.
+type killerProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []net.Conn
+	count  int // connections accepted
+}
+
+func startKillerProxy(t *testing.T, target string) *killerProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &killerProxy{ln: ln, target: target}
+	t.Cleanup(func() { ln.Close(); p.kill() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, s)
+			p.count++
+			p.mu.Unlock()
+			go func() { io.Copy(s, c); s.Close() }()
+			go func() { io.Copy(c, s); c.Close() }()
+		}
+	}()
+	return p
+}
+
+// kill closes every connection open now and returns how many there were.
+func (p *killerProxy) kill() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	n := len(p.conns) / 2
+	p.conns = nil
+	return n
+}
+
+func (p *killerProxy) accepted() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.count
+}
+
+// TestIMAPWatchReconnects: the connection of --watch is cut while it
+// idles; a message delivered while it is down, and one delivered after
+// it is back, are both filed, each once.
+func TestIMAPWatchReconnects(t *testing.T) {
+	e := newIMAPEnv(t, "")
+	proxy := startKillerProxy(t, e.d.IMAPAddr)
+	e.setFetch(e.source("imap://"+proxy.ln.Addr().String()+"/INBOX", "tls: none"))
+	all := e.deliver(5, "before")
+	w := startWatch(t, e)
+	w.waitLine("filed 5 messages", 10*time.Second)
+	for round := 0; round < 2; round++ {
+		time.Sleep(300 * time.Millisecond) // into IDLE
+		if n := proxy.kill(); n != 1 {
+			t.Fatalf("round %d: %d connections open, want 1", round, n)
+		}
+		w.waitLine("connecting again", 5*time.Second)
+		m := spoolMessages(t, 1, fmt.Sprintf("down%d", round))[0]
+		all = append(all, m)
+		e.d.Save(t, "alice", m[bytes.IndexByte(m, '\n')+1:])
+		w.waitLine("filed 1 messages", 10*time.Second)
+		time.Sleep(300 * time.Millisecond)
+		m = spoolMessages(t, 1, fmt.Sprintf("up%d", round))[0]
+		all = append(all, m)
+		e.d.Save(t, "alice", m[bytes.IndexByte(m, '\n')+1:])
+		w.waitLine("filed 1 messages", 3*time.Second)
+	}
+	if n := proxy.accepted(); n != 3 {
+		t.Errorf("%d connections made, want 3 (one, and one after each cut)", n)
+	}
+	w.stop()
+	e.check(all)
 }

@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
 	"github.com/mfilter/mfilter/deliver"
 	"github.com/mfilter/mfilter/internal/filer"
 	"github.com/mfilter/mfilter/internal/maillog"
@@ -348,6 +351,60 @@ func TestKillThenRenumber(t *testing.T) {
 			}
 			if n := d.Count(t, "alice", "INBOX"); n != wantLeft {
 				t.Errorf("INBOX holds %d messages, want %d", n, wantLeft)
+			}
+		})
+	}
+}
+
+// TestWithoutUIDPlus: a server that offers neither UIDPLUS nor MOVE
+// (Dovecot's imap_capability) gets STORE \Deleted and EXPUNGE, or COPY
+// then those; every message is filed once and leaves the INBOX.
+func TestWithoutUIDPlus(t *testing.T) {
+	d := mtatest.StartDovecot(t, mtatest.DovecotOptions{Users: []string{"alice"},
+		Extra: "imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ NAMESPACE UNSELECT CHILDREN\n"})
+	for _, tc := range []struct {
+		name   string
+		after  After
+		moveTo string
+	}{
+		{"delete", AfterDelete, ""},
+		{"move", AfterMove, "Archive"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, d)
+			w.seq = 1000 * (1 + int(tc.after))
+			w.set.After, w.set.MoveTo = tc.after, tc.moveTo
+			conn, err := Dial(context.Background(), &w.set, runprog.Exec{}, imapclient.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			caps := conn.Caps
+			conn.Close()
+			if caps.Has(imap.CapUIDPlus) || caps.Has(imap.CapMove) || !caps.Has(imap.CapIdle) {
+				t.Fatalf("the server's capabilities %v: want IDLE without UIDPLUS and MOVE", caps)
+			}
+			if tc.moveTo != "" {
+				d.Doveadm("mailbox", "create", "-u", "alice", tc.moveTo)
+			}
+			ids := w.deliverN(t, 25)
+			if rep := w.run(t); rep.Messages != 25 {
+				t.Errorf("filed %d, want 25", rep.Messages)
+			}
+			more := w.deliverN(t, 4)
+			if rep := w.run(t); rep.Messages != 4 {
+				t.Errorf("second run filed %d, want 4", rep.Messages)
+			}
+			checkOnce(t, w.filed(t), append(ids, more...))
+			if n := d.Count(t, "alice", "INBOX"); n != 0 {
+				t.Errorf("INBOX holds %d messages, want 0", n)
+			}
+			if tc.moveTo != "" {
+				if n := d.Count(t, "alice", tc.moveTo); n != 29 {
+					t.Errorf("%s holds %d messages, want 29", tc.moveTo, n)
+				}
+			}
+			if !strings.Contains(strings.Join(w.warnings, "\n"), "lacks UIDPLUS") {
+				t.Errorf("no warning that the server lacks UIDPLUS: %q", w.warnings)
 			}
 		})
 	}
