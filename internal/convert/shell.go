@@ -194,14 +194,14 @@ var quotedText = regexp.MustCompile(`"(?:[^"\\]|\\.)*"|'[^']*'`)
 func programNames(text string) []string {
 	var out []string
 	// Separators inside quotes separate nothing.
-	text = quotedText.ReplaceAllString(text, "q")
+	text = quotedText.ReplaceAllString(text, "\x00")
 	for _, m := range commandStart.FindAllStringSubmatch(text, -1) {
 		name := m[1]
 		if strings.HasPrefix(name, "${HOME}/") {
 			name = "$HOME/" + name[8:]
 		}
 		home := strings.HasPrefix(name, "$HOME/")
-		if name == "" || !home && strings.ContainsAny(name, "${}`") || isShellWord(name) {
+		if name == "" || !home && strings.ContainsAny(name, "${}`\x00") || isShellWord(name) {
 			continue
 		}
 		out = append(out, name)
