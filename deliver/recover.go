@@ -109,12 +109,15 @@ func (w *Writer) FolderHolds(f Folder, size int64, sum [sha256.Size]byte) (bool,
 	return false, nil
 }
 
-// DeliveryBytes is what a delivery of msg to the mbox, MH or directory
-// folder f writes (nil for other kinds): what a journal whose record of
-// the delivery was lost looks for after a crash.
-func (w *Writer) DeliveryBytes(f Folder, msg []byte) []byte {
+// DeliveryBytes is what a delivery of msg with flags to the mbox, MH or
+// directory folder f writes (nil for other kinds): what a journal whose
+// record of the delivery was lost looks for after a crash.
+func (w *Writer) DeliveryBytes(f Folder, msg []byte, flags Flags) []byte {
 	switch f.Kind {
 	case Mbox:
+		if !flags.IsZero() {
+			msg = withMboxFlags(msg, flags) // as writeMbox does
+		}
 		return mailfmt.MboxBytes(msg, func() []byte { return mailfmt.MboxFromLine(msg, w.opts.Now()) }, w.opts.Berkeley, w.opts.Mboxrd)
 	case MH, Dir:
 		return mailfmt.FileBytes(msg, w.opts.Berkeley)

@@ -331,7 +331,7 @@ func (j *Journal) Done(ctx context.Context, off int64, i int, st filer.Step) (bo
 		case deliver.Mbox:
 			data := st.Msg
 			if i != filer.RescueStep {
-				data = j.w.DeliveryBytes(st.Folder, st.Msg)
+				data = j.w.DeliveryBytes(st.Folder, st.Msg, st.Flags)
 			}
 			c := j.cursor(st.Folder.Path)
 			r, ok := j.oldWrites[key]
@@ -363,7 +363,7 @@ func (j *Journal) Done(ctx context.Context, off int64, i int, st filer.Step) (bo
 				}
 				j.folderSums[st.Folder.Path] = sums
 			}
-			k := deliver.SumKey(j.w.DeliveryBytes(st.Folder, st.Msg))
+			k := deliver.SumKey(j.w.DeliveryBytes(st.Folder, st.Msg, st.Flags))
 			if sums[k] > 0 {
 				sums[k]--
 				return true, nil

@@ -67,7 +67,7 @@ func TestJournalMboxWithoutRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	msg := []byte("From a@b  Mon Jan  1 00:00:00 2024\nSubject: x\n\nbody\n")
-	data := wr.DeliveryBytes(box, msg)
+	data := wr.DeliveryBytes(box, msg, deliver.Flags{})
 	prior := []byte("From c@d  Mon Jan  1 00:00:00 2024\nSubject: before\n\nold\n\n")
 	other := []byte("From e@f  Mon Jan  1 00:00:00 2024\n\nx\n\n")
 	for _, tc := range []struct {
@@ -106,5 +106,44 @@ func TestJournalMboxWithoutRecord(t *testing.T) {
 				t.Errorf("mbox is %q, want %q", got, tc.after)
 			}
 		})
+	}
+}
+
+// TestJournalFindsFlaggedMboxAppend: an mbox append made with flags (a
+// flags: rule) holds Status and X-Status fields; after a crash that lost
+// its record, Done looks for those bytes, not the message without them,
+// and so does not append it a second time.
+func TestJournalFindsFlaggedMboxAppend(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	wr := deliver.NewWriter(deliver.Options{Hostname: "test"})
+	box, err := deliver.ParseFolder(dir, "box")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte("From a@b  Mon Jan  1 00:00:00 2024\nSubject: x\n\nbody\n")
+	flags := deliver.Flags{Seen: true, Flagged: true}
+	txn := wr.Begin(ctx)
+	if _, err := txn.DeliverWith(box, msg, deliver.DeliverOptions{Flags: flags}); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "j.journal")
+	j, err := OpenJournal(path, wr, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.Claiming("x", "1R00")
+	j.Close()
+	j, err = OpenJournal(path, wr, "test") // resumed: no write record
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	found, err := j.Done(ctx, 500, 0, filer.Step{Kind: filer.StepFolder, Folder: box, Msg: msg, Flags: flags})
+	if err != nil || !found {
+		t.Fatalf("Done = %v, %v: the flagged append was not found", found, err)
 	}
 }
