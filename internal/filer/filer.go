@@ -122,6 +122,11 @@ type Filer struct {
 	// sizes the garbage collector's memory limit with it). It may be
 	// called from more than one goroutine at a time.
 	Hold func(bytes int)
+	// LocalInput says that FileStream's sources are files on this
+	// machine (refile): reading one never waits for a network, so the
+	// batch's mbox locks are kept while the next message is read rather
+	// than released and taken again for every message.
+	LocalInput bool
 }
 
 func (f *Filer) hold(bytes int) {

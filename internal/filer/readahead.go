@@ -72,7 +72,9 @@ func (b *batchRun) next() (rm routedMsg, more bool) {
 // nextInline reads and routes the next message itself.
 func (b *batchRun) nextInline() (routedMsg, bool) {
 	// The source may wait for the network: hold no mbox lock.
-	b.txn.ReleaseLocks()
+	if !b.f.LocalInput {
+		b.txn.ReleaseLocks()
+	}
 	return b.f.readRouted(b.ctx, b.src, nil)
 }
 

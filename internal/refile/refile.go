@@ -243,6 +243,7 @@ func (r *run) finishState() error {
 func (r *run) fileRest(ctx context.Context, src filer.OffsetSource) error {
 	f := *r.o.Filer
 	f.Router = r
+	f.LocalInput = true
 	r.startFinisher()
 	_, err := f.FileStream(ctx, src, &journal{Journal: r.j, r: r})
 	return errors.Join(err, r.waitFinisher())
