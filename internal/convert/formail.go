@@ -86,7 +86,8 @@ func (f *fileConv) formailDup(args []string, fl flags, res *recipeResult) bool {
 	if err != nil || len(args) != 3 || !(fl.w || fl.W) || fl.f {
 		return false
 	}
-	dup := mapping{{"duplicate", mapping{{"cache", args[2]}, {"size", plain(strconv.Itoa(size))}}}}
+	// formail -D stores nothing for a message without Message-ID.
+	dup := mapping{{"duplicate", mapping{{"cache", args[2]}, {"size", plain(strconv.Itoa(size))}, {"body-hash", plain("false")}}}}
 	res.cond = andCond(dup, res.cond)
 	if !fl.c {
 		res.then = append(res.then, plain("discard"))
