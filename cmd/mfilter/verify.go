@@ -131,6 +131,9 @@ func newVerifier(env *environ, procmail, rcfile, keep string) (*verifier, error)
 	if err := v.makeMaildirs(res.Maildir); err != nil {
 		return v, err
 	}
+	if err := v.makeParents(res); err != nil {
+		return v, err
+	}
 	data, err := readBounded(rcfile)
 	if err != nil {
 		return v, err
@@ -154,6 +157,39 @@ func (v *verifier) makeMaildirs(maildir string) error {
 		d := filepath.Join(s.home(), filepath.Clean("/"+rel))
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
+		}
+		if v.asNobody {
+			if err := chownTree(s.home()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// makeParents makes, on both sides, the parent directory of every folder
+// the rules name inside HOME, as a user's tree has them: procmail does
+// not create a missing parent (it files the message further down),
+// mfilter does, and that difference is not the conversion's.
+func (v *verifier) makeParents(res *convert.Result) error {
+	for _, s := range []*verifySide{v.pm, v.mf} {
+		base := s.home()
+		if rel, ok := strings.CutPrefix(res.Maildir, "~/"); ok {
+			base = filepath.Join(base, filepath.Clean("/"+rel))
+		}
+		for _, f := range res.Folders {
+			var p string
+			switch {
+			case strings.HasPrefix(f, "~/"):
+				p = filepath.Join(s.home(), filepath.Clean("/"+f[2:]))
+			case filepath.IsAbs(f):
+				continue
+			default:
+				p = filepath.Join(base, filepath.Clean("/"+f))
+			}
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				return err
+			}
 		}
 		if v.asNobody {
 			if err := chownTree(s.home()); err != nil {

@@ -111,17 +111,14 @@ func stripComment(s string) string {
 }
 
 func (f *fileConv) folderAction(a Action, fl flags, res *recipeResult) error {
-	words, _, err := shellWords(stripComment(a.Text))
+	folders, err := f.folderNames(a, res)
 	if err != nil {
 		return err
 	}
-	var folders seq
-	for _, w := range words {
-		t, err := wordTemplate(w, f)
-		if err != nil {
-			return err
+	for _, name := range folders {
+		if n := strings.Replace(name.(string), "${HOME}", "~", 1); !strings.Contains(n, "${") {
+			f.g.res.Folders = append(f.g.res.Folders, n)
 		}
-		folders = append(folders, t)
 	}
 	if len(folders) == 0 {
 		return fmt.Errorf("empty folder name")
@@ -148,6 +145,40 @@ func (f *fileConv) folderAction(a Action, fl flags, res *recipeResult) error {
 	res.then = append(res.then, mapping{{"folder", v}})
 	res.delivering = true
 	return nil
+}
+
+// folderNames reads the folder names of an action line. A name with a
+// backquoted command (.lists.`echo $MATCH | tr A-Z a-z`/) gets the
+// command's output through a set action before the delivery, as procmail
+// runs it (with the message on its standard input).
+func (f *fileConv) folderNames(a Action, res *recipeResult) (seq, error) {
+	text := stripComment(a.Text)
+	if strings.Contains(text, "`") {
+		p := &parser{lines: []string{text}, closeAfter: -1, i: 1}
+		segs, err := p.word(text)
+		if err != nil {
+			return nil, err
+		}
+		ps, pre, err := f.segsValue(segs, a.Line, "")
+		if err != nil {
+			return nil, err
+		}
+		res.then = append(res.then, pre...)
+		return seq{templateOf(ps)}, nil
+	}
+	words, _, err := shellWords(text)
+	if err != nil {
+		return nil, err
+	}
+	var folders seq
+	for _, w := range words {
+		t, err := wordTemplate(w, f)
+		if err != nil {
+			return nil, err
+		}
+		folders = append(folders, t)
+	}
+	return folders, nil
 }
 
 // pipeAction translates | cmd: formail's header edits and duplicate

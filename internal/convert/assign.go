@@ -107,9 +107,15 @@ func (f *fileConv) withDefault(name string, op byte, word string, regex bool) ([
 // become set actions of their own (returned) on variables named after the
 // line.
 func (f *fileConv) valueOf(a *Assign) ([]piece, []any, error) {
+	return f.segsValue(a.Value, a.Line, a.Name)
+}
+
+// segsValue expands a word's segments; name, when the word is one
+// backquoted command, is the variable its output goes to.
+func (f *fileConv) segsValue(segs []Seg, line int, name string) ([]piece, []any, error) {
 	var ps []piece
 	var pre []any
-	for i, s := range a.Value {
+	for i, s := range segs {
 		switch s.Kind {
 		case '\'':
 			ps = append(ps, piece{text: s.Text})
@@ -126,10 +132,11 @@ func (f *fileConv) valueOf(a *Assign) ([]piece, []any, error) {
 				ps = append(ps, piece{isVar: true, name: "reply_address"})
 				continue
 			}
-			tmp := fmt.Sprintf("pm_output_%d_%d", a.Line, i)
-			if len(a.Value) == 1 {
-				tmp = mfName(a.Name)
+			tmp := fmt.Sprintf("pm_output_%d_%d", line, i)
+			if len(segs) == 1 && name != "" {
+				tmp = mfName(name)
 			}
+			f.varSet[tmp] = true
 			pre = append(pre, mapping{{"set", mapping{{tmp, mapping{{"output-of", argvSeq(cmd.Argv)}, {"input", plain("message")}}}}}})
 			ps = append(ps, piece{isVar: true, name: tmp})
 		default:

@@ -43,6 +43,9 @@ type Result struct {
 	OrgmailDefault bool
 	// Log is the log: setting ("" when the file sets no LOGFILE).
 	Log string
+	// Folders are the folder names that hold no variable but ${HOME}
+	// (relative ones are relative to Maildir).
+	Folders []string
 	// Programs are the programs the rcfile's commands run (the first
 	// word of each simple command), sorted, without duplicates.
 	Programs []string
