@@ -164,6 +164,21 @@ func FdmConf(dir, mbox string) string {
 	// message, which procmail and mfilter do not.
 	b.WriteString("set lock-types flock\nset no-received\n")
 	fmt.Fprintf(&b, "account \"bench\" mbox \"%s\" keep\n", mbox)
+	return b.String() + fdmRules(dir)
+}
+
+// FdmIMAPConf is FdmConf's rules for the messages of an imap account
+// (plain IMAP on host:port), which fdm deletes once delivered.
+func FdmIMAPConf(dir, host, port, user, pass, folder string) string {
+	var b strings.Builder
+	b.WriteString("set lock-types flock\nset no-received\n")
+	fmt.Fprintf(&b, "account \"bench\" imap server \"%s\" port %s user \"%s\" pass \"%s\" folder \"%s\"\n", host, port, user, pass, folder)
+	return b.String() + fdmRules(dir)
+}
+
+// fdmRules are the actions and match rules of bench-anchors.md for fdm.
+func fdmRules(dir string) string {
+	var b strings.Builder
 	for k := range Lists {
 		fmt.Fprintf(&b, "action \"l%d\" maildir \"%s/lists.%d\"\n", k, dir, k)
 		fmt.Fprintf(&b, "match \"^List-Id:.*<list%d\\\\.example\\\\.org>\" in headers action \"l%d\"\n", k, k)

