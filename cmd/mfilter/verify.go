@@ -19,8 +19,11 @@ import (
 
 // Bounds of mfilter convert --verify.
 const (
-	maxVerifyMailbox  = 256 << 20
-	verifyTimeout     = 2 * time.Minute // per message and side
+	maxVerifyMailbox = 256 << 20
+	verifyTimeout    = 30 * time.Second // per message and side
+	// maxTimeouts ends a run whose procmail side keeps timing out (a
+	// regex it backtracks on for minutes): the rest is not compared.
+	maxTimeouts       = 3
 	verifyNobody      = "65534"
 	verifySandboxPATH = "/usr/local/bin:/usr/bin:/bin"
 )
@@ -67,7 +70,7 @@ func runVerify(ctx context.Context, env *environ, mailbox, rcfile, keep string) 
 	if missing := missingPrograms(v.res.Programs); len(missing) > 0 {
 		fmt.Fprintf(env.stderr, "mfilter convert --verify: programs not found (both sides run them, and fail alike): %s\n", strings.Join(missing, ", "))
 	}
-	differ := 0
+	differ, timeouts := 0, 0
 	for i, m := range msgs {
 		pm, mf, err := v.one(ctx, m)
 		if err != nil {
@@ -77,6 +80,15 @@ func runVerify(ctx context.Context, env *environ, mailbox, rcfile, keep string) 
 		if pm.key() != mf.key() {
 			differ++
 			fmt.Fprintf(env.stdout, "message %d (%s): procmail: %s; mfilter: %s\n", i+1, subjectOf(m), pm, mf)
+		}
+		if pm.timedOut || mf.timedOut {
+			timeouts++
+		}
+		if timeouts >= maxTimeouts && i+1 < len(msgs) {
+			fmt.Fprintf(env.stderr, "mfilter convert --verify: %d messages took longer than %v; the other %d are not compared (counted as filed differently)\n",
+				timeouts, verifyTimeout, len(msgs)-i-1)
+			differ += len(msgs) - i - 1
+			break
 		}
 	}
 	fmt.Fprintf(env.stderr, "mfilter convert --verify: %d of %d messages filed differently (converted %d of %d recipes)\n",
@@ -276,10 +288,11 @@ func (v *verifier) makeSide(s *verifySide) error {
 
 // decision is where one side filed a message.
 type decision struct {
-	folders []string
-	sent    []string
-	status  int
-	why     string // the last line of its standard error, when it failed
+	folders  []string
+	sent     []string
+	status   int
+	why      string // the last line of its standard error, when it failed
+	timedOut bool
 }
 
 // boundedWriter keeps the first max bytes written to it.
@@ -362,10 +375,15 @@ func (v *verifier) run(ctx context.Context, s *verifySide, msg []byte, argv ...s
 	cmd.Stderr = &boundedWriter{buf: &stderr, max: 4096}
 	cmd.Stdout = io.Discard
 	runErr := cmd.Run()
-	d := decision{}
+	d := decision{timedOut: ctx.Err() != nil}
+	if d.timedOut {
+		d.why = fmt.Sprintf("killed after %v", verifyTimeout)
+	}
 	if ee, ok := runErr.(*exec.ExitError); ok {
 		d.status = ee.ExitCode()
-		d.why = lastLine(stderr.String())
+		if !d.timedOut {
+			d.why = lastLine(stderr.String())
+		}
 	} else if runErr != nil {
 		return d, runErr
 	}
