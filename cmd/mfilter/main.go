@@ -47,7 +47,7 @@ func init() {
 		{"refile", "file maildirs, MH folders or mboxes again by the rules", runRefile},
 		{"check", "check the rules file and report every problem", runCheck},
 		{"test", "show what the rules do with messages, writing nothing", runTest},
-		{"convert", "convert a procmailrc into rules; --verify compares them", runConvert},
+		{"convert", "turn a procmailrc into rules; --verify compares them", runConvert},
 		{"version", "print the version", runVersion},
 		{"help", "show this help", runHelp},
 	}
