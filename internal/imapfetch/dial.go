@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -24,10 +25,11 @@ const secretTimeout = 2 * time.Minute
 
 // Conn is a logged-in connection to the server.
 type Conn struct {
-	C    *imapclient.Client
-	Caps imap.CapSet
-	wire *countConn
-	stop func() bool
+	C          *imapclient.Client
+	Caps       imap.CapSet
+	Compressed bool // COMPRESS=DEFLATE is on
+	wire       *countConn
+	stop       func() bool
 }
 
 // Close logs out (briefly) and closes the connection.
@@ -47,7 +49,10 @@ func (c *Conn) Close() error {
 
 // Dial connects with the settings' TLS, and logs in with the password or
 // token their program prints. opts may carry a unilateral data handler.
-// The connection is closed when ctx ends.
+// The connection is closed when ctx ends. With compress: auto (the
+// default) mfilter greets and logs in itself and hands go-imap a
+// compressed link where the server offers COMPRESS=DEFLATE (session.go);
+// with compress: none go-imap does all.
 func Dial(ctx context.Context, s *Settings, run runprog.Runner, opts imapclient.Options) (*Conn, error) {
 	timeout := s.Timeout
 	if timeout <= 0 {
@@ -60,21 +65,29 @@ func Dial(ctx context.Context, s *Settings, run runprog.Runner, opts imapclient.
 		return nil, fmt.Errorf("connect to %s: %w", s.Host, err)
 	}
 	cc := &countConn{Conn: raw}
+	if s.NoCompress {
+		return dialClient(ctx, dctx, s, run, opts, cc, timeout)
+	}
+	return dialSession(ctx, dctx, s, run, opts, cc, timeout)
+}
+
+// dialClient lets go-imap greet, log in and ask for the capabilities.
+func dialClient(ctx, dctx context.Context, s *Settings, run runprog.Runner, opts imapclient.Options, cc *countConn, timeout time.Duration) (*Conn, error) {
 	c, err := newClient(dctx, s, cc, &opts)
 	if err != nil {
-		raw.Close()
+		cc.Close()
 		return nil, fmt.Errorf("connect to %s: %w", s.Host, err)
 	}
 	conn := &Conn{C: c, wire: cc, stop: context.AfterFunc(ctx, func() { c.Close() })}
 	// The greeting, TLS and login get the connect timeout; later
 	// reads the library's own.
-	raw.SetDeadline(time.Now().Add(timeout))
+	cc.SetDeadline(time.Now().Add(timeout))
 	if err := conn.login(ctx, s, run); err != nil {
 		conn.stop()
 		c.Close()
 		return nil, err
 	}
-	raw.SetDeadline(time.Time{})
+	cc.SetDeadline(time.Time{})
 	return conn, nil
 }
 
@@ -153,13 +166,7 @@ func (c *Conn) login(ctx context.Context, s *Settings, run runprog.Runner) error
 		if err != nil {
 			return err
 		}
-		var sc sasl.Client
-		if caps.Has(imap.AuthCap("OAUTHBEARER")) || !caps.Has(imap.AuthCap("XOAUTH2")) {
-			sc = sasl.NewOAuthBearerClient(&sasl.OAuthBearerOptions{Username: s.User, Token: tok})
-		} else {
-			sc = xoauth2{user: s.User, token: tok}
-		}
-		if err := c.C.Authenticate(sc); err != nil {
+		if err := c.C.Authenticate(tokenClient(caps, s.User, tok)); err != nil {
 			return &AuthError{Host: s.Host, User: s.User, Err: err}
 		}
 	} else {
@@ -208,6 +215,15 @@ func secret(ctx context.Context, run runprog.Runner, argv []string) (string, err
 	return pw, nil
 }
 
+// tokenClient is OAUTHBEARER, or XOAUTH2 where the server offers only
+// that.
+func tokenClient(caps imap.CapSet, user, tok string) sasl.Client {
+	if caps.Has(imap.AuthCap("OAUTHBEARER")) || !caps.Has(imap.AuthCap("XOAUTH2")) {
+		return sasl.NewOAuthBearerClient(&sasl.OAuthBearerOptions{Username: user, Token: tok})
+	}
+	return xoauth2{user: user, token: tok}
+}
+
 // xoauth2 is the XOAUTH2 SASL mechanism (Google's, Microsoft's), which
 // go-sasl dropped: one message, and on failure an empty reply to the
 // server's JSON error.
@@ -219,4 +235,102 @@ func (x xoauth2) Start() (string, []byte, error) {
 
 func (x xoauth2) Next(challenge []byte) ([]byte, error) {
 	return []byte{}, nil
+}
+
+// dialSession greets, logs in and turns compression on itself, then
+// hands go-imap the connection, logged in.
+func dialSession(ctx, dctx context.Context, s *Settings, run runprog.Runner, opts imapclient.Options, cc *countConn, timeout time.Duration) (*Conn, error) {
+	stop := context.AfterFunc(ctx, func() { cc.Close() })
+	cc.SetDeadline(time.Now().Add(timeout))
+	ss, err := startSession(dctx, s, cc)
+	if err == nil {
+		err = ss.auth(ctx, s, run, timeout)
+	}
+	compressed := false
+	if err == nil && ss.caps.Has(capCompress) {
+		err = ss.compress()
+		compressed = err == nil
+	}
+	stop()
+	if err != nil {
+		cc.Close()
+		var auth *AuthError
+		if errors.As(err, &auth) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("connect to %s: %w", s.Host, err)
+	}
+	cc.SetDeadline(time.Time{})
+	c := imapclient.New(ss.handoff(compressed), &opts)
+	conn := &Conn{C: c, Compressed: compressed, wire: cc, stop: context.AfterFunc(ctx, func() { c.Close() })}
+	// Asked again over the link go-imap now holds: what the server
+	// says, not the greeting made up for go-imap, and a first
+	// exchange through the compression.
+	if conn.Caps, err = c.Capability().Wait(); err != nil {
+		conn.stop()
+		c.Close()
+		return nil, fmt.Errorf("%s: capabilities: %w", s.Host, err)
+	}
+	return conn, nil
+}
+
+// startSession reads the greeting over TLS, STARTTLS or (tls: none)
+// neither, and the capabilities.
+func startSession(ctx context.Context, s *Settings, conn net.Conn) (*session, error) {
+	var cfg *tls.Config
+	if !s.Plain {
+		var err error
+		if cfg, err = tlsConfig(s); err != nil {
+			return nil, err
+		}
+	}
+	if s.TLS {
+		tc := tls.Client(conn, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		conn = tc
+	}
+	ss := newSession(conn)
+	starttls := !s.TLS && !s.Plain
+	if err := ss.greeting(starttls); err != nil {
+		return nil, err
+	}
+	if starttls {
+		if err := ss.startTLS(ctx, cfg); err != nil {
+			return nil, err
+		}
+	}
+	return ss, ss.capability()
+}
+
+// auth logs in with the password or token (a fresh one each time), then
+// learns the capabilities of the logged-in session (COMPRESS, UIDPLUS).
+func (ss *session) auth(ctx context.Context, s *Settings, run runprog.Runner, timeout time.Duration) error {
+	if ss.authd {
+		return nil
+	}
+	argv := s.PasswordCommand
+	if len(s.TokenCommand) > 0 {
+		argv = s.TokenCommand
+	}
+	sec, err := secret(ctx, run, argv)
+	if err != nil {
+		return err
+	}
+	// The program may have asked the user for a passphrase.
+	ss.conn.SetDeadline(time.Now().Add(timeout))
+	if len(s.TokenCommand) > 0 {
+		err = ss.authenticate(tokenClient(ss.caps, s.User, sec))
+	} else {
+		err = ss.login(s.User, sec)
+	}
+	var refused *imap.Error
+	if errors.As(err, &refused) {
+		return &AuthError{Host: s.Host, User: s.User, Err: err}
+	}
+	if err != nil {
+		return err
+	}
+	return ss.capability()
 }

@@ -94,7 +94,11 @@ func (f *Fetcher) Run(ctx context.Context) (Report, error) {
 func (f *Fetcher) dial(ctx context.Context) (*Conn, error) {
 	opts := imapclient.Options{UnilateralDataHandler: f.unilateral}
 	f.say("connecting to %s", f.Settings.Host)
-	return Dial(ctx, f.Settings, f.Runner, opts)
+	conn, err := Dial(ctx, f.Settings, f.Runner, opts)
+	if err == nil && conn.Compressed {
+		f.say("the link is compressed (COMPRESS=DEFLATE)")
+	}
+	return conn, err
 }
 
 // claimName names a journal's UIDVALIDITY generation.

@@ -39,9 +39,10 @@ type Settings struct {
 	StateDir        string
 	Timeout         time.Duration
 	StateLock       time.Duration
+	NoCompress      bool // compress: none: never COMPRESS=DEFLATE, go-imap logs in
 }
 
-var settingKeys = []string{"imap", "user", "password-command", "token-command", "after", "tls", "ca", "state-dir", "state-lock-timeout", "timeout"}
+var settingKeys = []string{"imap", "user", "password-command", "token-command", "after", "tls", "ca", "state-dir", "state-lock-timeout", "timeout", "compress"}
 
 // IsIMAP reports whether a fetch: item is an imap source (it has an
 // imap: key).
@@ -94,6 +95,13 @@ func ParseSettings(sec *rules.Section) (Settings, error) {
 			s.StateLock = r.Duration(v, "state-lock-timeout")
 		case "timeout":
 			s.Timeout = r.Duration(v, "timeout")
+		case "compress":
+			if c, ok := r.Str(v, "compress"); ok {
+				if c != "auto" && c != "none" {
+					r.Errorf(v, "fetch compress must be auto or none, not %q", c)
+				}
+				s.NoCompress = c == "none"
+			}
 		default:
 			r.Unknown(k, settingKeys)
 		}
