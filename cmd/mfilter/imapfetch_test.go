@@ -231,13 +231,15 @@ func startTCPCutter(t *testing.T, target string) *cutProxy {
 // TestIMAPSurvivesCuts cuts the connection at random byte offsets of
 // what the server sends, each time with new mail.
 func TestIMAPSurvivesCuts(t *testing.T) {
-	e := newIMAPEnv(t, "")
+	// A compressed link (the server offers COMPRESS=DEFLATE): a cut then
+	// lands inside a DEFLATE stream, the harder case.
+	e := newIMAPEnv(t, zlibConf)
 	proxy := startTCPCutter(t, e.d.IMAPAddr)
 	e.setFetch(e.source("imap://"+proxy.ln.Addr().String()+"/INBOX", "tls: none"))
 	rng := rand.New(rand.NewPCG(7, 8))
 	all := e.deliver(400, "probe")
-	if code, out := e.run(e.args()...); code != 0 {
-		t.Fatalf("probe run: %d %s", code, out)
+	if code, out := e.run(e.args("-v")...); code != 0 || !strings.Contains(out, "COMPRESS=DEFLATE") {
+		t.Fatalf("probe run (compressed?): %d %s", code, out)
 	}
 	full := proxy.wire.Load()
 	for deadline := time.Now().Add(10 * time.Second); full == 0 && time.Now().Before(deadline); full = proxy.wire.Load() {
