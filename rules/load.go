@@ -99,9 +99,9 @@ func (l *loader) pos(n *yaml.Node) Pos {
 }
 
 // CheckSecurity refuses a rules file that someone else could modify: the
-// file or its directory writable by group or others (a sticky directory
-// is fine for the directory), or owned by another user than the one
-// running mfilter or root. procmail refuses such rcfiles too. A symbolic
+// file or its directory writable by others, or by a group other than its
+// owner's private group (a sticky directory is fine for the directory),
+// or owned by another user than the one running mfilter or root. procmail refuses such rcfiles too. A symbolic
 // link is followed: the file it names and that file's directory count,
 // and so does the directory of every link on the way, which could be
 // made to point elsewhere.
@@ -110,7 +110,7 @@ func CheckSecurity(path string) error {
 	if err != nil {
 		return err
 	}
-	if st.Mode().Perm()&0o022 != 0 {
+	if othersMayWrite(st) {
 		return &InsecureError{path, fmt.Sprintf("it is writable by group or others (mode %04o); run chmod go-w %s", st.Mode().Perm(), path)}
 	}
 	if uid, ok := ownerOf(st); ok && uid != 0 && uid != os.Geteuid() {
@@ -125,7 +125,7 @@ func CheckSecurity(path string) error {
 		if err != nil {
 			return err
 		}
-		if dst.Mode().Perm()&0o022 != 0 && dst.Mode()&fs.ModeSticky == 0 {
+		if othersMayWrite(dst) && dst.Mode()&fs.ModeSticky == 0 {
 			return &InsecureError{path, fmt.Sprintf("its directory %s is writable by group or others (mode %04o)", dir, dst.Mode().Perm())}
 		}
 	}

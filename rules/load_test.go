@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -87,9 +89,15 @@ func TestSecurity(t *testing.T) {
 		t.Fatalf("a 0644 file in a 0755 directory is fine: %v", err)
 	}
 	os.Chmod(path, 0o664)
+	if owner, ok := ownerOf(mustStat(t, path)); ok && groupIsOwners(uint32(owner), mustGroup(t, path)) {
+		if _, err := Load(path); err != nil {
+			t.Fatalf("a file writable by its owner's private group is fine: %v", err)
+		}
+	}
+	os.Chown(path, -1, sharedGroup(t))
 	var ie *InsecureError
 	if _, err := Load(path); !errors.As(err, &ie) || !strings.Contains(err.Error(), "writable by group or others") {
-		t.Fatalf("a group-writable rules file must be refused, got %v", err)
+		t.Fatalf("a rules file writable by a shared group must be refused, got %v", err)
 	}
 	os.Chmod(path, 0o644)
 	os.Chmod(dir, 0o777)
@@ -337,6 +345,7 @@ func TestIncludeSecurity(t *testing.T) {
 		{filepath.Dir(inc), 0o777, inc + ": refusing insecure rules file: its directory " + filepath.Dir(inc) + " is writable by group or others (mode 0777)"},
 	} {
 		os.Chmod(tt.path, tt.mode)
+		os.Chown(tt.path, -1, sharedGroup(t))
 		_, err := Load(top)
 		var ie *InsecureError
 		if !errors.As(err, &ie) || err.Error() != tt.want {
@@ -458,5 +467,67 @@ func TestSecuritySymlink(t *testing.T) {
 	}
 	if _, err := Load(link(safe, "safe.yaml", "target.yaml")); err != nil {
 		t.Errorf("a link between safe places: %v", err)
+	}
+}
+
+func mustStat(t *testing.T, path string) os.FileInfo {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func mustGroup(t *testing.T, path string) uint32 {
+	t.Helper()
+	gid, ok := groupOf(mustStat(t, path))
+	if !ok {
+		t.Fatal("no group")
+	}
+	return gid
+}
+
+// sharedGroup is a group that is not the test user's private group: the
+// system's mail group, whose gid is user mail's primary group.
+func sharedGroup(t *testing.T) int {
+	t.Helper()
+	g, err := user.LookupGroup("mail")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gid, _ := strconv.Atoi(g.Gid)
+	if groupIsOwners(uint32(os.Geteuid()), uint32(gid)) {
+		t.Fatalf("group mail (%d) is the test user's private group", gid)
+	}
+	return gid
+}
+
+func TestPrivateGroup(t *testing.T) {
+	dir := t.TempDir()
+	passwd := filepath.Join(dir, "passwd")
+	group := filepath.Join(dir, "group")
+	os.WriteFile(passwd, []byte("root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\nbob:x:1001:1001::/home/bob:/bin/sh\ncarol:x:1002:100::/home/carol:/bin/sh\ndave:x:1003:100::/home/dave:/bin/sh\nerin:x:1004:1004::/:/bin/sh\n"), 0o644)
+	os.WriteFile(group, []byte("root:x:0:\nusers:x:100:\nalice:x:1000:\nbob:x:1001:alice\nerin:x:1004:erin\nstaff:x:50:alice\n"), 0o644)
+	for _, tt := range []struct {
+		uid, gid uint32
+		want     bool
+	}{
+		{1000, 1000, true},  // alice's own group, no members
+		{1004, 1004, true},  // erin's, with erin as its member
+		{1001, 1001, false}, // bob's, but alice is a member
+		{1000, 1001, false}, // not alice's primary group
+		{1002, 100, false},  // carol's primary group, dave's too
+		{1000, 50, false},   // a group alice is in
+		{1000, 999, false},  // no such group
+		{4242, 1000, false}, // no such user
+	} {
+		if got := privateGroup(passwd, group, tt.uid, tt.gid); got != tt.want {
+			t.Errorf("privateGroup(uid %d, gid %d) = %v, want %v", tt.uid, tt.gid, got, tt.want)
+		}
+	}
+	os.WriteFile(group, []byte("alice:x:1000:\n+::::\n"), 0o644)
+	if privateGroup(passwd, group, 1000, 1000) {
+		t.Error("a group file that includes NIS entries must not be trusted")
 	}
 }

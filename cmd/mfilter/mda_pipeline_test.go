@@ -408,8 +408,11 @@ func TestMDAPostfixMailboxCommand(t *testing.T) {
 		// The settings parse; a rule has a misspelt key: the file's
 		// own default folder.
 		{"unknown key", strings.Replace(pipelineRules, "then: {folder: bounces/}", "thne: {folder: bounces/}", 1), 0o644, "Mail/inbox/"},
-		// Writable by the group: none of its settings are trusted.
-		{"insecure rules file", "maildir: ~/Elsewhere\ndefault: trusted/\n", 0o664, "Maildir/"},
+		// Writable by others: none of its settings are trusted.
+		{"insecure rules file", "maildir: ~/Elsewhere\ndefault: trusted/\n", 0o666, "Maildir/"},
+		// Writable by the user's private group (useradd --user-group,
+		// umask 002): only the user can write it, so it is used.
+		{"private group", "maildir: ~/Elsewhere\ndefault: trusted/\n", 0o664, "Elsewhere/trusted/"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			writeUserRules(t, u, c.rules, c.mode)
