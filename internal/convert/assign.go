@@ -365,7 +365,9 @@ func (f *fileConv) setting(a *Assign, parent *Recipe) *ruleOut {
 	if err != nil {
 		return f.skipAssign(a, err.Error())
 	}
-	if !f.top || parent != nil || f.seenRecipe || f.counts[a.Name] > 1 {
+	// Assignments before the first recipe set the setting (the last one
+	// wins, as it would in procmail); later ones cannot change it.
+	if !f.top || parent != nil || f.seenRecipe {
 		r := f.skipAssign(a, fmt.Sprintf("%s is changed between recipes; mfilter has one %s setting", a.Name, strings.ToLower(a.Name)))
 		if a.Name == "LOGFILE" && f.referenced(a.Name) {
 			// The variable is still used: set it.
