@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mfilter/mfilter/internal/mailtest"
 )
 
 // TestConfinedFolders: folders built from message data are written
@@ -37,7 +39,7 @@ func TestConfinedFolders(t *testing.T) {
 			t.Errorf("%s: %s holds %q (%v)", spec, p, b, err)
 		}
 	}
-	if names := listDir(t, filepath.Join(base, "lists/a/tmp")); len(names) != 0 {
+	if names := mailtest.ListDir(t, filepath.Join(base, "lists/a/tmp")); len(names) != 0 {
 		t.Errorf("tmp/ holds %v", names)
 	}
 
@@ -58,7 +60,7 @@ func TestConfinedFolders(t *testing.T) {
 	if derr == nil && cerr == nil {
 		t.Error("delivered through a symbolic link out of the mail root")
 	}
-	if names := listDir(t, outside); len(names) != 0 {
+	if names := mailtest.ListDir(t, outside); len(names) != 0 {
 		t.Errorf("the folder outside the root got %v", names)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/mfilter/mfilter/internal/mailtest"
 )
 
 // TestFaults injects a failure into every operation a writer makes, for
@@ -225,7 +227,7 @@ func testFaultBatchIsolation(t *testing.T, syncfs, named bool) {
 			t.Errorf("message %d: Err %v, file %v", i, d.Err, serr)
 		}
 	}
-	if n := len(listDir(t, filepath.Join(dir, "md/tmp"))); n != 0 {
+	if n := len(mailtest.ListDir(t, filepath.Join(dir, "md/tmp"))); n != 0 {
 		t.Errorf("%d files left in tmp/", n)
 	}
 	evs := strings.Join(ffs.Events(), "\n")
@@ -279,7 +281,7 @@ func TestCommitSyncChoice(t *testing.T) {
 		if syncfs != wantSyncfs || syncs != n*(1-wantSyncfs/2) {
 			t.Errorf("%d messages: %d fsyncs and %d syncfs, want %d syncfs", n, syncs, syncfs, wantSyncfs)
 		}
-		if names := listDir(t, filepath.Join(md.Path, "new")); len(names) != n {
+		if names := mailtest.ListDir(t, filepath.Join(md.Path, "new")); len(names) != n {
 			t.Errorf("%d messages: new/ holds %d", n, len(names))
 		}
 	}
@@ -337,7 +339,7 @@ func TestDeliverCancelled(t *testing.T) {
 			t.Errorf("%s: Deliver = %v, want context.Canceled", spec, err)
 		}
 	}
-	if names := listDir(t, dir); len(names) != 0 {
+	if names := mailtest.ListDir(t, dir); len(names) != 0 {
 		t.Errorf("cancelled deliveries wrote %v", names)
 	}
 }

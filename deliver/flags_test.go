@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/mfilter/mfilter/internal/mailtest"
 )
 
 func TestDeliverWithFlags(t *testing.T) {
@@ -29,11 +31,11 @@ func TestDeliverWithFlags(t *testing.T) {
 	if err := txn.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	cur := listDir(t, filepath.Join(dir, "md", "cur"))
+	cur := mailtest.ListDir(t, filepath.Join(dir, "md", "cur"))
 	if len(cur) != 1 || !strings.HasSuffix(cur[0], ":2,FRSab") {
 		t.Errorf("cur/ holds %v, want one message with info :2,FRSab", cur)
 	}
-	if n := listDir(t, filepath.Join(dir, "md", "new")); len(n) != 1 {
+	if n := mailtest.ListDir(t, filepath.Join(dir, "md", "new")); len(n) != 1 {
 		t.Errorf("new/ holds %v, want the message without flags", n)
 	}
 	kw, err := ReadMaildirKeywords(filepath.Join(dir, "md"))
@@ -61,11 +63,11 @@ func TestDeliverWithFlags(t *testing.T) {
 		t.Errorf("dovecot-keywords after a new keyword: %v", kw)
 	}
 	found := false
-	for _, n := range listDir(t, filepath.Join(dir, "md", "cur")) {
+	for _, n := range mailtest.ListDir(t, filepath.Join(dir, "md", "cur")) {
 		found = found || strings.HasSuffix(n, ":2,DTbc")
 	}
 	if !found {
-		t.Errorf("no message with :2,DTbc in cur/: %v", listDir(t, filepath.Join(dir, "md", "cur")))
+		t.Errorf("no message with :2,DTbc in cur/: %v", mailtest.ListDir(t, filepath.Join(dir, "md", "cur")))
 	}
 }
 

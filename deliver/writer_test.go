@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mfilter/mfilter/internal/maillock"
+	"github.com/mfilter/mfilter/internal/mailtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -107,19 +108,6 @@ func diffSnapshots(before, after map[string]string) string {
 	}
 	sort.Strings(out)
 	return strings.Join(out, "\n")
-}
-
-func listDir(t *testing.T, dir string) []string {
-	t.Helper()
-	es, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range es {
-		names = append(names, e.Name())
-	}
-	return names
 }
 
 // goldenCases are the messages whose written bytes are pinned by golden
@@ -250,8 +238,8 @@ func TestWriterNamesAndModes(t *testing.T) {
 			t.Errorf("%s: mode %o, want 0700", d, got)
 		}
 	}
-	newNames := listDir(t, filepath.Join(dir, "deep/er/md/new"))
-	if len(newNames) != 3 || len(listDir(t, filepath.Join(dir, "deep/er/md/tmp"))) != 0 {
+	newNames := mailtest.ListDir(t, filepath.Join(dir, "deep/er/md/new"))
+	if len(newNames) != 3 || len(mailtest.ListDir(t, filepath.Join(dir, "deep/er/md/tmp"))) != 0 {
 		t.Errorf("maildir new/ = %v, tmp/ should be empty", newNames)
 	}
 	for _, n := range newNames {
@@ -263,10 +251,10 @@ func TestWriterNamesAndModes(t *testing.T) {
 	if n := MaildirUnique(w2.MaildirName(42)); !mailstatNameRE.MatchString(n) {
 		t.Errorf("logged maildir name %q is not one mailstat folds (%s)", n, mailstatNameRE)
 	}
-	if got := listDir(t, filepath.Join(dir, "mh/sub")); !slices.Equal(got, []string{"1", "2", "3"}) {
+	if got := mailtest.ListDir(t, filepath.Join(dir, "mh/sub")); !slices.Equal(got, []string{"1", "2", "3"}) {
 		t.Errorf("MH folder holds %v, want 1 2 3", got)
 	}
-	plain := listDir(t, filepath.Join(dir, "plain"))
+	plain := mailtest.ListDir(t, filepath.Join(dir, "plain"))
 	if len(plain) != 3 {
 		t.Errorf("plain dir holds %v", plain)
 	}
@@ -331,7 +319,7 @@ func TestMHNumbering(t *testing.T) {
 	if err := txn.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	got := listDir(t, mhdir)
+	got := mailtest.ListDir(t, mhdir)
 	want := []string{"0007", "10", "12x", "7", "8", "9", "abc"}
 	if !slices.Equal(got, want) {
 		t.Errorf("MH folder holds %v, want %v", got, want)
@@ -383,7 +371,7 @@ func TestMHNumberingPastInt64(t *testing.T) {
 			for i, n := range c.want {
 				b, err := os.ReadFile(filepath.Join(mhdir, n))
 				if want := fmt.Sprintf("Subject: %d\n\n", i); err != nil || string(b) != want {
-					t.Errorf("%s = %q (%v), want %q; folder holds %v", n, b, err, want, listDir(t, mhdir))
+					t.Errorf("%s = %q (%v), want %q; folder holds %v", n, b, err, want, mailtest.ListDir(t, mhdir))
 				}
 			}
 		})
@@ -420,7 +408,7 @@ func TestNeverOverwrite(t *testing.T) {
 			}
 			squatters := 0
 			target := filepath.Dir(ds[0].Path)
-			for _, n := range listDir(t, target) {
+			for _, n := range mailtest.ListDir(t, target) {
 				b, _ := os.ReadFile(filepath.Join(target, n))
 				if string(b) == squatter {
 					squatters++
@@ -429,7 +417,7 @@ func TestNeverOverwrite(t *testing.T) {
 			if squatters != 1 {
 				t.Errorf("the file that took the name was replaced (%d copies left)", squatters)
 			}
-			if names := listDir(t, target); len(names) != 2 {
+			if names := mailtest.ListDir(t, target); len(names) != 2 {
 				t.Errorf("folder holds %v, want the squatter and our message", names)
 			}
 		})
@@ -483,18 +471,18 @@ func TestTxnVisibility(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if n := len(listDir(t, filepath.Join(dir, "md/new"))); n != 0 {
+			if n := len(mailtest.ListDir(t, filepath.Join(dir, "md/new"))); n != 0 {
 				t.Errorf("maildir new/ has %d files before Commit", n)
 			}
 			want := 0
 			if named {
 				want = 1
 			}
-			if n := len(listDir(t, filepath.Join(dir, "md/tmp"))); n != want {
+			if n := len(mailtest.ListDir(t, filepath.Join(dir, "md/tmp"))); n != want {
 				t.Errorf("maildir tmp/ has %d files before Commit, want %d", n, want)
 			}
 			for _, d := range []string{"mh", "dir"} {
-				names := listDir(t, filepath.Join(dir, d))
+				names := mailtest.ListDir(t, filepath.Join(dir, d))
 				for _, n := range names {
 					if !strings.HasPrefix(n, ".mfilter-tmp.") {
 						t.Errorf("%s/%s visible before Commit", d, n)
@@ -510,14 +498,14 @@ func TestTxnVisibility(t *testing.T) {
 			if err := txn.Commit(); err != nil {
 				t.Fatal(err)
 			}
-			if n := len(listDir(t, filepath.Join(dir, "md/new"))); n != 1 {
+			if n := len(mailtest.ListDir(t, filepath.Join(dir, "md/new"))); n != 1 {
 				t.Errorf("maildir new/ has %d files after Commit", n)
 			}
-			if n := len(listDir(t, filepath.Join(dir, "md/tmp"))); n != 0 {
+			if n := len(mailtest.ListDir(t, filepath.Join(dir, "md/tmp"))); n != 0 {
 				t.Errorf("maildir tmp/ has %d files after Commit", n)
 			}
 			for _, d := range []string{"mh", "dir"} {
-				names := listDir(t, filepath.Join(dir, d))
+				names := mailtest.ListDir(t, filepath.Join(dir, d))
 				if len(names) != 1 || strings.HasPrefix(names[0], ".") {
 					t.Errorf("%s holds %v after Commit", d, names)
 				}
@@ -966,7 +954,7 @@ func testCommitDurability(t *testing.T, syncfs, named bool) {
 	if c := count["sync mbox"]; !syncfs && c != 1 {
 		t.Errorf("mbox fsynced %d times, want once per Commit", c)
 	}
-	if names := listDir(t, filepath.Join(dir, "md", "tmp")); len(names) != 0 {
+	if names := mailtest.ListDir(t, filepath.Join(dir, "md", "tmp")); len(names) != 0 {
 		t.Errorf("md/tmp holds %v after Commit", names)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mfilter/mfilter/internal/mailfmt"
+	"github.com/mfilter/mfilter/internal/mailtest"
 	"github.com/mfilter/mfilter/internal/sysexits"
 )
 
@@ -198,7 +199,7 @@ func e2eListDirMaybe(t *testing.T, dir string) []string {
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	return e2eListDir(t, dir)
+	return mailtest.ListDir(t, dir)
 }
 
 func e2eSplit(t *testing.T, data []byte) [][]byte {
@@ -341,7 +342,7 @@ func TestFailureFileSizeLimit(t *testing.T) {
 		if got, _ := os.ReadFile(box); !bytes.Equal(got, old) {
 			t.Errorf("mbox not truncated back: %d bytes, had %d", len(got), len(old))
 		}
-		if names := e2eListDir(t, base); !slices.Equal(names, []string{"box"}) {
+		if names := mailtest.ListDir(t, base); !slices.Equal(names, []string{"box"}) {
 			t.Errorf("mail directory holds %v", names)
 		}
 	})
@@ -612,7 +613,7 @@ func TestRefileRescueStillFailing(t *testing.T) {
 				t.Errorf("the rescue mbox being filed changed (%d bytes, had %d)", len(b), len(orig))
 			}
 			var other string
-			for _, n := range e2eListDir(t, base) {
+			for _, n := range mailtest.ListDir(t, base) {
 				if strings.HasPrefix(n, "mfilter-rescue.mbox.") && !strings.HasSuffix(n, ".lock") {
 					other = filepath.Join(base, n)
 				}

@@ -366,12 +366,7 @@ func newUploadCutter(t *testing.T, srv *sshtest.Server) *cutProxy {
 }
 
 func startCutProxy(t *testing.T, srv *sshtest.Server, upload bool) *cutProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, target: srv.Addr, upload: upload}
-	p.limit.Store(-1)
+	p := startCutter(t, srv.Addr, upload)
 	// The proxy's address needs its own known_hosts line.
 	kh, err := os.ReadFile(srv.KnownHosts)
 	if err != nil {
@@ -379,16 +374,6 @@ func startCutProxy(t *testing.T, srv *sshtest.Server, upload bool) *cutProxy {
 	}
 	line := fmt.Sprintf("[127.0.0.1]:%d %s\n", p.port(), srv.HostKeyPub)
 	os.WriteFile(srv.KnownHosts, append(kh, line...), 0o600)
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go p.serve(c)
-		}
-	}()
 	return p
 }
 

@@ -209,11 +209,17 @@ func TestIMAPSurvivesKills(t *testing.T) {
 
 // startTCPCutter is a cutProxy in front of any TCP server.
 func startTCPCutter(t *testing.T, target string) *cutProxy {
+	return startCutter(t, target, false)
+}
+
+// startCutter is a cutProxy in front of target that cuts what the server
+// sends, or with upload what the client sends.
+func startCutter(t *testing.T, target string, upload bool) *cutProxy {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &cutProxy{ln: ln, target: target}
+	p := &cutProxy{ln: ln, target: target, upload: upload}
 	p.limit.Store(-1)
 	t.Cleanup(func() { ln.Close() })
 	go func() {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mfilter/mfilter/internal/mailfmt"
+	"github.com/mfilter/mfilter/internal/mailtest"
 )
 
 // lockTestMessage is message n of writer w: a unique id, a body whose
@@ -173,7 +174,7 @@ func TestLockInterop(t *testing.T) {
 	}
 	check("formail -s", fm)
 
-	for _, n := range e2eListDir(t, dir) {
+	for _, n := range mailtest.ListDir(t, dir) {
 		if n != "box" && n != "rc" {
 			t.Errorf("left behind in the mail directory: %s", n)
 		}
@@ -190,19 +191,6 @@ func e2eTool(t testing.TB, name string) string {
 		t.Fatalf("%s is needed (test.sh installs it): %v", name, err)
 	}
 	return p
-}
-
-func e2eListDir(t testing.TB, dir string) []string {
-	t.Helper()
-	es, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range es {
-		names = append(names, e.Name())
-	}
-	return names
 }
 
 // e2eFirstDiff shows where a and b part.

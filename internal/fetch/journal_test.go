@@ -85,17 +85,7 @@ func TestJournalMboxWithoutRecord(t *testing.T) {
 			if err := os.WriteFile(box.Path, tc.mbox, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			path := filepath.Join(t.TempDir(), "j.journal")
-			j, err := OpenJournal(path, wr, "test")
-			if err != nil {
-				t.Fatal(err)
-			}
-			j.Claiming("x", "1R00")
-			j.Close()
-			j, err = OpenJournal(path, wr, "test") // resumed: no write record
-			if err != nil {
-				t.Fatal(err)
-			}
+			j := resumedJournal(t, wr)
 			defer j.Close()
 			found, err := j.Done(ctx, 500, 0, filer.Step{Kind: filer.StepFolder, Folder: box, Msg: msg})
 			if err != nil || found != tc.found {
@@ -130,6 +120,18 @@ func TestJournalFindsFlaggedMboxAppend(t *testing.T) {
 	if err := txn.Commit(); err != nil {
 		t.Fatal(err)
 	}
+	j := resumedJournal(t, wr)
+	defer j.Close()
+	found, err := j.Done(ctx, 500, 0, filer.Step{Kind: filer.StepFolder, Folder: box, Msg: msg, Flags: flags})
+	if err != nil || !found {
+		t.Fatalf("Done = %v, %v: the flagged append was not found", found, err)
+	}
+}
+
+// resumedJournal is the journal of a claim as a run that resumes it
+// opens it: no record of any write.
+func resumedJournal(t *testing.T, wr *deliver.Writer) *Journal {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "j.journal")
 	j, err := OpenJournal(path, wr, "test")
 	if err != nil {
@@ -137,13 +139,8 @@ func TestJournalFindsFlaggedMboxAppend(t *testing.T) {
 	}
 	j.Claiming("x", "1R00")
 	j.Close()
-	j, err = OpenJournal(path, wr, "test") // resumed: no write record
-	if err != nil {
+	if j, err = OpenJournal(path, wr, "test"); err != nil {
 		t.Fatal(err)
 	}
-	defer j.Close()
-	found, err := j.Done(ctx, 500, 0, filer.Step{Kind: filer.StepFolder, Folder: box, Msg: msg, Flags: flags})
-	if err != nil || !found {
-		t.Fatalf("Done = %v, %v: the flagged append was not found", found, err)
-	}
+	return j
 }

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mfilter/mfilter/internal/mailtest"
 )
 
 var fastLock = LockOptions{Timeout: 10 * time.Second, MaxSleep: 5 * time.Millisecond, Suspend: time.Millisecond}
@@ -61,7 +63,7 @@ func TestDotlockExclusive(t *testing.T) {
 	if maxHolders.Load() != 1 || total.Load() != 200 {
 		t.Errorf("max concurrent holders %d (want 1), %d acquisitions (want 200)", maxHolders.Load(), total.Load())
 	}
-	if names := listDir(t, filepath.Dir(path)); len(names) != 0 {
+	if names := mailtest.ListDir(t, filepath.Dir(path)); len(names) != 0 {
 		t.Errorf("left behind: %v", names)
 	}
 }
@@ -244,17 +246,4 @@ func TestJitter(t *testing.T) {
 	if lo < d/2 || hi > d || hi-lo < d/4 {
 		t.Errorf("jitter(%v) ranged over [%v, %v], want a spread within [%v, %v]", d, lo, hi, d/2, d)
 	}
-}
-
-func listDir(t *testing.T, dir string) []string {
-	t.Helper()
-	es, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range es {
-		names = append(names, e.Name())
-	}
-	return names
 }

@@ -143,3 +143,17 @@ func Mismatch(got, want []string) string {
 	}
 	return strings.Join(d, " ")
 }
+
+// ListDir returns the names in dir.
+func ListDir(t testing.TB, dir string) []string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range es {
+		names = append(names, e.Name())
+	}
+	return names
+}
