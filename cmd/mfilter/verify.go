@@ -342,9 +342,11 @@ func (d decision) String() string {
 
 // one files a message on both sides.
 func (v *verifier) one(ctx context.Context, msg []byte) (decision, decision, error) {
-	// procmail -m takes HOME and LOGNAME from the password file: they
-	// are given as assignments, which come after its defaults.
-	pm, err := v.run(ctx, v.pm, msg, v.procmail, "-m", "HOME="+v.pm.home(), "LOGNAME=user", "USER=user",
+	// procmail -m takes HOME, LOGNAME and SHELL from the password file
+	// (nobody's shell is nologin, which fails every command with shell
+	// syntax): they are given as assignments, which come after its
+	// defaults.
+	pm, err := v.run(ctx, v.pm, msg, v.procmail, "-m", "HOME="+v.pm.home(), "LOGNAME=user", "USER=user", "SHELL=/bin/sh",
 		"DEFAULT="+v.pm.spool(), "SENDMAIL="+v.pm.sendmail(), v.rcfile)
 	if err != nil {
 		return pm, pm, err
