@@ -362,7 +362,7 @@ type (
 		// Input is what the program reads and its output replaces:
 		// message, header (header-only: true) or body.
 		Input     string
-		OnFailure string // "keep" (default) or "retry"
+		OnFailure string // "keep" (default), "retry" or "use-output"
 	}
 	// SetAction assigns variables.
 	SetAction struct {

@@ -1037,11 +1037,16 @@ func (s *state) homeFolder(t *Template, f string) string {
 }
 
 // argv expands a command; message data in arguments is fine (no shell),
-// but a NUL byte cannot be passed and is dropped.
+// but a NUL byte cannot be passed and is dropped. An optional argument
+// that expands to nothing is left out.
 func (s *state) argv(ts []*Template) []string {
-	out := make([]string, len(ts))
-	for i, t := range ts {
-		out[i], _ = s.expand(t, func(v string) string { return strings.ReplaceAll(v, "\x00", "") })
+	out := make([]string, 0, len(ts))
+	for _, t := range ts {
+		v, _ := s.expand(t, func(v string) string { return strings.ReplaceAll(v, "\x00", "") })
+		if v == "" && t.Optional {
+			continue
+		}
+		out = append(out, v)
 	}
 	return out
 }
@@ -1282,6 +1287,10 @@ func (s *state) delivered() bool {
 // filter replaces the message (or its header) by a program's output, as
 // procmail's f flag does. A failure keeps the message as it was, or, with
 // on-failure: retry, stops filing so that the message is tried again.
+// With on-failure: use-output a program that ran to its end is taken at
+// its word whatever its exit status, as procmail takes a filter's output
+// without the w flag; one that could not start, timed out or printed too
+// much still leaves the message as it was.
 func (s *state) filter(a *FilterAction, depth int) error {
 	argv := s.argv(a.Argv)
 	prepared := mailfmt.ContentLengthFixed(s.msg, s.e.opts.Berkeley)
@@ -1295,7 +1304,13 @@ func (s *state) filter(a *FilterAction, depth int) error {
 	}
 	res, err := s.e.opts.Runner.Run(s.ctx, argv, input, runprog.Options{Timeout: a.Timeout, Stdout: true})
 	if err == nil && res.Exit != 0 {
-		err = errors.New(runprog.Describe(argv, res))
+		if a.OnFailure == "use-output" {
+			w := fmt.Sprintf("filter %s: its output is used (on-failure: use-output)", runprog.Describe(argv, res))
+			s.dec.Warnings = append(s.dec.Warnings, w)
+			s.tracef(depth, "%s", w)
+		} else {
+			err = errors.New(runprog.Describe(argv, res))
+		}
 	}
 	if err != nil {
 		if a.OnFailure == "retry" {

@@ -239,8 +239,9 @@ func TestProgramCondition(t *testing.T) {
 func TestFilter(t *testing.T) {
 	upper := func(in []byte) []byte { return bytes.ToUpper(in) }
 	r := &fakeRunner{
-		exit:   map[string]int{"up": 0, "fail": 3},
-		output: map[string]func([]byte) []byte{"up": upper, "hdr": func(in []byte) []byte { return append(bytes.Clone(in[:len(in)-1]), "X-Filtered: yes\n\n"...) }},
+		exit:   map[string]int{"up": 0, "fail": 3, "failup": 3},
+		output: map[string]func([]byte) []byte{"up": upper, "failup": upper, "hdr": func(in []byte) []byte { return append(bytes.Clone(in[:len(in)-1]), "X-Filtered: yes\n\n"...) }},
+		err:    map[string]error{"missing": errors.New("exec: not found")},
 	}
 	msg := "Subject: s\n\nbody\n"
 	tests := []struct {
@@ -252,6 +253,14 @@ func TestFilter(t *testing.T) {
 		{`[{then: [{filter: [hdr], header-only: true}, {folder: a/}]}]`, "Subject: s\nX-Filtered: yes\n\nbody\n", false, false},
 		{`[{then: [{filter: [fail]}, {folder: a/}]}]`, msg, true, false},
 		{`[{then: [{filter: [fail], on-failure: retry}, {folder: a/}]}]`, "", false, true},
+		// use-output: a failed filter's output is the message, as
+		// procmail's f without w has it (even when it printed nothing);
+		// a program that did not run leaves the message as it was.
+		{`[{then: [{filter: [failup], on-failure: use-output}, {folder: a/}]}]`, "SUBJECT: S\n\nBODY\n\n", true, false},
+		{`[{then: [{filter: [fail], on-failure: use-output}, {folder: a/}]}]`, "", true, false},
+		{`[{then: [{filter: [failup], on-failure: use-output, input: body}, {folder: a/}]}]`, "Subject: s\n\nBODY\n", true, false},
+		{`[{then: [{filter: [missing], on-failure: use-output}, {folder: a/}]}]`, msg, true, false},
+		{`[{then: [{filter: [up], on-failure: use-output}, {folder: a/}]}]`, "SUBJECT: S\n\nBODY\n\n", false, false},
 	}
 	for _, tt := range tests {
 		e := NewEngine(mustParse(t, "rules: "+tt.rules), Options{Default: "inbox/", Runner: r})
@@ -270,6 +279,45 @@ func TestFilter(t *testing.T) {
 		}
 		if (len(d.Warnings) > 0) != tt.warn {
 			t.Errorf("%s: warnings %q", tt.rules, d.Warnings)
+		}
+	}
+}
+
+// TestOptionalArgument: {optional: T} is left out of the argument list
+// when T expands to nothing, as procmail leaves out an unquoted empty
+// variable; a plain empty template stays an empty argument.
+func TestOptionalArgument(t *testing.T) {
+	tests := []struct{ rules, want string }{
+		{`[{then: {pipe: [p, a, {optional: '${none}'}, b]}}]`, "p a b"},
+		{`[{then: {pipe: [p, a, {optional: '${x}'}, b]}}]`, "p a X b"},
+		{`[{then: {pipe: [p, a, '${none}', b]}}]`, "p a  b"},
+		{`[{then: {pipe: [p, {optional: '${none}${none}'}]}}]`, "p"},
+		{`[{if: {program: [p, {optional: '${none}'}, c]}, then: {folder: a/}}]`, "p c"},
+		{`[{then: [{filter: [p, {optional: '${none}'}, f]}, {folder: a/}]}]`, "p f"},
+		{`[{then: [{set: {v: {output-of: [p, {optional: '${none}'}, o]}}}, {folder: a/}]}]`, "p o"},
+	}
+	for _, tt := range tests {
+		r := &fakeRunner{}
+		e := NewEngine(mustParse(t, "vars: {x: X, none: ''}\nrules: "+tt.rules), Options{Default: "inbox/", Runner: r})
+		d, err := e.Evaluate(context.Background(), []byte(plainMsg), EvalOptions{})
+		if err != nil {
+			t.Fatalf("%s: %v", tt.rules, err)
+		}
+		got := strings.Join(r.calls, "|")
+		if len(d.Steps) > 0 && d.Steps[0].Kind == StepPipe {
+			got = strings.Join(d.Steps[0].Argv, " ")
+		}
+		if got != tt.want {
+			t.Errorf("%s: ran %q, want %q", tt.rules, got, tt.want)
+		}
+	}
+	for _, bad := range []string{
+		`[{then: {pipe: [{optional: '${x}'}, a]}}]`,
+		`[{then: {pipe: [p, {optional: a, other: b}]}}]`,
+		`[{then: {pipe: [p, {maybe: a}]}}]`,
+	} {
+		if _, err := Parse("rules.yaml", []byte("vars: {x: X}\nrules: "+bad)); err == nil {
+			t.Errorf("%s: loaded, want an error", bad)
 		}
 	}
 }

@@ -386,8 +386,8 @@ func (l *loader) filterAction(p Pos, _, val *yaml.Node, mods map[string]*yaml.No
 	}
 	if m := mods["on-failure"]; m != nil {
 		if s := l.str(m, "on-failure"); s != nil {
-			if s.Value != "keep" && s.Value != "retry" {
-				l.errorf(m, "on-failure must be keep (go on with the unfiltered message) or retry (exit 75), not %q", s.Value)
+			if s.Value != "keep" && s.Value != "retry" && s.Value != "use-output" {
+				l.errorf(m, "on-failure must be keep (go on with the unfiltered message), retry (exit 75) or use-output (take what the program printed, as procmail's f without w), not %q", s.Value)
 			}
 			a.OnFailure = s.Value
 		}

@@ -812,7 +812,42 @@ func (l *loader) argv(v *yaml.Node, what string) []*Template {
 		l.errorf(v, "%s must be a list of arguments like [spamc, -c]; mfilter runs no shell, so %q cannot be split for you", what, v.Value)
 		return nil
 	}
-	return l.templates(v, what)
+	if v.Kind != yaml.SequenceNode {
+		return l.templates(v, what)
+	}
+	if len(v.Content) == 0 {
+		l.errorf(v, "%s is an empty list", what)
+		return nil
+	}
+	var out []*Template
+	for i, c := range v.Content {
+		if t := l.argument(c, what, i == 0); t != nil {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// argument reads one element of an argument list: a template, or
+// {optional: TEMPLATE}, left out when it expands to nothing, as a shell
+// (and procmail) leaves out an unquoted empty variable.
+func (l *loader) argument(n *yaml.Node, what string, first bool) *Template {
+	if n.Kind != yaml.MappingNode {
+		return l.template(n, what)
+	}
+	if len(n.Content) != 2 || n.Content[0].Value != "optional" {
+		l.errorf(n, "an argument of %s is a string or {optional: TEMPLATE}", what)
+		return nil
+	}
+	if first {
+		l.errorf(n, "the program of %s cannot be optional", what)
+		return nil
+	}
+	t := l.template(n.Content[1], what)
+	if t != nil {
+		t.Optional = true
+	}
+	return t
 }
 
 const (

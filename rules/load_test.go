@@ -198,7 +198,7 @@ func TestLoadErrorsPerKind(t *testing.T) {
 		{"", `{remove-header: 'X Bad'}`, `4:27: bad header field name "X Bad"`},
 		{"", `{rename-header: X-A}`, `4:27: rename-header takes {from: Old-Name, to: New-Name}`},
 		{"", `{rename-header: {from: X-A}}`, `4:27: rename-header needs both from: and to:`},
-		{"", `{filter: [x], on-failure: drop}`, `4:37: on-failure must be keep (go on with the unfiltered message) or retry (exit 75), not "drop"`},
+		{"", `{filter: [x], on-failure: drop}`, `4:37: on-failure must be keep (go on with the unfiltered message), retry (exit 75) or use-output (take what the program printed, as procmail's f without w), not "drop"`},
 		{"", `{filter: [x], continue: true}`, `4:25: unknown filter option "continue" (known: filter, timeout, header-only, on-failure, input)`},
 		{"", `{set: {HOME: x}}`, `4:18: HOME is a built-in variable and cannot be redefined`},
 		{"", `{set: {'a b': x}}`, `4:18: bad variable name "a b" (letters, digits, _, - and .)`},

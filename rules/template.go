@@ -14,7 +14,10 @@ import (
 type Template struct {
 	Pos
 	Source string
-	parts  []tmplPart
+	// Optional marks an argument of a program, {optional: TEMPLATE}, that
+	// is left out when it expands to the empty string.
+	Optional bool
+	parts    []tmplPart
 }
 
 type tmplPart struct {
