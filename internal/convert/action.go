@@ -45,7 +45,7 @@ func (f *fileConv) captureAction(a Action, fl flags, res *recipeResult) error {
 	if in == "" {
 		in = "message"
 	}
-	res.then = append(res.then, mapping{{"set", mapping{{mfName(a.Var), mapping{{"output-of", argvSeq(cmd.Argv)}, {"input", plain(in)}}}}}})
+	res.then = append(res.then, mapping{{"set", mapping{{mfName(a.Var), mapping{{"output-of", cmd.seq()}, {"input", plain(in)}}}}}})
 	f.varSet[mfName(a.Var)] = true
 	return nil
 }
@@ -202,7 +202,7 @@ func (f *fileConv) pipeAction(a Action, fl flags, res *recipeResult) error {
 	if fl.f {
 		return f.filterAction(cmd, fl, res)
 	}
-	m := mapping{{"pipe", argvSeq(cmd.Argv)}}
+	m := mapping{{"pipe", cmd.seq()}}
 	if in := inputOf(fl); in != "" {
 		m = append(m, kv{"input", plain(in)})
 	}
@@ -221,9 +221,14 @@ func (f *fileConv) pipeAction(a Action, fl flags, res *recipeResult) error {
 }
 
 func (f *fileConv) filterAction(cmd command, fl flags, res *recipeResult) error {
-	m := mapping{{"filter", argvSeq(cmd.Argv)}}
+	m := mapping{{"filter", cmd.seq()}}
 	if in := inputOf(fl); in != "" {
 		m = append(m, kv{"input", plain(in)})
+	}
+	if !fl.w && !fl.W {
+		// Without w procmail takes the output even of a failed filter
+		// (checked with procmail 3.22: an exit 3 that printed a message).
+		m = append(m, kv{"on-failure", plain("use-output")})
 	}
 	res.then = append(res.then, m)
 	return nil

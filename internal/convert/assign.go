@@ -137,7 +137,7 @@ func (f *fileConv) segsValue(segs []Seg, line int, name string) ([]piece, []any,
 				tmp = mfName(name)
 			}
 			f.varSet[tmp] = true
-			pre = append(pre, mapping{{"set", mapping{{tmp, mapping{{"output-of", argvSeq(cmd.Argv)}, {"input", plain("message")}}}}}})
+			pre = append(pre, mapping{{"set", mapping{{tmp, mapping{{"output-of", cmd.seq()}, {"input", plain("message")}}}}}})
 			ps = append(ps, piece{isVar: true, name: tmp})
 		default:
 			p, err := scanVars(s.Text, s.Kind == '"', false, f)

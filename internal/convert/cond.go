@@ -118,7 +118,7 @@ func (f *fileConv) programCond(cmdText string) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return mapping{{"program", argvSeq(cmd.Argv)}}, nil
+	return mapping{{"program", cmd.seq()}}, nil
 }
 
 // regexCond translates a regex condition, VAR ?? regex included.

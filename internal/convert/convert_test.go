@@ -250,3 +250,42 @@ func procmailMatches(t *testing.T, procmail, dir, re, header string) bool {
 	_, err := os.Stat(hit)
 	return err == nil
 }
+
+// varsOnly resolves every name to a variable of the same name.
+type varsOnly struct{}
+
+func (varsOnly) resolve(name string, regex, quoted bool) ([]piece, error) {
+	return []piece{{isVar: true, name: name}}, nil
+}
+
+// TestCommandArgv: an argument of unquoted variables alone is optional,
+// as procmail leaves it out when it expands to nothing (checked against
+// procmail by cmd/mfilter's convert_verify_procmail_words script); in a
+// shell script such a word is ${N:+"$N"}.
+func TestCommandArgv(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{`prog a $X b`, `[prog a {optional: ${X}} b]`},
+		{`prog ${X}$Y "$Z" x$X '$X'`, `[prog {optional: ${X}${Y}} ${Z} x${X} $$X]`},
+		{`$PROG $X`, `[${PROG} {optional: ${X}}]`},
+		{`prog $X | cat "$Y" $Z`, `[/bin/sh -c prog $${1:+"$$1"} | cat "$$2" $${3:+"$$3"} sh ${X} ${Y} ${Z}]`},
+		{`echo x$X;echo $Y`, `[/bin/sh -c echo x"$$1";echo $${2:+"$$2"} sh ${X} ${Y}]`},
+	}
+	for _, tt := range tests {
+		cmd, err := translateCommand(tt.in, varsOnly{})
+		if err != nil {
+			t.Fatalf("%s: %v", tt.in, err)
+		}
+		var parts []string
+		for _, e := range cmd.seq() {
+			switch e := e.(type) {
+			case string:
+				parts = append(parts, e)
+			case mapping:
+				parts = append(parts, fmt.Sprintf("{%s: %s}", e[0].k, e[0].v))
+			}
+		}
+		if got := "[" + strings.Join(parts, " ") + "]"; got != tt.want {
+			t.Errorf("%s: got %s, want %s", tt.in, got, tt.want)
+		}
+	}
+}

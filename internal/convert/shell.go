@@ -12,11 +12,30 @@ import (
 const shellMetas = "&|<>~;?*[`()$\n"
 
 // command is a procmail command line as mfilter runs it: an argv of
-// templates. Shell is set when it needed sh -c.
+// templates. Shell is set when it needed sh -c. Optional[i] marks an
+// argument that is only unquoted variables: procmail, like a shell,
+// leaves it out when it expands to nothing.
 type command struct {
-	Argv  []string
-	Shell bool
+	Argv     []string
+	Optional []bool
+	Shell    bool
 }
+
+// seq is the argument list as YAML, an optional argument written
+// {optional: TEMPLATE}.
+func (c command) seq() seq {
+	out := make(seq, len(c.Argv))
+	for i, a := range c.Argv {
+		out[i] = a
+		if i < len(c.Optional) && c.Optional[i] {
+			out[i] = mapping{{"optional", a}}
+		}
+	}
+	return out
+}
+
+// onlyVars matches an unquoted word made of variable references alone.
+var onlyVars = regexp.MustCompile(`^(?:\$(?:\{[^}]*\}|[A-Za-z_][A-Za-z0-9_]*|[=-]))+$`)
 
 // translateCommand turns a procmail action or condition command into an
 // argv. Without shell syntax, procmail splits the words itself and so
@@ -34,20 +53,36 @@ func translateCommand(text string, ex expander) (command, error) {
 		}
 	}
 	if !metas {
-		var argv []string
-		for _, w := range words {
-			t, err := wordTemplate(w, ex)
-			if err != nil {
-				return command{}, err
-			}
-			argv = append(argv, t)
-		}
-		if len(argv) == 0 {
-			return command{}, fmt.Errorf("empty command")
-		}
-		return command{Argv: argv}, nil
+		return splitCommand(words, ex)
 	}
 	return shellCommand(text, ex)
+}
+
+// splitCommand makes the argv of a command procmail splits itself. A word
+// of unquoted variables alone is optional; one that is a constant empty
+// string (${X:-}) is left out here.
+func splitCommand(words [][]Seg, ex expander) (command, error) {
+	var cmd command
+	for _, w := range words {
+		t, err := wordTemplate(w, ex)
+		if err != nil {
+			return command{}, err
+		}
+		opt := len(w) == 1 && w[0].Kind == 0 && onlyVars.MatchString(w[0].Text)
+		if opt && t == "" {
+			continue
+		}
+		if opt && len(cmd.Argv) == 0 {
+			// The program itself: an empty one fails either way.
+			opt = false
+		}
+		cmd.Argv = append(cmd.Argv, t)
+		cmd.Optional = append(cmd.Optional, opt && strings.Contains(t, "${"))
+	}
+	if len(cmd.Argv) == 0 {
+		return command{}, fmt.Errorf("empty command")
+	}
+	return cmd, nil
 }
 
 // wordTemplate expands one word's segments.
@@ -159,14 +194,7 @@ func shellCommand(text string, ex expander) (command, error) {
 				continue
 			}
 			args = append(args, templateOf(ps))
-			ref := "$" + strconv.Itoa(len(args))
-			if len(args) > 9 {
-				ref = "${" + strconv.Itoa(len(args)) + "}"
-			}
-			if quote == 0 {
-				ref = `"` + ref + `"`
-			}
-			script.WriteString(ref)
+			script.WriteString(positional(len(args), quote == 0, wordEnds(text, i-1) && wordEnds(text, i+1+n)))
 			i += n
 		default:
 			script.WriteByte(c)
@@ -178,6 +206,30 @@ func shellCommand(text string, ex expander) (command, error) {
 		argv = append(argv, args...)
 	}
 	return command{Argv: argv, Shell: true}, nil
+}
+
+// positional is the script's reference to argument n. Unquoted, it is
+// quoted, so that the shell never splits or globs a value; a whole word
+// becomes ${n:+"$n"}, which leaves the word out when the value is empty,
+// as the shell does with procmail's text (cmd $EMPTY x runs cmd x).
+func positional(n int, unquoted, word bool) string {
+	ref := "$" + strconv.Itoa(n)
+	if n > 9 {
+		ref = "${" + strconv.Itoa(n) + "}"
+	}
+	switch {
+	case unquoted && word:
+		return "${" + strconv.Itoa(n) + `:+"` + ref + `"}`
+	case unquoted:
+		return `"` + ref + `"`
+	}
+	return ref
+}
+
+// wordEnds reports whether text[i] ends a shell word: outside the text,
+// a blank or an operator.
+func wordEnds(text string, i int) bool {
+	return i < 0 || i >= len(text) || strings.IndexByte(" \t\n;|&()", text[i]) >= 0
 }
 
 // programRecorder hears the programs a command runs.
