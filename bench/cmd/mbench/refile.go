@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -529,26 +528,14 @@ func readRefileFolders(dir string) (*refileFolders, error) {
 // and X-Status for a message that had flags, mfilter < mbox and fdm
 // write none), and notes each one's flags.
 func (r *refileFolders) readMbox(path string) ([]string, error) {
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	s := mailfmt.NewSplitter(bytes.NewReader(data), mailfmt.SplitOptions{})
 	hashes := []string{}
-	for {
-		m, err := s.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", filepath.Base(path), err)
-		}
+	found, err := eachMboxMessage(path, func(m []byte) {
 		h := strippedHash(m)
 		hashes = append(hashes, h)
 		r.mboxFlags[h] = flagLetters(deliver.ParseMboxFlags(m))
+	})
+	if err != nil || !found {
+		return nil, err
 	}
 	sort.Strings(hashes)
 	return hashes, nil

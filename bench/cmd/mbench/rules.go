@@ -496,28 +496,39 @@ func copyFile(src, dst string, mode os.FileMode) error {
 // mboxHashes returns the sorted hashes of the messages in the mbox at
 // path, without their From_ lines, or nil when there is no such file.
 func mboxHashes(path string, norm func([]byte) []byte) ([]string, error) {
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	s := mailfmt.NewSplitter(bytes.NewReader(data), mailfmt.SplitOptions{})
 	hashes := []string{}
-	for {
-		m, err := s.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", filepath.Base(path), err)
-		}
+	found, err := eachMboxMessage(path, func(m []byte) {
 		if i := bytes.IndexByte(m, '\n'); i >= 0 {
 			m = m[i+1:]
 		}
 		hashes = append(hashes, messageHash(norm(m)))
+	})
+	if err != nil || !found {
+		return nil, err
 	}
 	sort.Strings(hashes)
 	return hashes, nil
+}
+
+// eachMboxMessage calls fn with each message of the mbox at path, as
+// mfilter splits it; found is false when there is no such file.
+func eachMboxMessage(path string, fn func(m []byte)) (found bool, err error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	s := mailfmt.NewSplitter(bytes.NewReader(data), mailfmt.SplitOptions{})
+	for {
+		m, err := s.Next()
+		if err == io.EOF {
+			return true, nil
+		}
+		if err != nil {
+			return true, fmt.Errorf("%s: %w", filepath.Base(path), err)
+		}
+		fn(m)
+	}
 }
