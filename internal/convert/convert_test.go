@@ -82,7 +82,7 @@ func TestMatchSemantics(t *testing.T) {
 }
 
 func TestParse(t *testing.T) {
-	src := "A=1\n:0 Bc: lock # comment\n* ^x \\\n  y\n* ! z\n| cmd \\\n  arg\n:0\n{ V=yes }\n:0\n{\n  :0\n  inner\n}\nX=\"two\nlines\"\n"
+	src := "A=1\n:0 Bc: lock # comment\n* ^x \\\n  y\n* ! z\n| cmd \\\n  arg\n:0\n{ V=yes }\n:0\n{\n  :0\n  inner\n}\nX=\"two\nlines\"\n:0\n{ A=1\n  B=x }\nC=2 D # c\n"
 	f := Parse("rc", []byte(src))
 	var kinds []string
 	for _, it := range f.Items {
@@ -107,6 +107,9 @@ func TestParse(t *testing.T) {
 		`recipe "" lock=false conds=0 kind=3 text="" block=1 @8-9`,
 		`recipe "" lock=false conds=0 kind=3 text="" block=1 @10-14`,
 		"assign X@15-16",
+		`recipe "" lock=false conds=0 kind=3 text="" block=2 @17-19`,
+		"assign C@20-20",
+		"assign D@20-0",
 	}
 	if strings.Join(kinds, "\n") != strings.Join(want, "\n") {
 		t.Errorf("parsed:\n%s\nwant:\n%s", strings.Join(kinds, "\n"), strings.Join(want, "\n"))

@@ -312,7 +312,7 @@ func (p *parser) assignment() Item {
 	}
 	a.Value = segs
 	a.Unset = len(segs) == 0
-	a.End = p.i
+	a.End = max(p.i, ln)
 	return a
 }
 
@@ -336,6 +336,22 @@ func (p *parser) word(s string) ([]Seg, error) {
 			case quote != 0 && c == quote:
 				flush(quote)
 				quote = 0
+			case quote == 0 && c == '$' && i+1 < len(s) && s[i+1] == '{':
+				// sh removes the quotes of a default word: ${V:-'x y'}.
+				ref, n := braceWord(s[i:])
+				cur.WriteString(ref)
+				i += n - 1
+			case quote == '"' && c == '`':
+				cmd, n, ok := backquoted(s[i:])
+				if !ok {
+					cur.WriteByte(c)
+					continue
+				}
+				if cur.Len() > 0 {
+					flush('"')
+				}
+				segs = append(segs, Seg{Kind: '`', Text: cmd})
+				i += n - 1
 			case quote == 0 && (c == '"' || c == '\'' || c == '`'):
 				flush(0)
 				quote = c
@@ -347,6 +363,7 @@ func (p *parser) word(s string) ([]Seg, error) {
 				// continuation: the word goes on at the next line
 			case quote == 0 && (c == ' ' || c == '\t'):
 				flush(0)
+				p.rest(s[i+1:])
 				return segs, nil
 			default:
 				cur.WriteByte(c)
@@ -366,4 +383,71 @@ func (p *parser) word(s string) ([]Seg, error) {
 		s = p.lines[p.i]
 		p.i++
 	}
+}
+
+// rest hands what follows a word on its line back to the statement
+// reader, as procmail reads it: "V=x }" closes a block, "V=x W" unsets W.
+// A comment is dropped.
+func (p *parser) rest(s string) {
+	s = strings.TrimSpace(s)
+	if s == "" || s[0] == '#' || p.i == 0 {
+		return
+	}
+	p.i--
+	p.lines[p.i] = s
+}
+
+// braceWord reads the ${...} reference at the start of s, up to its
+// closing brace, without the quote characters inside it, and returns it
+// and the bytes read. Without a closing brace it reads only the $.
+func braceWord(s string) (string, int) {
+	var b strings.Builder
+	var quote byte
+	depth := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case quote != 0 && c == quote:
+			quote = 0
+		case quote != 0:
+			b.WriteByte(c)
+		case c == '\'' || c == '"':
+			quote = c
+		case c == '\\' && i+1 < len(s):
+			b.WriteByte(c)
+			b.WriteByte(s[i+1])
+			i++
+		case c == '{':
+			depth++
+			b.WriteByte(c)
+		case c == '}':
+			b.WriteByte(c)
+			if depth--; depth == 0 {
+				return b.String(), i + 1
+			}
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return "$", 1
+}
+
+// backquoted reads the `command` at the start of s, inside double quotes,
+// and returns the command as the shell runs it (\", \\, \$ and \` lose
+// their backslash) and the bytes read; ok is false without a closing `.
+func backquoted(s string) (cmd string, n int, ok bool) {
+	var b strings.Builder
+	for i := 1; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '`':
+			return b.String(), i + 1, true
+		case c == '\\' && i+1 < len(s) && strings.IndexByte("\"\\$`", s[i+1]) >= 0:
+			b.WriteByte(s[i+1])
+			i++
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return "", 0, false
 }
