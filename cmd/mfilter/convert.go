@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -31,6 +32,7 @@ func runConvert(ctx context.Context, env *environ, args []string) int {
 	outDir := fs.String("o", "", "write one YAML file per INCLUDERC target into this directory")
 	verify := fs.Bool("verify", false, "file MAILBOX with procmail and with the conversion and print every message filed differently")
 	keep := fs.String("keep", "", "with --verify: keep the two scratch trees in this new directory")
+	home := fs.String("home", env.getenv("HOME"), "the home directory the procmailrc was written for: paths under it become ~/")
 	if err := parseFlags(env, fs, args); err != nil {
 		return usageExit(err)
 	}
@@ -39,13 +41,13 @@ func runConvert(ctx context.Context, env *environ, args []string) int {
 			fmt.Fprintln(env.stderr, "usage: mfilter convert --verify MAILBOX PROCMAILRC")
 			return sysexits.Usage
 		}
-		return runVerify(ctx, env, fs.Arg(0), fs.Arg(1), *keep)
+		return runVerify(ctx, env, fs.Arg(0), fs.Arg(1), verifyOptions{keep: *keep, home: *home})
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintln(env.stderr, "usage: mfilter convert [-o DIR] PROCMAILRC")
 		return sysexits.Usage
 	}
-	res, code := convertFile(env, fs.Arg(0), convert.Options{Split: *outDir != ""})
+	res, code := convertFile(env, fs.Arg(0), convert.Options{Split: *outDir != "", Home: *home})
 	if res == nil {
 		return code
 	}
@@ -60,6 +62,11 @@ func runConvert(ctx context.Context, env *environ, args []string) int {
 	}
 	for _, w := range res.Warnings {
 		fmt.Fprintf(env.stderr, "mfilter convert: %s\n", w)
+	}
+	if m := res.Maildir; filepath.IsAbs(m) {
+		if _, err := os.Stat(m); errors.Is(err, iofs.ErrNotExist) {
+			fmt.Fprintf(env.stderr, "mfilter convert: MAILDIR %s does not exist here: if the procmailrc was written for another home directory, give it with --home\n", m)
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(env.stderr, "mfilter convert: %v\n", err)

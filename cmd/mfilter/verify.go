@@ -41,7 +41,7 @@ func (s *verifySide) sendmail() string { return filepath.Join(s.root, "bin", "se
 // runVerify files every message of mailbox with procmail and the rcfile,
 // and with mfilter deliver and its conversion, each in a scratch tree of
 // its own, and prints the messages whose folders differ.
-func runVerify(ctx context.Context, env *environ, mailbox, rcfile, keep string) int {
+func runVerify(ctx context.Context, env *environ, mailbox, rcfile string, opt verifyOptions) int {
 	procmail, err := exec.LookPath("procmail")
 	if err != nil {
 		fmt.Fprintln(env.stderr, "mfilter convert --verify: procmail is not installed")
@@ -56,12 +56,12 @@ func runVerify(ctx context.Context, env *environ, mailbox, rcfile, keep string) 
 		fmt.Fprintf(env.stderr, "mfilter convert --verify: %v\n", err)
 		return sysexits.IOErr
 	}
-	v, err := newVerifier(env, procmail, rcfile, keep)
+	v, err := newVerifier(env, procmail, rcfile, opt)
 	if err != nil {
 		fmt.Fprintf(env.stderr, "mfilter convert --verify: %v\n", err)
 		return sysexits.CantCreat
 	}
-	if keep == "" {
+	if opt.keep == "" {
 		defer os.RemoveAll(v.dir)
 	}
 	if v.res == nil {
@@ -99,6 +99,12 @@ func runVerify(ctx context.Context, env *environ, mailbox, rcfile, keep string) 
 	return sysexits.OK
 }
 
+// verifyOptions are mfilter convert --verify's options.
+type verifyOptions struct {
+	keep string // keep the scratch trees in this new directory
+	home string // the home the rcfile was written for; the sandbox stands in for it
+}
+
 // verifier holds the scratch trees and the two programs.
 type verifier struct {
 	env      *environ
@@ -112,8 +118,8 @@ type verifier struct {
 	asNobody bool
 }
 
-func newVerifier(env *environ, procmail, rcfile, keep string) (*verifier, error) {
-	dir, err := verifyDir(keep)
+func newVerifier(env *environ, procmail, rcfile string, opt verifyOptions) (*verifier, error) {
+	dir, err := verifyDir(opt.keep)
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +141,7 @@ func newVerifier(env *environ, procmail, rcfile, keep string) (*verifier, error)
 	}
 	// Each side runs its sendmail recorder; the conversion names the
 	// mfilter side's.
-	res, code := convertFile(env, rcfile, convert.Options{Sendmail: []string{v.mf.sendmail(), "-oi"}})
+	res, code := convertFile(env, rcfile, convert.Options{Sendmail: []string{v.mf.sendmail(), "-oi"}, Home: opt.home})
 	if code != sysexits.OK {
 		return v, nil
 	}
@@ -152,10 +158,42 @@ func newVerifier(env *environ, procmail, rcfile, keep string) (*verifier, error)
 	}
 	v.rcfile = filepath.Join(dir, "procmailrc")
 	v.rules = filepath.Join(dir, "rules.yaml")
-	if err := os.WriteFile(v.rcfile, data, 0o644); err != nil {
+	if err := os.WriteFile(v.rcfile, rehome(data, opt.home, v.pm.home()), 0o644); err != nil {
 		return v, err
 	}
 	return v, os.WriteFile(v.rules, []byte(res.Files[0].Text), 0o644)
+}
+
+// rehome puts dir for every path under home in an rcfile's text, so that
+// procmail writes into the sandbox where the rcfile names the home it was
+// written for (as the conversion says ~/ there).
+func rehome(text []byte, home, dir string) []byte {
+	home = strings.TrimRight(home, "/")
+	if home == "" {
+		return text
+	}
+	var b bytes.Buffer
+	for {
+		k := bytes.Index(text, []byte(home))
+		if k < 0 {
+			b.Write(text)
+			return b.Bytes()
+		}
+		end := k + len(home)
+		b.Write(text[:k])
+		if (k == 0 || !isNameByte(text[k-1])) && (end == len(text) || !isNameByte(text[end])) {
+			b.WriteString(dir)
+		} else {
+			b.Write(text[k:end])
+		}
+		text = text[end:]
+	}
+}
+
+// isNameByte reports whether c can be part of a file name's word: a path
+// that goes on with it names another file.
+func isNameByte(c byte) bool {
+	return c == '.' || c == '_' || c == '-' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }
 
 // makeMaildirs makes the maildir on both sides, as a user's exists:

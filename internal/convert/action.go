@@ -164,7 +164,7 @@ func (f *fileConv) folderNames(a Action, res *recipeResult) (seq, error) {
 			return nil, err
 		}
 		res.then = append(res.then, pre...)
-		return seq{templateOf(ps)}, nil
+		return seq{f.underHome(templateOf(ps))}, nil
 	}
 	words, _, err := shellWords(text)
 	if err != nil {
@@ -176,7 +176,7 @@ func (f *fileConv) folderNames(a Action, res *recipeResult) (seq, error) {
 		if err != nil {
 			return nil, err
 		}
-		folders = append(folders, t)
+		folders = append(folders, f.underHome(t))
 	}
 	return folders, nil
 }

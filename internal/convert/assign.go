@@ -356,7 +356,22 @@ func (f *fileConv) plainPath(a *Assign) (string, error) {
 			b.WriteString(c)
 		}
 	}
-	return b.String(), nil
+	return f.underHome(b.String()), nil
+}
+
+// underHome writes a path under Options.Home as ~/.
+func (f *fileConv) underHome(p string) string {
+	h := strings.TrimRight(f.g.opt.Home, "/")
+	if h == "" {
+		return p
+	}
+	if p == h {
+		return "~/"
+	}
+	if rest, ok := strings.CutPrefix(p, h+"/"); ok {
+		return "~/" + rest
+	}
+	return p
 }
 
 // setting reads MAILDIR, DEFAULT and LOGFILE into the settings.

@@ -292,3 +292,17 @@ func TestCommandArgv(t *testing.T) {
 		}
 	}
 }
+
+// TestHome checks that the paths of an rcfile written for another home
+// (an old server's) are written under ~/, and only those.
+func TestHome(t *testing.T) {
+	src := "MAILDIR=/home/bob/mail\nDEFAULT=$MAILDIR/\nLOGFILE=/home/bob/mail/log\n" +
+		":0\n* ^Subject: a\n/home/bob/mail/lists/\n:0\n* ^Subject: b\n/home/bobby/x\n"
+	res := Convert("rc", []byte(src), Options{Getenv: testEnv, Home: "/home/bob/"})
+	got := res.Files[0].Text
+	for _, want := range []string{"maildir: '~/mail'", "default: '~/mail/'", "log: '~/mail/log'", "{folder: '~/mail/lists/'}", "{folder: '/home/bobby/x'}"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("conversion lacks %s:\n%s", want, got)
+		}
+	}
+}

@@ -22,6 +22,10 @@ type Options struct {
 	// Split writes every INCLUDERC target to a file of its own joined by
 	// include:, instead of inlining it.
 	Split bool
+	// Home is the home directory the procmailrc was written for: the
+	// settings and folders under it are written as ~/, so that they name
+	// the same places under the HOME mfilter runs with. "": none.
+	Home string
 }
 
 // OutFile is one YAML file written.
