@@ -218,7 +218,8 @@ func (v *verifier) makeMaildirs(maildir string) error {
 }
 
 // makeParents makes, on both sides, the parent directory of every folder
-// the rules name inside HOME, as a user's tree has them: procmail does
+// the rules name inside HOME, and every MH folder, as a user's tree has
+// them: procmail does
 // not create a missing parent (it files the message further down),
 // mfilter does, and that difference is not the conversion's.
 func (v *verifier) makeParents(res *convert.Result) error {
@@ -237,7 +238,13 @@ func (v *verifier) makeParents(res *convert.Result) error {
 			default:
 				p = filepath.Join(base, filepath.Clean("/"+f))
 			}
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			dir := filepath.Dir(p)
+			if strings.HasSuffix(f, "/.") {
+				// An MH folder: a user's exists, and procmail's
+				// lock in it waits for ever when it does not.
+				dir = p
+			}
+			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return err
 			}
 		}

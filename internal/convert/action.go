@@ -110,13 +110,43 @@ func stripComment(s string) string {
 	return s
 }
 
+// knownFolder is folder name n with ${HOME} as ~ and the variables whose
+// values are known when converting put in; ok is false when n holds
+// another variable.
+func (f *fileConv) knownFolder(n string) (string, bool) {
+	n = strings.Replace(n, "${HOME}", "~", 1)
+	for range maxKnownVars {
+		k := strings.Index(n, "${")
+		if k < 0 {
+			return n, true
+		}
+		e := strings.IndexByte(n[k:], '}')
+		if e < 0 {
+			return "", false
+		}
+		name := n[k+2 : k+e]
+		v, ok := f.consts[name]
+		if !ok {
+			v, ok = f.plainVals[name]
+		}
+		if !ok || strings.Contains(v, "${") {
+			return "", false
+		}
+		n = n[:k] + v + n[k+e+1:]
+	}
+	return "", false
+}
+
+// maxKnownVars bounds the references knownFolder puts in.
+const maxKnownVars = 8
+
 func (f *fileConv) folderAction(a Action, fl flags, res *recipeResult) error {
 	folders, err := f.folderNames(a, res)
 	if err != nil {
 		return err
 	}
 	for _, name := range folders {
-		if n := strings.Replace(name.(string), "${HOME}", "~", 1); !strings.Contains(n, "${") {
+		if n, ok := f.knownFolder(name.(string)); ok {
 			f.g.res.Folders = append(f.g.res.Folders, n)
 		}
 	}
