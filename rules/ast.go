@@ -258,6 +258,7 @@ type (
 		Pos
 		Argv    []*Template
 		Timeout time.Duration
+		Input   string // message (""), header, body or none
 	}
 	// DuplicateCond holds when the message was seen before (formail -D).
 	DuplicateCond struct {

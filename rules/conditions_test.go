@@ -181,6 +181,10 @@ func TestProgramConditionExec(t *testing.T) {
 		{"timeout of a child process too", `{program: {command: [/bin/sh, -c, 'sleep 10; exit 0'], timeout: 200ms}}`, "error: timed out"},
 		{"missing program", `{program: [/nonexistent/prog]}`, "error: no such file or directory"},
 		{"not executable", fmt.Sprintf(`{program: [%s]}`, filepath.Join(dir)), "error: permission denied"},
+		{"input: body", fmt.Sprintf(`{program: {command: [%s, '0'], input: body}}`, script), "folder:hit/"},
+		{"input: header lacks the body", fmt.Sprintf(`{program: {command: [%s, '0'], input: header}}`, script), "default:inbox/"},
+		{"input: none", `{program: {command: [/bin/sh, -c, 'test "$$(cat)" = ""'], input: none}}`, "folder:hit/"},
+		{"input: header has the header", `{program: {command: [/bin/sh, -c, 'grep -q "^Subject:" && ! grep -q "meeting is at noon"'], input: header}}`, "folder:hit/"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -970,7 +970,7 @@ func (p *Pattern) emptyMatch(n int) bool {
 
 func (s *state) programCond(c *ProgramCond) (bool, string, error) {
 	argv := s.argv(c.Argv)
-	res, err := s.e.opts.Runner.Run(s.ctx, argv, mailfmt.PipeBytes(s.msg, s.e.opts.Berkeley), runprog.Options{Timeout: c.Timeout})
+	res, err := s.e.opts.Runner.Run(s.ctx, argv, s.programInput(c.Input), runprog.Options{Timeout: c.Timeout})
 	if err != nil {
 		return false, "", fmt.Errorf("program condition: %w", err)
 	}

@@ -787,12 +787,15 @@ func (l *loader) programCond(p Pos, v *yaml.Node) Cond {
 	if v.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(v.Content); i += 2 {
 			k, val := v.Content[i], v.Content[i+1]
-			if !l.known(k, []string{"command", "timeout"}, "program option") {
+			if !l.known(k, []string{"command", "timeout", "input"}, "program option") {
 				continue
 			}
-			if k.Value == "timeout" {
+			switch k.Value {
+			case "timeout":
 				c.Timeout = l.duration(val, "timeout")
-			} else {
+			case "input":
+				c.Input = l.oneOf(val, "input", programInputs)
+			default:
 				c.Argv = l.argv(val, "command")
 			}
 		}
