@@ -68,7 +68,7 @@ func runVerify(ctx context.Context, env *environ, mailbox, rcfile string, opt ve
 		return sysexits.IOErr
 	}
 	if missing := missingPrograms(v.res.Programs); len(missing) > 0 {
-		fmt.Fprintf(env.stderr, "mfilter convert --verify: programs not found (both sides run them, and fail alike): %s\n", strings.Join(missing, ", "))
+		fmt.Fprintf(env.stderr, "mfilter convert --verify: programs not found here (the messages that run them say little of the rules where they exist): %s\n", strings.Join(missing, ", "))
 	}
 	differ, timeouts := 0, 0
 	for i, m := range msgs {

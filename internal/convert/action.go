@@ -232,13 +232,19 @@ func (f *fileConv) pipeAction(a Action, fl flags, res *recipeResult) error {
 	if fl.f {
 		return f.filterAction(cmd, fl, res)
 	}
+	if !fl.c && (fl.w || fl.W) {
+		checkedPipe(cmd, fl, res)
+		return nil
+	}
 	m := mapping{{"pipe", cmd.seq()}}
 	if in := inputOf(fl); in != "" {
 		m = append(m, kv{"input", plain(in)})
 	}
-	if fl.i || fl.c || !fl.w && !fl.W {
+	if fl.c || !fl.w && !fl.W {
 		// procmail neither waits for nor checks a pipe without w, and a
 		// copy that fails changes nothing but the a recipes after it.
+		// (i only ignores the program's not reading all its input,
+		// which mfilter always ignores.)
 		m = append(m, kv{"ignore-exit", plain("true")})
 	}
 	if fl.c {
@@ -248,6 +254,28 @@ func (f *fileConv) pipeAction(a Action, fl flags, res *recipeResult) error {
 	}
 	res.then = append(res.then, m)
 	return nil
+}
+
+// checkedPipe translates a pipe whose exit status procmail checks (w or
+// W, not c): when the program fails, procmail goes on with the next
+// recipe. The program becomes the recipe's last condition, and its
+// success delivers: the message goes nowhere else.
+func checkedPipe(cmd command, fl flags, res *recipeResult) {
+	pc := mapping{{"command", cmd.seq()}}
+	if in := inputOf(fl); in != "" {
+		pc = append(pc, kv{"input", plain(in)})
+	}
+	prog := mapping{{"program", pc}}
+	switch c := res.cond.(type) {
+	case nil:
+		res.cond = prog
+	case seq:
+		res.cond = append(c, prog)
+	default:
+		res.cond = seq{c, prog}
+	}
+	res.then = append(res.then, plain("discard"))
+	res.delivering = true
 }
 
 func (f *fileConv) filterAction(cmd command, fl flags, res *recipeResult) error {

@@ -11,7 +11,8 @@ import (
 // (nil when there are none): weighted ones form one score.
 func (f *fileConv) conditions(cs []Cond, fl flags, capIdx int) (any, error) {
 	var all seq
-	var terms seq
+	var terms, either seq
+	orForm := onlyOnce(cs)
 	for i, c := range cs {
 		text := c.Text
 		var w, x string
@@ -19,15 +20,23 @@ func (f *fileConv) conditions(cs []Cond, fl flags, capIdx int) (any, error) {
 			w, x = m[1], m[2]
 			text = text[len(m[0]):]
 		}
-		cond, err := f.condition(text, fl, i == capIdx, w != "")
+		cond, err := f.condition(text, fl, i == capIdx, w != "" && !orForm)
 		if err != nil {
 			return nil, fmt.Errorf("condition at line %d: %v", c.Line, err)
 		}
 		if cond == nil {
+			if w != "" && orForm {
+				// An empty regex matches: the score is above 0.
+				either = append(either, nil)
+			}
 			continue
 		}
 		if w == "" {
 			all = append(all, cond)
+			continue
+		}
+		if orForm {
+			either = append(either, cond)
 			continue
 		}
 		term := mapping{{"weight", plain(w)}}
@@ -40,6 +49,9 @@ func (f *fileConv) conditions(cs []Cond, fl flags, capIdx int) (any, error) {
 	if len(terms) > 0 {
 		all = append(all, mapping{{"score", mapping{{"terms", terms}}}})
 	}
+	if c, ok := anyOf(either); ok {
+		all = append(all, c)
+	}
 	switch len(all) {
 	case 0:
 		return nil, nil
@@ -47,6 +59,43 @@ func (f *fileConv) conditions(cs []Cond, fl flags, capIdx int) (any, error) {
 		return all[0], nil
 	}
 	return all, nil
+}
+
+// onlyOnce reports whether the recipe's weighted conditions all add a
+// positive weight once (w^0): the score is then above 0 when any of them
+// holds, negated ones included, and they translate as any:.
+func onlyOnce(cs []Cond) bool {
+	n := 0
+	for _, c := range cs {
+		m := weightRE.FindStringSubmatch(c.Text)
+		if m == nil {
+			continue
+		}
+		w, err := strconv.ParseFloat(m[1], 64)
+		if err != nil || w <= 0 || m[2] != "0" {
+			return false
+		}
+		n++
+	}
+	return n > 0
+}
+
+// anyOf is the any: of the conditions of an onlyOnce score; a nil one
+// always holds, and so does the whole. ok is false without conditions or
+// when one always holds.
+func anyOf(cs seq) (any, bool) {
+	if len(cs) == 0 {
+		return nil, false
+	}
+	for _, c := range cs {
+		if c == nil {
+			return nil, false
+		}
+	}
+	if len(cs) == 1 {
+		return cs[0], true
+	}
+	return mapping{{"any", cs}}, true
 }
 
 // condition translates one condition line (without its * and weight).

@@ -56,10 +56,12 @@ func TestTranslateRegex(t *testing.T) {
 func TestProgramNames(t *testing.T) {
 	tests := []struct{ in, want string }{
 		{`formail -A "X: y"`, "formail"},
-		{`(formail -r; cat msg) | $SENDMAIL -t`, "formail"},
+		{`(formail -r; cat msg) | $SENDMAIL -t`, "formail $SENDMAIL"},
 		{`nice -n 15 /usr/bin/spamc | sed -e 1d; exec lpr`, "/usr/bin/spamc sed lpr"},
 		{`$HOME/bin/mimencode -u -b`, "$HOME/bin/mimencode"},
-		{`$SPAMC -f`, ""},
+		{`$SPAMC -f`, "$SPAMC"},
+		{`nice -n 15 ${SPAMBIN}`, "${SPAMBIN}"},
+		{`${MD5SUM:-md5sum} # x`, "${MD5SUM:-md5sum}"},
 		{`formail -a "Content-Type: a; format=text" | tr 'a;b' x`, "formail tr"},
 		{`if test -f x; then mail bob; fi`, "mail"},
 	}
@@ -304,5 +306,20 @@ func TestHome(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("conversion lacks %s:\n%s", want, got)
 		}
+	}
+}
+
+// TestProgramsOfVariables: a program named by a variable is its constant
+// value, or its default, or, never set in the rcfile (a fragment whose
+// including file sets it), a name that says so; one set at run time is
+// not known.
+func TestProgramsOfVariables(t *testing.T) {
+	src := "FORMAIL=/usr/bin/formail\nLATER=`which x`\n" +
+		":0 fw\n| $FORMAIL -A X:y\n:0 fw\n| nice -n 15 ${SPAMBIN}\n:0 b\nSUM=|${MD5:-md5sum}\n" +
+		":0\n* ? $LATER\n/dev/null\n:0 w\n| $SENDMAIL -t\n"
+	res := Convert("rc", []byte(src), Options{Getenv: testEnv})
+	got := strings.Join(res.Programs, ",")
+	if want := "$SPAMBIN (not set in this file),/usr/bin/formail,md5sum,which"; got != want {
+		t.Errorf("programs %q, want %q", got, want)
 	}
 }

@@ -43,6 +43,7 @@ var onlyVars = regexp.MustCompile(`^(?:\$(?:\{[^}]*\}|[A-Za-z_][A-Za-z0-9_]*|[=-
 // variable becomes a positional parameter "$N", so that no expanded value
 // (a MATCH taken from the message, say) is ever read as shell code.
 func translateCommand(text string, ex expander) (command, error) {
+	text = stripComment(text)
 	words, metas, err := shellWords(text)
 	if err != nil {
 		return command{}, err
@@ -253,6 +254,10 @@ func programNames(text string) []string {
 			name = "$HOME/" + name[8:]
 		}
 		home := strings.HasPrefix(name, "$HOME/")
+		if varProgram.MatchString(name) {
+			out = append(out, name) // the recorder knows its value
+			continue
+		}
 		if name == "" || !home && strings.ContainsAny(name, "${}`\x00") || isShellWord(name) {
 			continue
 		}
@@ -260,6 +265,10 @@ func programNames(text string) []string {
 	}
 	return out
 }
+
+// varProgram is a program named by a variable alone: $NAME, ${NAME},
+// or ${NAME:-default} with a default without variables.
+var varProgram = regexp.MustCompile(`^\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^${}]*))?\})$`)
 
 func isShellWord(s string) bool {
 	switch s {

@@ -63,7 +63,7 @@ func Convert(name string, data []byte, opt Options) *Result {
 	if opt.Getenv == nil {
 		opt.Getenv = func(string) string { return "" }
 	}
-	g := &global{opt: opt, res: &Result{}, seenFiles: map[string]bool{}, outNames: map[string]bool{}}
+	g := &global{opt: opt, res: &Result{}, seenFiles: map[string]bool{}, outNames: map[string]bool{}, assigned: map[string]bool{}}
 	main := g.newFile(name, data)
 	main.top = true
 	text := main.run()
@@ -74,7 +74,31 @@ func Convert(name string, data []byte, opt Options) *Result {
 }
 
 func (f *fileConv) sawProgram(name string) {
+	if m := varProgram.FindStringSubmatch(name); m != nil {
+		var ok bool
+		if name, ok = f.programVar(m[1]+m[2], m[3]); !ok {
+			return
+		}
+	}
 	f.g.res.Programs = append(f.g.res.Programs, name)
+}
+
+// programVar is the program a variable names: its value when constant,
+// the default when the rcfile never sets it, or "$NAME (not set in this
+// file)" without a default: that program is not known here (a fragment
+// whose including file sets it). ok is false when the value is only
+// known when procmail runs.
+func (f *fileConv) programVar(v, def string) (string, bool) {
+	if c, ok := f.consts[v]; ok {
+		return c, c != ""
+	}
+	switch {
+	case v == "SENDMAIL" || v == "SHELL" || f.g.assigned[v]:
+		return "", false
+	case def != "":
+		return def, true
+	}
+	return "$" + v + " (not set in this file)", true
 }
 
 // global is what the files of one conversion share.
@@ -83,6 +107,7 @@ type global struct {
 	res       *Result
 	seenFiles map[string]bool
 	outNames  map[string]bool
+	assigned  map[string]bool // variables any file read so far assigns
 	depth     int
 }
 
@@ -129,6 +154,9 @@ func (g *global) newFile(name string, data []byte) *fileConv {
 	f.lines = strings.Split(strings.ReplaceAll(string(data), "\r\n", "\n"), "\n")
 	f.mentionsMatch = regexp.MustCompile(`\$\{?MATCH\b`).Match(data)
 	countAssigns(f.ast.Items, f.counts)
+	for k := range f.counts {
+		g.assigned[k] = true
+	}
 	return f
 }
 
