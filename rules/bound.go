@@ -89,6 +89,8 @@ func (f filter) bound(v sizeBound) sizeBound {
 		// of the value for each group it names.
 		copies := int64(strings.Count(f.repl, "$")) + 1
 		return sizeBound{satAdd(satMul(v.lit, copies), int64(len(f.repl))), satMul(v.data, copies)}
+	case "or":
+		return sizeBound{max(v.lit, int64(len(f.args[0]))), v.data}
 	case "strftime":
 		// Each byte of the format makes at most the 20 of %s or %B.
 		return sizeBound{lit: 20 * int64(len(f.args[0]))}

@@ -83,6 +83,9 @@ func TestSubFilter(t *testing.T) {
 		{"other delimiter, | and } inside", `[{then: [{set: {v: aa12}}, {folder: '${v|sub #a{2}|b#X#}/'}]}]`, plainMsg, Envelope{}, "folder:X12/"},
 		{"escaped delimiter", `[{then: [{set: {v: a/b}}, {folder: 'x-${v|sub /\//-/}/'}]}]`, plainMsg, Envelope{}, "folder:x-a-b/"},
 		{"no match keeps the value", `[{then: [{set: {v: abc}}, {folder: '${v|sub /z/y/|upper}/'}]}]`, plainMsg, Envelope{}, "folder:ABC/"},
+		{"or: an empty value", `[{then: [{set: {v: ''}}, {folder: '${v|or md5 sum}/'}]}]`, plainMsg, Envelope{}, "folder:md5 sum/"},
+		{"or: a value", `[{then: [{set: {v: x}}, {folder: '${v|or md5sum}/'}]}]`, plainMsg, Envelope{}, "folder:x/"},
+		{"or, then upper", `[{then: [{set: {v: ''}}, {folder: '${v|or abc|upper}/'}]}]`, plainMsg, Envelope{}, "folder:ABC/"},
 		{"procmail's echo $MATCH | sed s/\\./@/", `[{if: {subject: '^(?P<m>\w+) there'}, then: {forward: '${m|sub /^H/h/}@example.org'}}]`, plainMsg, Envelope{}, "forward:/usr/sbin/sendmail -oi hello@example.org"},
 	})
 	for _, bad := range []string{`${v|sub /a/b}`, `${v|sub a/b/}`, `${v|sub /(/b/}`, `${v|sub/a/b/}`} {

@@ -201,6 +201,10 @@ func scanFilter(pos Pos, s string, i int, pattern bool) (f filter, j int, err er
 			return f, 0, &Error{pos, "filter replace takes two arguments: replace OLD NEW"}
 		}
 		f.args = args
+	case "or":
+		// The text is kept as written, inner blanks included: it is
+		// what procmail's ${name:-text} gives.
+		f.args = []string{strings.TrimPrefix(rest, " ")}
 	case "strftime":
 		format := strings.TrimSpace(rest)
 		if format == "" {
@@ -208,7 +212,7 @@ func scanFilter(pos Pos, s string, i int, pattern bool) (f filter, j int, err er
 		}
 		f.args = []string{format}
 	default:
-		return f, 0, &Error{pos, fmt.Sprintf("unknown filter %q (known: lower, upper, trim, replace OLD NEW, sub /REGEX/REPLACEMENT/, strftime FORMAT)", f.name)}
+		return f, 0, &Error{pos, fmt.Sprintf("unknown filter %q (known: lower, upper, trim, replace OLD NEW, sub /REGEX/REPLACEMENT/, or TEXT, strftime FORMAT)", f.name)}
 	}
 	return f, k, nil
 }
@@ -352,6 +356,10 @@ func (r *varRef) value(lookup func(string) (string, bool), now time.Time) (strin
 			v = subFirst(f.re, f.repl, v)
 		case "strftime":
 			v = strftime(now, f.args[0])
+		case "or":
+			if v == "" {
+				v, taint = f.args[0], false
+			}
 		}
 	}
 	return v, taint
