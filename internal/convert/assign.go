@@ -89,10 +89,16 @@ func (f *fileConv) resolve(name string, regex, quoted bool) ([]piece, error) {
 func (f *fileConv) withDefault(name string, op byte, word string, regex bool) ([]piece, error) {
 	// Set means assigned before this point of the file (or one of
 	// procmail's own variables).
-	_, isConst := f.consts[name]
+	c, isConst := f.consts[name]
 	set := f.varSet[mfName(name)] || isConst || name == "HOME" || name == "LOGNAME" || name == "MAILDIR" || name == "DEFAULT"
 	if op == '-' {
-		if set {
+		switch {
+		case isConst && c == "":
+			return scanVars(word, true, regex, f)
+		case !isConst && f.varSet[mfName(name)] && !regex && plainWord(word):
+			// Assigned on some path only: decided when the rules run.
+			return []piece{{isVar: true, name: mfName(name) + "|or " + word}}, nil
+		case set:
 			return f.resolve(name, regex, false)
 		}
 		return scanVars(word, true, regex, f)
@@ -101,6 +107,12 @@ func (f *fileConv) withDefault(name string, op byte, word string, regex bool) ([
 		return scanVars(word, true, regex, f)
 	}
 	return nil, nil
+}
+
+// plainWord reports whether a default word is plain text the or filter
+// can hold.
+func plainWord(w string) bool {
+	return w != "" && !strings.ContainsAny(w, "${}|`\\\"'")
 }
 
 // valueOf expands an assignment's value into pieces; backquoted commands
