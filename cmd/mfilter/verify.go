@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"syscall"
@@ -438,7 +439,7 @@ func (v *verifier) run(ctx context.Context, s *verifySide, msg []byte, argv ...s
 	if err != nil {
 		return d, err
 	}
-	d.folders, d.sent = changes(s, before, after, v.logPath(s))
+	d.folders, d.sent = changes(s, before, after, v.logPath(s), msg)
 	return d, nil
 }
 
@@ -515,7 +516,7 @@ func snapshot(root string) (map[string]int64, error) {
 // changes names the folders a message went to: a new file in a maildir's
 // new/ or cur/ is the maildir, a new file elsewhere its directory (MH or
 // plain), a grown file an mbox; lines added to sent are forwards.
-func changes(s *verifySide, before, after map[string]int64, logFile string) ([]string, []string) {
+func changes(s *verifySide, before, after map[string]int64, logFile string, msg []byte) ([]string, []string) {
 	set := map[string]bool{}
 	var sent []string
 	for p, size := range after {
@@ -530,7 +531,7 @@ func changes(s *verifySide, before, after map[string]int64, logFile string) ([]s
 			for _, l := range strings.Split(strings.TrimSpace(string(data[old:])), "\n") {
 				sent = append(sent, l)
 			}
-		case !holdsMessage(p, old):
+		case !holdsMessage(p, old, msg):
 			// A log file, a duplicate cache: not a folder.
 		case existed:
 			set[rel] = true
@@ -566,8 +567,9 @@ func (v *verifier) logPath(s *verifySide) string {
 
 // holdsMessage reports whether the bytes of file p after offset are a
 // message (whole, or its header or body) rather than lines of a log
-// (procmail's abstract, or mfilter's JSON) or keys of a formail -D cache.
-func holdsMessage(p string, offset int64) bool {
+// (procmail's abstract, or mfilter's JSON), keys of a formail -D cache, or
+// lines of a program's own.
+func holdsMessage(p string, offset int64, msg []byte) bool {
 	// Without O_NOATIME, reading an mbox right after a delivery makes
 	// procmail's next delivery see atime == mtime and sleep a second
 	// (its "NFS atime hack").
@@ -593,8 +595,28 @@ func holdsMessage(p string, offset int64) bool {
 		// errors to the log after it.
 		return false
 	}
-	for _, l := range bytes.Split(data, []byte("\n")) {
-		if len(l) > 0 && !isLogLine(l) {
+	return looksLikeMessage(data, msg)
+}
+
+// headerLine is a header field's first line, or a From_ line.
+var headerLine = regexp.MustCompile(`^(From |[!-9;-~]+:)`)
+
+// looksLikeMessage reports whether data, appended to a file, is a message
+// or a part of msg: it begins as a header does, or it holds a line of
+// msg. Lines a program appends of its own (message ids for a pending
+// list, checksums) are neither.
+func looksLikeMessage(data, msg []byte) bool {
+	lines := make(map[string]bool)
+	for _, l := range bytes.Split(msg, []byte("\n")) {
+		if l = bytes.TrimSuffix(l, []byte("\r")); len(l) > 1 {
+			lines[string(l)] = true
+		}
+	}
+	for i, l := range bytes.Split(data, []byte("\n")) {
+		if len(l) == 0 || isLogLine(l) {
+			continue
+		}
+		if i == 0 && headerLine.Match(l) || lines[string(bytes.TrimSuffix(l, []byte("\r")))] {
 			return true
 		}
 	}
