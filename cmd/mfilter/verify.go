@@ -71,6 +71,9 @@ func runVerify(ctx context.Context, env *environ, mailbox, rcfile string, opt ve
 	if missing := missingPrograms(v.res.Programs); len(missing) > 0 {
 		fmt.Fprintf(env.stderr, "mfilter convert --verify: programs not found here (the messages that run them say little of the rules where they exist): %s\n", strings.Join(missing, ", "))
 	}
+	if inc := v.res.MissingIncludes; len(inc) > 0 {
+		fmt.Fprintf(env.stderr, "mfilter convert --verify: included rcfiles not found here (what they set is unset on both sides): %s\n", strings.Join(inc, ", "))
+	}
 	differ, timeouts := 0, 0
 	for i, m := range msgs {
 		pm, mf, err := v.one(ctx, m)

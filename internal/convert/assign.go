@@ -1,7 +1,9 @@
 package convert
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"path/filepath"
 	"strings"
 )
@@ -444,6 +446,9 @@ func (f *fileConv) include(a *Assign, parent *Recipe) *ruleOut {
 	}
 	data, err := f.g.opt.ReadFile(p)
 	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			f.g.res.MissingIncludes = append(f.g.res.MissingIncludes, strings.TrimSpace(f.lines[a.Line-1]))
+		}
 		return f.skipAssign(a, fmt.Sprintf("INCLUDERC: %v", err))
 	}
 	f.g.seenFiles[p] = true

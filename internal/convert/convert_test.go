@@ -3,6 +3,7 @@ package convert
 import (
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -321,5 +322,15 @@ func TestProgramsOfVariables(t *testing.T) {
 	got := strings.Join(res.Programs, ",")
 	if want := "$SPAMBIN (not set in this file),/usr/bin/formail,md5sum,which"; got != want {
 		t.Errorf("programs %q, want %q", got, want)
+	}
+}
+
+// TestMissingIncludes: an INCLUDERC whose file does not exist is listed.
+func TestMissingIncludes(t *testing.T) {
+	src := "INCLUDERC=$PMSRC/pm-javar.rc\n:0\n/dev/null\n"
+	read := func(string) ([]byte, error) { return nil, fs.ErrNotExist }
+	res := Convert("rc", []byte(src), Options{Getenv: testEnv, ReadFile: read})
+	if got := strings.Join(res.MissingIncludes, ","); got != "INCLUDERC=$PMSRC/pm-javar.rc" {
+		t.Errorf("missing includes %q", got)
 	}
 }

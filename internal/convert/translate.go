@@ -53,6 +53,9 @@ type Result struct {
 	// Programs are the programs the rcfile's commands run (the first
 	// word of each simple command), sorted, without duplicates.
 	Programs []string
+	// MissingIncludes are the INCLUDERC lines whose files do not exist
+	// (a fragment's including file would name them).
+	MissingIncludes []string
 }
 
 // maxIncludes bounds the INCLUDERC depth.
